@@ -1,0 +1,123 @@
+/**
+ * Typed errors shared by the plugin, the router and the CLI.
+ *
+ * Each class names a failure, not a CNI code: the plugin's boundary (`src/cni/errors.ts`) is the
+ * one place that maps them to CNI error codes. `kind` survives the trip over the router API, so
+ * an error raised in the router is rebuilt as the same class in the plugin.
+ */
+export class WeftError extends Error {
+  /** Stable machine-readable name; also the wire name in router API errors. */
+  readonly kind: string = 'internal';
+  /** Longer explanation for the CNI `details` field. */
+  details?: string;
+  constructor(message: string, details?: string) {
+    super(message);
+    this.details = details;
+  }
+}
+
+/** A config field is missing or invalid. `field` is the dotted path, e.g. `ipam.subnet`. */
+export class ConfigError extends WeftError {
+  override readonly kind = 'config';
+  constructor(readonly field: string, message: string) {
+    super(field ? `${field}: ${message}` : message);
+  }
+}
+
+/** A CNI_* environment variable is missing or invalid. */
+export class EnvError extends WeftError {
+  override readonly kind = 'env';
+  constructor(readonly variable: string, message: string) {
+    super(`${variable}: ${message}`);
+  }
+}
+
+/** stdin is not JSON, or not a JSON object. */
+export class DecodeError extends WeftError {
+  override readonly kind = 'decode';
+}
+
+/** The config's cniVersion is not supported, or too old for the verb. */
+export class VersionError extends WeftError {
+  override readonly kind = 'version';
+}
+
+/** A field the plugin understands but cannot honour. */
+export class UnsupportedFieldError extends WeftError {
+  override readonly kind = 'unsupported-field';
+  constructor(readonly field: string, message: string) {
+    super(`${field}: ${message}`);
+  }
+}
+
+/** The router cannot be reached (socket missing, refused, or no answer before the deadline). */
+export class RouterUnavailableError extends WeftError {
+  override readonly kind = 'router-unavailable';
+}
+
+/** No free address could be had (pool exhausted, or no space within the deadline). */
+export class NoSpaceError extends WeftError {
+  override readonly kind = 'no-space';
+}
+
+/** A requested address is held by another attachment, or owned by another peer. */
+export class AddressInUseError extends WeftError {
+  override readonly kind = 'address-in-use';
+}
+
+/** The container's interface name already exists in its netns (CNI 1.0 ADD rule). */
+export class InterfaceExistsError extends WeftError {
+  override readonly kind = 'interface-exists';
+}
+
+/** CHECK found the attachment not as ADD left it. */
+export class CheckFailedError extends WeftError {
+  override readonly kind = 'check-failed';
+}
+
+/** A system command failed or timed out. */
+export class SysError extends WeftError {
+  override readonly kind = 'sys';
+  constructor(message: string, readonly stderr = '', readonly exitCode: number | null = null) {
+    super(message, stderr.trim() || undefined);
+  }
+}
+
+/** A request to the router was malformed (CLI or plugin sent something the API rejects). */
+export class BadRequestError extends WeftError {
+  override readonly kind = 'bad-request';
+}
+
+const byKind: Record<string, (msg: string) => WeftError> = {
+  config: (m) => new ConfigError('', m),
+  env: (m) => new EnvError('', m),
+  decode: (m) => new DecodeError(m),
+  version: (m) => new VersionError(m),
+  'router-unavailable': (m) => new RouterUnavailableError(m),
+  'no-space': (m) => new NoSpaceError(m),
+  'address-in-use': (m) => new AddressInUseError(m),
+  'interface-exists': (m) => new InterfaceExistsError(m),
+  'check-failed': (m) => new CheckFailedError(m),
+  sys: (m) => new SysError(m),
+  'bad-request': (m) => new BadRequestError(m),
+};
+
+/** Wire form of an error in router API responses. */
+export interface ErrorBody {
+  error: { kind: string; message: string; details?: string };
+}
+
+export function errorBody(err: unknown): ErrorBody {
+  if (err instanceof WeftError) return { error: { kind: err.kind, message: err.message, details: err.details } };
+  return { error: { kind: 'internal', message: err instanceof Error ? err.message : String(err) } };
+}
+
+/** Rebuilds the error class from a router API error body. */
+export function errorFromBody(body: ErrorBody): WeftError {
+  const make = byKind[body.error.kind];
+  const err = make ? make(body.error.message) : new WeftError(body.error.message);
+  // the message already carries any field prefix; keep it verbatim
+  err.message = body.error.message;
+  err.details = body.error.details;
+  return err;
+}

@@ -1,0 +1,91 @@
+/**
+ * iptables chains of weft's own, installed idempotently on either backend.
+ *
+ * The backend is the one the host already uses: whichever of iptables-legacy and iptables-nft
+ * holds more rules (the same heuristic as Kubernetes' iptables-wrapper), nft on a tie.
+ * `WEFT_IPTABLES=legacy|nft` overrides. Rules are loaded with `iptables-restore --noflush`,
+ * which replaces the content of weft's chains atomically and leaves every other chain alone;
+ * the jumps from the built-in chains are added only when missing.
+ */
+import { run, type RunOptions } from './exec';
+
+export type Backend = 'legacy' | 'nft';
+
+/** A chain of weft's own and the built-in chain that jumps to it. */
+export interface ChainSpec {
+  table: 'filter' | 'nat';
+  chain: string;
+  from: string;
+  rules: string[];
+}
+
+async function ruleCount(backend: Backend, opts: RunOptions): Promise<number> {
+  try {
+    const { stdout } = await run(`iptables-${backend}-save`, [], opts);
+    return stdout.split('\n').filter((l) => l.startsWith('-A ')).length;
+  } catch {
+    return -1;
+  }
+}
+
+export async function detectBackend(opts: RunOptions = {}): Promise<Backend> {
+  const forced = process.env.WEFT_IPTABLES;
+  if (forced === 'legacy' || forced === 'nft') return forced;
+  const [legacy, nft] = await Promise.all([ruleCount('legacy', opts), ruleCount('nft', opts)]);
+  if (nft < 0 && legacy >= 0) return 'legacy';
+  return legacy > nft ? 'legacy' : 'nft';
+}
+
+export class Iptables {
+  constructor(
+    readonly backend: Backend,
+    private readonly opts: RunOptions = {},
+  ) {}
+
+  private bin(suffix = ''): string {
+    return `iptables-${this.backend}${suffix}`;
+  }
+
+  /** Replaces the content of each chain with its rules, creating chains and jumps as needed. */
+  async apply(specs: readonly ChainSpec[]): Promise<void> {
+    const tables = new Map<string, ChainSpec[]>();
+    for (const s of specs) tables.set(s.table, [...(tables.get(s.table) ?? []), s]);
+    const lines: string[] = [];
+    for (const [table, chains] of tables) {
+      lines.push(`*${table}`);
+      for (const c of chains) lines.push(`:${c.chain} - [0:0]`);
+      for (const c of chains) for (const r of c.rules) lines.push(`-A ${c.chain} ${r}`);
+      lines.push('COMMIT');
+    }
+    await run(this.bin('-restore'), ['-w', '5', '--noflush'], { ...this.opts, input: lines.join('\n') + '\n' });
+    for (const c of specs) {
+      const jump = ['-t', c.table, c.from, '-j', c.chain];
+      try {
+        await run(this.bin(), ['-w', '5', '-C', ...jump], this.opts);
+      } catch {
+        await run(this.bin(), ['-w', '5', '-t', c.table, '-I', c.from, '1', '-j', c.chain], this.opts);
+      }
+    }
+  }
+
+  /** Removes the jumps and the chains (absent is success). */
+  async remove(specs: readonly ChainSpec[]): Promise<void> {
+    for (const c of specs) {
+      for (;;) {
+        try {
+          await run(this.bin(), ['-w', '5', '-t', c.table, '-D', c.from, '-j', c.chain], this.opts);
+        } catch {
+          break;
+        }
+      }
+      await run(this.bin(), ['-w', '5', '-t', c.table, '-F', c.chain], this.opts).catch(() => undefined);
+      await run(this.bin(), ['-w', '5', '-t', c.table, '-X', c.chain], this.opts).catch(() => undefined);
+    }
+  }
+
+  /** The rules of one chain as iptables-save prints them (for tests and `weft report`). */
+  async list(table: string, chain: string): Promise<string[]> {
+    const { stdout } = await run(this.bin('-save'), ['-t', table], this.opts);
+    return stdout.split('\n').filter((l) => l.startsWith(`-A ${chain} `));
+  }
+}

@@ -1,0 +1,176 @@
+/**
+ * Links, addresses and routes, through iproute2's JSON output and batch mode. Callers in the
+ * plugin pay one process per batch, so each operation here is one `ip` call where it can be.
+ */
+import { ipBatch, ipJson, isExists, isNotFound, run, type RunOptions } from './exec';
+import { InterfaceExistsError, SysError } from '../common/errors';
+
+/** The part of `ip -json -details link show` weft reads. */
+export interface LinkInfo {
+  ifname: string;
+  address: string;
+  mtu: number;
+  operstate: string;
+  flags: string[];
+  master?: string;
+  linkinfo?: { info_kind?: string; info_slave_kind?: string; info_slave_data?: { hairpin?: boolean } };
+}
+
+export interface AddrInfo {
+  ifname: string;
+  addr_info: { family: string; local: string; prefixlen: number }[];
+}
+
+export interface RouteInfo {
+  dst: string;
+  gateway?: string;
+  dev?: string;
+}
+
+/** Reads one link, or undefined when it does not exist. */
+export async function getLink(name: string, opts: RunOptions = {}): Promise<LinkInfo | undefined> {
+  try {
+    const links = await ipJson<LinkInfo[]>(['-details', 'link', 'show', 'dev', name], opts);
+    return links[0];
+  } catch (e) {
+    if (isNotFound(e)) return undefined;
+    throw e;
+  }
+}
+
+/** Lists links of a kind (`bridge`, `veth`, `vxlan`, ...). */
+export async function listLinks(kind: string, opts: RunOptions = {}): Promise<LinkInfo[]> {
+  return ipJson<LinkInfo[]>(['-details', 'link', 'show', 'type', kind], opts);
+}
+
+export interface BridgeSpec {
+  name: string;
+  mtu: number;
+  /** A stable MAC, so the bridge's address does not change as ports come and go. */
+  mac?: string;
+}
+
+/**
+ * Creates the bridge if missing, brings it up and sets its MTU. Safe against a concurrent
+ * creator: "exists" from the kernel is success.
+ */
+export async function ensureBridge(spec: BridgeSpec, opts: RunOptions = {}): Promise<LinkInfo> {
+  let link = await getLink(spec.name, opts);
+  if (!link) {
+    try {
+      await ipBatch([`link add ${spec.name} ${spec.mac ? `address ${spec.mac} ` : ''}mtu ${spec.mtu} type bridge`], opts);
+    } catch (e) {
+      if (!isExists(e)) throw e;
+    }
+  } else if (link.linkinfo?.info_kind !== 'bridge') {
+    throw new SysError(`${spec.name} exists and is not a bridge (it is ${link.linkinfo?.info_kind ?? 'a plain device'})`);
+  }
+  await ipBatch([`link set ${spec.name} mtu ${spec.mtu} up`], opts);
+  link = await getLink(spec.name, opts);
+  if (!link) throw new SysError(`bridge ${spec.name} vanished while being set up`);
+  return link;
+}
+
+/** Adds an address if it is not there yet (idempotent). */
+export async function replaceAddress(dev: string, cidr: string, opts: RunOptions = {}): Promise<void> {
+  await ipBatch([`addr replace ${cidr} dev ${dev}`], opts);
+}
+
+/** Removes an address; absent is success. */
+export async function removeAddress(dev: string, cidr: string, opts: RunOptions = {}): Promise<void> {
+  try {
+    await ipBatch([`addr del ${cidr} dev ${dev}`], opts);
+  } catch (e) {
+    if (!isNotFound(e) && !/Cannot assign requested address/.test((e as SysError).stderr ?? '')) throw e;
+  }
+}
+
+export async function listAddresses(dev: string, opts: RunOptions = {}): Promise<string[]> {
+  try {
+    const info = await ipJson<AddrInfo[]>(['-4', 'addr', 'show', 'dev', dev], opts);
+    return (info[0]?.addr_info ?? []).map((a) => `${a.local}/${a.prefixlen}`);
+  } catch (e) {
+    if (isNotFound(e)) return [];
+    throw e;
+  }
+}
+
+export async function listRoutes(opts: RunOptions = {}): Promise<RouteInfo[]> {
+  return ipJson<RouteInfo[]>(['-4', 'route', 'show'], opts);
+}
+
+/** Deletes a link; absent is success. Returns whether it existed. */
+export async function deleteLink(name: string, opts: RunOptions = {}): Promise<boolean> {
+  try {
+    await ipBatch([`link del ${name}`], opts);
+    return true;
+  } catch (e) {
+    if (isNotFound(e)) return false;
+    throw e;
+  }
+}
+
+export interface VethSpec {
+  hostName: string;
+  hostMac: string;
+  bridge: string;
+  mtu: number;
+  hairpin: boolean;
+  /** Path of the container's network namespace. */
+  netns: string;
+  ifname: string;
+  mac: string;
+}
+
+/**
+ * Creates the veth pair with its peer born inside the container netns under its final name,
+ * so a name clash there fails the creation itself (the CNI 1.0 rule) and nothing is left
+ * behind. The host end joins the bridge with hairpin as asked and comes up.
+ */
+export async function createVeth(v: VethSpec): Promise<void> {
+  const lines = [
+    `link add ${v.hostName} address ${v.hostMac} mtu ${v.mtu} type veth peer name ${v.ifname} address ${v.mac} mtu ${v.mtu} netns ${v.netns}`,
+    `link set ${v.hostName} master ${v.bridge}`,
+    `link set ${v.hostName} type bridge_slave hairpin ${v.hairpin ? 'on' : 'off'}`,
+    `link set ${v.hostName} up`,
+  ];
+  try {
+    await ipBatch(lines);
+  } catch (e) {
+    if (isExists(e)) {
+      // Which name clashed? A host end left by an earlier ADD of this same attachment is ours
+      // to replace; the interface name inside the netns is the caller's to fix.
+      if (await deleteLink(v.hostName)) return createVeth(v);
+      throw new InterfaceExistsError(`interface ${v.ifname} already exists in ${v.netns}`);
+    }
+    await deleteLink(v.hostName).catch(() => undefined);
+    throw e;
+  }
+}
+
+export interface ContainerIfaceSpec {
+  netns: string;
+  ifname: string;
+  addresses: string[];
+  gateway?: string;
+}
+
+/** Gives the container interface its addresses, brings it up and sets the default route. */
+export async function configureContainerIface(c: ContainerIfaceSpec): Promise<void> {
+  const lines = [
+    ...c.addresses.map((a) => `addr add ${a} dev ${c.ifname}`),
+    `link set ${c.ifname} up`,
+    ...(c.gateway ? [`route add default via ${c.gateway} dev ${c.ifname}`] : []),
+  ];
+  await ipBatch(lines, { netns: c.netns });
+}
+
+/** Is the path a network namespace we can enter? */
+export async function netnsUsable(path: string): Promise<boolean> {
+  try {
+    await run('nsenter', [`--net=${path}`, '--', 'true'], { timeoutMs: 5000 });
+    return true;
+  } catch {
+    return false;
+  }
+}
