@@ -46,6 +46,7 @@ export class JsonStore<T> {
       });
       this.next = { promise, resolve, reject };
       void this.pump();
+      return promise;
     }
     return this.next.promise;
   }

@@ -1,0 +1,195 @@
+/**
+ * Test fixtures: network namespaces the test creates and removes, the router run inside one,
+ * and the real dist/weft-net binary invoked as a runtime would. Nothing here touches the
+ * machine's own namespace.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+
+export const ROOT = resolve(__dirname, '../..');
+export const WEFT = join(ROOT, 'dist/weft');
+export const WEFT_NET = join(ROOT, 'dist/weft-net');
+
+export function isRoot(): boolean {
+  return process.getuid?.() === 0;
+}
+
+/** Skip reason for tests that need root and the built binaries, or undefined when they can run. */
+export function rootSkip(): string | undefined {
+  if (!isRoot()) return 'needs root';
+  if (!existsSync(WEFT_NET) || !existsSync(WEFT)) return 'needs ./build.sh first';
+  return undefined;
+}
+
+export function sh(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number } = {}) {
+  const r = spawnSync(cmd, args, { input: opts.input, encoding: 'utf8', timeout: opts.timeoutMs ?? 20_000 });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr || r.error?.message || `exit ${r.status}`}`);
+  return r.stdout;
+}
+
+export function tryRun(cmd: string, args: string[], timeoutMs = 20_000): { ok: boolean; out: string; err: string } {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs });
+  return { ok: r.status === 0, out: r.stdout ?? '', err: r.stderr ?? '' };
+}
+
+export function uid(): string {
+  return randomBytes(3).toString('hex');
+}
+
+/** A network namespace owned by the test: `ip netns add` on create, `ip netns del` on destroy. */
+export class Netns {
+  readonly path: string;
+  constructor(readonly name: string) {
+    this.path = `/var/run/netns/${name}`;
+  }
+  static create(prefix: string): Netns {
+    const ns = new Netns(`${prefix}-${uid()}`);
+    sh('ip', ['netns', 'add', ns.name]);
+    sh('ip', ['-n', ns.name, 'link', 'set', 'lo', 'up']);
+    return ns;
+  }
+  /** Runs a command inside; throws on failure. */
+  run(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number } = {}): string {
+    return sh('nsenter', [`--net=${this.path}`, '--', cmd, ...args], opts);
+  }
+  tryRun(cmd: string, args: string[], timeoutMs?: number) {
+    return tryRun('nsenter', [`--net=${this.path}`, '--', cmd, ...args], timeoutMs);
+  }
+  ping(addr: string, count = 1): boolean {
+    return this.tryRun('ping', ['-c', String(count), '-W', '1', '-i', '0.2', addr]).ok;
+  }
+  links(): { ifname: string; master?: string; address: string; mtu: number; flags: string[] }[] {
+    return JSON.parse(this.run('ip', ['-j', '-d', 'link', 'show']));
+  }
+  addrs(dev: string): string[] {
+    const j = JSON.parse(this.run('ip', ['-j', '-4', 'addr', 'show', 'dev', dev])) as { addr_info: { local: string; prefixlen: number }[] }[];
+    return (j[0]?.addr_info ?? []).map((a) => `${a.local}/${a.prefixlen}`);
+  }
+  destroy(): void {
+    tryRun('ip', ['netns', 'del', this.name]);
+  }
+}
+
+export interface CniCall {
+  code: number;
+  stdout: string;
+  stderr: string;
+  json: any;
+}
+
+/** Runs dist/weft-net inside `host` (the pod host's netns) with env and stdin as a runtime would. */
+export function cni(host: Netns | undefined, env: Record<string, string>, conf: unknown, timeoutMs = 30_000): CniCall {
+  const stdin = typeof conf === 'string' ? conf : JSON.stringify(conf);
+  const argv = host ? ['nsenter', `--net=${host.path}`, '--', WEFT_NET] : [WEFT_NET];
+  const r = spawnSync(argv[0]!, argv.slice(1), {
+    input: stdin,
+    encoding: 'utf8',
+    timeout: timeoutMs,
+    env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', CNI_PATH: '/opt/cni/bin', ...env },
+  });
+  let json: any;
+  try {
+    json = r.stdout.trim() ? JSON.parse(r.stdout) : undefined;
+  } catch {
+    json = undefined;
+  }
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr, json };
+}
+
+/** Async variant, for concurrent calls. */
+export function cniAsync(host: Netns, env: Record<string, string>, conf: unknown): Promise<CniCall> {
+  return new Promise((resolvePromise) => {
+    const child = spawn('nsenter', [`--net=${host.path}`, '--', WEFT_NET], {
+      env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', CNI_PATH: '/opt/cni/bin', ...env },
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const t = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    child.on('close', (code) => {
+      clearTimeout(t);
+      let json: any;
+      try {
+        json = stdout.trim() ? JSON.parse(stdout) : undefined;
+      } catch {
+        json = undefined;
+      }
+      resolvePromise({ code: code ?? -1, stdout, stderr, json });
+    });
+    child.stdin.end(typeof conf === 'string' ? conf : JSON.stringify(conf));
+  });
+}
+
+/** A weft router running in a host netns, with its own state dir and socket. */
+export class RouterProc {
+  proc: ChildProcess | undefined;
+  readonly dir: string;
+  readonly socket: string;
+  readonly stateDir: string;
+  log = '';
+
+  constructor(
+    readonly host: Netns,
+    readonly extraArgs: string[] = [],
+    dir?: string,
+  ) {
+    this.dir = dir ?? mkdtempSync(join(tmpdir(), 'weft-test-'));
+    this.socket = join(this.dir, 'weft.sock');
+    this.stateDir = join(this.dir, 'state');
+  }
+
+  /** Starts the router and waits (up to 10 s) until its API answers. */
+  async start(): Promise<void> {
+    const args = ['--', WEFT, 'router', '--state-dir', this.stateDir, '--socket', this.socket, '--log-level', 'debug', ...this.extraArgs];
+    const p = spawn('nsenter', [`--net=${this.host.path}`, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc = p;
+    p.stdout!.on('data', (d) => (this.log += d));
+    p.stderr!.on('data', (d) => (this.log += d));
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline) {
+      if (p.exitCode !== null) throw new Error(`router exited ${p.exitCode}: ${this.log}`);
+      const r = tryRun(WEFT, ['--socket', this.socket, 'report'], 5000);
+      if (r.ok) return;
+      await sleep(50);
+    }
+    throw new Error(`router did not answer within 10 s: ${this.log}`);
+  }
+
+  report(): any {
+    return JSON.parse(sh(WEFT, ['--socket', this.socket, 'report']));
+  }
+
+  /** Sends a signal and waits (up to 10 s) for the exit. */
+  async kill(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const p = this.proc;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
+    const done = new Promise<void>((r) => p.once('close', () => r()));
+    p.kill(signal);
+    await Promise.race([done, sleep(10_000)]);
+    this.proc = undefined;
+  }
+
+  /** Stops the router and removes its directory. */
+  async destroy(): Promise<void> {
+    await this.kill('SIGTERM');
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** The CNI env for one attachment. */
+export function cniEnv(command: string, containerId: string, netns: string, ifname = 'eth0', extra: Record<string, string> = {}) {
+  return { CNI_COMMAND: command, CNI_CONTAINERID: containerId, CNI_NETNS: netns, CNI_IFNAME: ifname, ...extra };
+}
+
+/** A weft-net network config pointing at `socket`. */
+export function netConf(socket: string, extra: Record<string, unknown> = {}, cniVersion = '1.0.0') {
+  return { cniVersion, name: 'weftnet', type: 'weft-net', socket, ...extra };
+}
