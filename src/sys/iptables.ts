@@ -59,9 +59,8 @@ export class Iptables {
     }
     await run(this.bin('-restore'), ['-w', '5', '--noflush'], { ...this.opts, input: lines.join('\n') + '\n' });
     for (const c of specs) {
-      const jump = ['-t', c.table, c.from, '-j', c.chain];
       try {
-        await run(this.bin(), ['-w', '5', '-C', ...jump], this.opts);
+        await run(this.bin(), ['-w', '5', '-t', c.table, '-C', c.from, '-j', c.chain], this.opts);
       } catch {
         await run(this.bin(), ['-w', '5', '-t', c.table, '-I', c.from, '1', '-j', c.chain], this.opts);
       }
