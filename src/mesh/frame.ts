@@ -1,0 +1,45 @@
+/**
+ * Framing on mesh TCP connections: a 4-byte big-endian length, then that many bytes of JSON.
+ * A frame over the limit or one that is not a JSON object is a protocol error: the
+ * connection is closed, the router goes on.
+ */
+export const MAX_FRAME = 8 << 20;
+
+export class FrameError extends Error {}
+
+export function encodeFrame(msg: unknown): Buffer {
+  const body = Buffer.from(JSON.stringify(msg));
+  if (body.length > MAX_FRAME) throw new FrameError(`frame of ${body.length} bytes exceeds ${MAX_FRAME}`);
+  const head = Buffer.alloc(4);
+  head.writeUInt32BE(body.length);
+  return Buffer.concat([head, body]);
+}
+
+/** Accumulates bytes and yields whole frames. */
+export class FrameReader {
+  private buf: Buffer = Buffer.alloc(0);
+
+  constructor(private readonly max = MAX_FRAME) {}
+
+  /** Returns the frames completed by `chunk`; throws FrameError on a bad or oversized frame. */
+  push(chunk: Buffer): Record<string, unknown>[] {
+    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+    const out: Record<string, unknown>[] = [];
+    while (this.buf.length >= 4) {
+      const len = this.buf.readUInt32BE(0);
+      if (len > this.max) throw new FrameError(`frame of ${len} bytes exceeds ${this.max}`);
+      if (this.buf.length < 4 + len) break;
+      const body = this.buf.subarray(4, 4 + len);
+      this.buf = this.buf.subarray(4 + len);
+      let msg: unknown;
+      try {
+        msg = JSON.parse(body.toString());
+      } catch {
+        throw new FrameError('frame is not JSON');
+      }
+      if (msg === null || typeof msg !== 'object' || Array.isArray(msg)) throw new FrameError('frame is not a JSON object');
+      out.push(msg as Record<string, unknown>);
+    }
+    return out;
+  }
+}

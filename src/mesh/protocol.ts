@@ -1,0 +1,48 @@
+/**
+ * Messages on mesh connections. Every frame is checked against these schemas; a frame that
+ * does not fit closes its connection (the peer is broken or hostile), never the router.
+ */
+import * as z from 'zod/mini';
+
+export const PROTOCOL = 'weft';
+export const PROTOCOL_MIN = 1;
+export const PROTOCOL_MAX = 1;
+
+/** First frame each side sends. */
+export const helloSchema = z.object({
+  t: z.literal('hello'),
+  proto: z.string(),
+  min: z.int(),
+  max: z.int(),
+  /** 48-bit peer name, MAC notation. */
+  name: z.string().check(z.regex(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/)),
+  nickname: z.string().check(z.maxLength(64)),
+  /** Random per start of the router: tells a restart from the same peer, and self from a name clash. */
+  uid: z.string().check(z.maxLength(32)),
+});
+export type Hello = z.infer<typeof helloSchema>;
+
+/** State of one gossip channel: a versioned map (see crdt.ts). */
+export const gossipSchema = z.object({
+  t: z.literal('gossip'),
+  ch: z.string().check(z.maxLength(32)),
+  data: z.record(z.string(), z.looseObject({ v: z.number() })),
+});
+
+/** A message for one peer, forwarded hop by hop along mesh routes. */
+export const unicastSchema = z.object({
+  t: z.literal('msg'),
+  from: z.string(),
+  to: z.string(),
+  type: z.string().check(z.maxLength(64)),
+  ttl: z.int(),
+  body: z.unknown(),
+});
+
+export const heartbeatSchema = z.object({ t: z.literal('hb') });
+
+/** Sent before closing on purpose, so the far end logs why. */
+export const byeSchema = z.object({ t: z.literal('bye'), reason: z.string().check(z.maxLength(512)) });
+
+export const messageSchema = z.discriminatedUnion('t', [gossipSchema, unicastSchema, heartbeatSchema, byeSchema, helloSchema]);
+export type Message = z.infer<typeof messageSchema>;
