@@ -31,7 +31,7 @@ export async function add(ctx: Ctx): Promise<CniResult> {
     await releaseAttachment(ctx, keyOf(ctx)).catch((re) => log.error({ err: (re as Error).message }, 'release after failed ADD'));
     throw e;
   }
-  log.info({ containerId: env.containerId, ifname: env.ifname, address: alloc.address, hostVeth: hostName }, 'ADD');
+  log.info({ ifname: env.ifname, address: alloc.address, hostVeth: hostName }, 'ADD');
   return {
     cniVersion: conf.cniVersion,
     interfaces: [

@@ -88,10 +88,10 @@ export function allocateRequest(ctx: Ctx): AllocateRequest & { mac: string } {
 export async function releaseAttachment(ctx: Ctx, key: AttachmentKey): Promise<void> {
   try {
     const r = await clientOf(ctx.conf, 10_000).post<ReleaseResponse>('/v1/ipam/release', key);
-    ctx.log.debug({ ...key, released: r.released, address: r.address }, 'release');
+    ctx.log.debug({ ifname: key.ifname, released: r.released, address: r.address }, 'release');
   } catch (e) {
     if (!(e instanceof RouterUnavailableError)) throw e;
     const path = await spoolRelease(await spoolDirFor(ctx.conf.socket ?? DEFAULT_SOCKET), key);
-    ctx.log.warn({ ...key, path, reason: e.message }, 'router unreachable; release recorded for later');
+    ctx.log.warn({ ifname: key.ifname, path, reason: e.message }, 'router unreachable; release recorded for later');
   }
 }

@@ -12,5 +12,5 @@ export async function del(ctx: Ctx): Promise<void> {
   // the veth goes first, so the address is off the wire before it can be handed out again
   const existed = await deleteLink(hostVethName(key));
   await releaseAttachment(ctx, key);
-  ctx.log.info({ containerId: key.containerId, ifname: key.ifname, vethExisted: existed }, 'DEL');
+  ctx.log.info({ ifname: key.ifname, vethExisted: existed }, 'DEL');
 }

@@ -196,6 +196,11 @@ export class Allocator {
     return Math.max(0, total - used);
   }
 
+  /** Addresses held inside any of `blocks`. */
+  usedIn(blocks: readonly Cidr[]): number[] {
+    return [...this.byAddr.keys()].filter((a) => blocks.some((b) => contains(b, a)));
+  }
+
   private owns(addr: number): boolean {
     return this.space.owned().some((r) => contains(r, addr));
   }

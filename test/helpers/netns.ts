@@ -167,9 +167,11 @@ export class RouterProc {
   async kill(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
     const p = this.proc;
     if (!p || p.exitCode !== null || p.signalCode !== null) return;
+    let timer: NodeJS.Timeout | undefined;
     const done = new Promise<void>((r) => p.once('close', () => r()));
     p.kill(signal);
-    await Promise.race([done, sleep(10_000)]);
+    await Promise.race([done, new Promise<void>((r) => (timer = setTimeout(r, 10_000)))]);
+    clearTimeout(timer);
     this.proc = undefined;
   }
 
