@@ -2,8 +2,7 @@
 import { RouterClient } from '../common/client';
 import { WeftError } from '../common/errors';
 import { DEFAULT_SOCKET } from '../common/netconf';
-import type { Report } from '../router/report';
-import { parse } from './args';
+import { OPS } from './ops';
 import { ROUTER_HELP, routerOptions, runRouter } from './router-cmd';
 
 import { VERSION } from '../router/router';
@@ -12,9 +11,14 @@ const HELP = `Usage: weft [--socket PATH] COMMAND [ARGS]
 
 Commands:
   router            run the router (see weft router --help)
-  status            router and IPAM status
+  status [PART]     router and IPAM status; PART: peers, connections, ipam, targets
   ps                attachments on this host: container, MAC, addresses
   report            the complete state as JSON
+  connect ADDR...   connect to peers          forget ADDR...   stop connecting to them
+  rmpeer PEER       take over the space of a peer gone for good
+  expose [CIDR]     give this host an address on the pod network
+  hide [CIDR]       take exposed addresses away
+  sandbox           hosts, routers and pods in namespaces on this machine (weft sandbox --help)
   version           print the version
 
 Global options:
@@ -67,50 +71,21 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
         }
         return await runRouter(opts);
       }
-      case 'status': {
-        const { values } = parse(rest, {}, true);
-        if (values.help) {
-          io.out('Usage: weft status\n\nPrints the router and IPAM status.\n');
-          return 0;
-        }
-        const r = await client.get<Report>('/v1/report');
-        io.out(formatStatus(r));
-        return 0;
+      case 'sandbox': {
+        // loaded on demand: it brings execa, which no other command needs at start-up
+        // eslint-disable-next-line @typescript-eslint/no-require-imports
+        const { runSandbox } = require('./sandbox-cmd') as typeof import('./sandbox-cmd');
+        return await runSandbox(rest, io);
       }
-      case 'ps': {
-        const r = await client.get<Report>('/v1/report');
-        for (const a of r.ipam.attachments) io.out(`${a.containerId} ${a.mac ?? '-'} ${a.address}\n`);
-        return 0;
-      }
-      case 'report': {
-        const r = await client.get<Report>('/v1/report');
-        io.out(JSON.stringify(r, null, 2) + '\n');
-        return 0;
-      }
-      default:
+      default: {
+        const op = OPS[cmd];
+        if (op) return await op.run(rest, client, io);
         io.err(`weft: unknown command "${cmd}"\n\n${HELP}`);
         return 2;
+      }
     }
   } catch (e) {
     io.err(`weft ${cmd ?? ''}: ${e instanceof WeftError || e instanceof Error ? e.message : String(e)}\n`);
     return 1;
   }
-}
-
-function formatStatus(r: Report): string {
-  const row = (k: string, v: string | number) => `${k.padStart(17)}: ${v}\n`;
-  return (
-    '\n' +
-    row('Service', 'router') +
-    row('Name', `${r.router.name}(${r.router.nickname})`) +
-    row('Bridge', `${r.router.bridge} mtu=${r.router.mtu}`) +
-    '\n' +
-    row('Service', 'ipam') +
-    row('Status', r.ipam.status) +
-    row('Range', r.ipam.range) +
-    row('DefaultSubnet', r.ipam.defaultSubnet) +
-    row('Allocations', r.ipam.attachments.length - r.ipam.gateways) +
-    row('Free', r.ipam.free) +
-    '\n'
-  );
 }

@@ -3,6 +3,7 @@
  * weft's iptables chains (masquerade for pod egress, forwarding rules for the bridge).
  */
 import { formatCidr, type Cidr } from '../common/ip';
+import { ConfigError } from '../common/errors';
 import type { Logger } from '../common/log';
 import { Iptables, type ChainSpec } from '../sys/iptables';
 import { ensureBridge, getLink, listRoutes, replaceAddress, removeAddress, type LinkInfo } from '../sys/link';
@@ -51,17 +52,24 @@ export function chainSpecs(o: Pick<HostNetworkOptions, 'bridge' | 'range' | 'mas
   ];
 }
 
-/** Derives the pod MTU: the underlay interface's MTU less the encapsulation overhead. */
-export async function derivePodMtu(advertiseAddr: string | undefined, overhead = VXLAN_OVERHEAD): Promise<{ mtu: number; underlay?: string }> {
-  const routes = await listRoutes();
+/**
+ * Finds the underlay (the interface holding --advertise-addr, else the one of the default
+ * route) and derives the pod MTU from it: its MTU less the encapsulation overhead.
+ */
+export async function derivePodMtu(
+  advertiseAddr: string | undefined,
+  overhead = VXLAN_OVERHEAD,
+): Promise<{ mtu: number; underlay?: string; underlayIp?: string }> {
+  const addrs = await ipJson<{ ifname: string; addr_info: { local: string }[] }[]>(['-4', 'addr', 'show']);
   let dev: string | undefined;
   if (advertiseAddr) {
-    const addrs = await ipJson<{ ifname: string; addr_info: { local: string }[] }[]>(['-4', 'addr', 'show']);
     dev = addrs.find((l) => l.addr_info.some((a) => a.local === advertiseAddr))?.ifname;
+    if (!dev) throw new ConfigError('--advertise-addr', `${advertiseAddr} is not an address of this host`);
   }
-  dev ??= routes.find((r) => r.dst === 'default')?.dev;
+  dev ??= (await listRoutes()).find((r) => r.dst === 'default')?.dev;
   const link = dev ? await getLink(dev) : undefined;
-  return { mtu: (link?.mtu ?? 1500) - overhead, underlay: link?.ifname };
+  const underlayIp = advertiseAddr ?? addrs.find((l) => l.ifname === dev)?.addr_info[0]?.local;
+  return { mtu: (link?.mtu ?? 1500) - overhead, underlay: link?.ifname, underlayIp };
 }
 
 export class HostNetwork {

@@ -222,13 +222,15 @@ export class Allocator {
       : [{ first: subnet.base, last: lastOf(subnet) }];
     if (parts.length === 0) throw new NoSpaceError(`this peer owns no space in ${formatCidr(subnet)}`);
     const cursor = this.cursors[formatCidr(subnet)] ?? subnet.base;
+    // in subnets larger than /24, skip x.y.z.0 addresses: valid, but they surprise people and tools
+    const roundZero = subnet.prefix < 24;
     // two passes: from the cursor to the end, then from the start up to the cursor
     for (const after of [true, false]) {
       for (const p of parts) {
         const from = after ? Math.max(p.first, cursor + 1) : p.first;
         const to = after ? p.last : Math.min(p.last, cursor);
         for (let a = from; a <= to; a++) {
-          if (!this.byAddr.has(a) && isHostAddress(subnet, a)) return a;
+          if (!this.byAddr.has(a) && isHostAddress(subnet, a) && !(roundZero && (a & 0xff) === 0)) return a;
         }
       }
     }

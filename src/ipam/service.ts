@@ -248,6 +248,11 @@ export class IpamService extends EventEmitter {
     await wait(500);
   }
 
+  /** Whether some reachable peer owns space this host could ask for. */
+  canAskPeers(subnet: Cidr = this.o.defaultSubnet): boolean {
+    return this.donors(subnet).length > 0;
+  }
+
   /** Reachable peers owning space in the subnet, most free space first. */
   private donors(subnet: Cidr): string[] {
     const mesh = this.mesh;

@@ -18,7 +18,8 @@ import { BadRequestError, ConfigError } from '../common/errors';
 import { formatCidr, formatIPv4, parseAddrWithPrefix, type Cidr } from '../common/ip';
 import type { Logger } from '../common/log';
 import type { HostNetwork } from '../datapath/host';
-import { Allocator, GATEWAY_NETWORK } from '../ipam/allocator';
+import { GATEWAY_NETWORK } from '../ipam/allocator';
+import type { IpamService } from '../ipam/service';
 import type { JsonStore } from '../ipam/store';
 import type { ApiServer } from './http';
 
@@ -32,11 +33,13 @@ function parse<T>(schema: z.ZodMiniType<T>, body: unknown): T {
 }
 
 export interface IpamDeps {
-  allocator: Allocator;
+  ipam: IpamService;
   store: JsonStore<unknown>;
   host: HostNetwork;
   mtu: () => number;
   log: Logger;
+  /** Counts requests by verb and result (for metrics). */
+  observe?: (op: string, result: 'ok' | 'error', seconds: number) => void;
 }
 
 export function gatewayKey(bridge: string, subnet: Cidr): AttachmentKey {
@@ -47,12 +50,29 @@ export class IpamApi {
   constructor(private readonly d: IpamDeps) {}
 
   register(api: ApiServer): void {
+    const timed =
+      (op: string, h: (b: unknown) => unknown) =>
+      async (b: unknown) => {
+        const t0 = process.hrtime.bigint();
+        try {
+          const r = await h(b);
+          this.d.observe?.(op, 'ok', Number(process.hrtime.bigint() - t0) / 1e9);
+          return r;
+        } catch (e) {
+          this.d.observe?.(op, 'error', Number(process.hrtime.bigint() - t0) / 1e9);
+          throw e;
+        }
+      };
     api
-      .on('POST', '/v1/ipam/allocate', (b) => this.allocate(b))
-      .on('POST', '/v1/ipam/release', (b) => this.release(b))
-      .on('POST', '/v1/ipam/lookup', (b) => this.lookup(b))
-      .on('POST', '/v1/ipam/gc', (b) => this.gc(b))
-      .on('GET', '/v1/status', () => this.status());
+      .on('POST', '/v1/ipam/allocate', timed('allocate', (b) => this.allocate(b)))
+      .on('POST', '/v1/ipam/release', timed('release', (b) => this.release(b)))
+      .on('POST', '/v1/ipam/lookup', timed('lookup', (b) => this.lookup(b)))
+      .on('POST', '/v1/ipam/gc', timed('gc', (b) => this.gc(b)))
+      .on('GET', '/v1/status', timed('status', () => this.status()));
+  }
+
+  private get allocator() {
+    return this.d.ipam.allocator;
   }
 
   /** Commits the change or undoes it in memory, so memory never claims what disk does not. */
@@ -65,28 +85,39 @@ export class IpamApi {
     }
   }
 
+  /** The bridge's address in a subnet of the range (allocated once, then reused). */
+  async gatewayFor(bridge: string, subnet: Cidr): Promise<AllocationRecord> {
+    return this.d.ipam.allocate(gatewayKey(bridge, subnet), subnet, undefined, { bridge });
+  }
+
   async allocate(body: unknown): Promise<AllocateResponse> {
     const req = parse(allocateRequestSchema, body);
-    const { allocator, host } = this.d;
+    const { allocator } = this;
+    const { host } = this.d;
     if (req.bridge !== host.o.bridge) {
       throw new ConfigError('bridge', `"${req.bridge}": this router serves bridge "${host.o.bridge}"`);
     }
     const { subnet, exact } = allocator.subnetFor(req);
     const bridgeLink = await host.ensureBridge();
-    const before = allocator.get(req);
+    const inRange = allocator.inRange(subnet);
     const created: AttachmentKey[] = [];
-    let gateway: string | undefined;
-    const takeGateway = () => {
-      const gk = gatewayKey(req.bridge, subnet);
-      if (!allocator.get(gk)) created.push(gk);
-      gateway = allocator.allocate(gk, subnet, undefined, { bridge: req.bridge }).address;
+    const note = (k: AttachmentKey) => {
+      if (!allocator.get(k)) created.push(k);
     };
-    // an automatic pod address comes after the gateway's, so the gateway is the subnet's first
-    if (allocator.inRange(subnet) && exact === undefined) takeGateway();
-    const rec = allocator.allocate(req, subnet, exact, { bridge: req.bridge, mac: req.mac, pod: req.pod });
-    if (!before) created.push(req);
+    let gateway: string | undefined;
+    let rec: AllocationRecord;
     try {
-      if (allocator.inRange(subnet) && exact !== undefined) takeGateway();
+      // an automatic pod address comes after the gateway's, so the gateway is the subnet's first
+      if (inRange && exact === undefined) {
+        note(gatewayKey(req.bridge, subnet));
+        gateway = (await this.gatewayFor(req.bridge, subnet)).address;
+      }
+      note(req);
+      rec = await this.d.ipam.allocate(req, subnet, exact, { bridge: req.bridge, mac: req.mac, pod: req.pod });
+      if (inRange && exact !== undefined) {
+        note(gatewayKey(req.bridge, subnet));
+        gateway = (await this.gatewayFor(req.bridge, subnet)).address;
+      }
     } catch (e) {
       for (const k of created) allocator.release(k);
       throw e;
@@ -104,35 +135,38 @@ export class IpamApi {
 
   async release(body: unknown): Promise<ReleaseResponse> {
     const key = parse(attachmentKeySchema, body);
-    const rec = this.d.allocator.release(key);
+    const rec = this.allocator.release(key);
     if (!rec) return { released: false };
-    await this.commit(() => this.d.allocator.restore(rec));
+    await this.commit(() => this.allocator.restore(rec));
     this.d.log.info({ containerId: key.containerId, ifname: key.ifname, network: key.network, address: rec.address }, 'released');
     return { released: true, address: rec.address };
   }
 
   lookup(body: unknown): AllocationRecord | { found: false } {
     const key = parse(attachmentKeySchema, body);
-    return this.d.allocator.get(key) ?? { found: false };
+    return this.allocator.get(key) ?? { found: false };
   }
 
   async gc(body: unknown): Promise<GcResponse> {
     const req = parse(gcRequestSchema, body);
     if (req.network === GATEWAY_NETWORK) throw new BadRequestError(`network name ${GATEWAY_NETWORK} is reserved`);
-    const released = this.d.allocator.gc(req.network, req.valid);
+    const released = this.allocator.gc(req.network, req.valid);
     if (released.length) {
-      await this.commit(() => released.forEach((r) => this.d.allocator.restore(r)));
+      await this.commit(() => released.forEach((r) => this.allocator.restore(r)));
       this.d.log.info({ network: req.network, released: released.map((r) => r.address) }, 'gc released');
     }
     return { released };
   }
 
   status(): StatusResponse {
-    const { allocator } = this.d;
+    const { allocator } = this;
     const free = allocator.freeCount();
+    const st = this.d.ipam.status();
+    // no space here is still ready while a reachable peer has some: ADD will ask for it
+    const ready = st.status === 'ready' || (st.status === 'no space' && this.d.ipam.canAskPeers());
     return {
-      ready: free > 0,
-      reason: free > 0 ? undefined : `no free address in ${formatCidr(allocator.defaultSubnet)}`,
+      ready,
+      reason: ready ? undefined : `${st.status}${st.reason ? `: ${st.reason}` : ''}`,
       range: formatCidr(allocator.range),
       freeAddresses: free,
       allocations: allocator.list().filter((r) => r.network !== GATEWAY_NETWORK).length,

@@ -1,0 +1,229 @@
+/**
+ * The operator's commands: status, ps, report, connect, forget, rmpeer, expose, hide. Each
+ * asks the router over its socket; a router that is not running is a clear error, exit 1.
+ */
+import type { RouterClient } from '../common/client';
+import { ConfigError } from '../common/errors';
+import type { Report } from '../router/report';
+import { PROTOCOL, PROTOCOL_MAX, PROTOCOL_MIN } from '../mesh/protocol';
+import { parse } from './args';
+import type { CliIo } from './main';
+
+export interface Op {
+  usage: string;
+  run(args: string[], client: RouterClient, io: CliIo): Promise<number>;
+}
+
+const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
+
+function row(k: string, v: string | number): string {
+  return `${k.padStart(15)}: ${v}\n`;
+}
+
+/** `weft status` in the layout of Weave's status. */
+export function formatStatus(r: Report): string {
+  const conns = r.mesh.connections;
+  const byState = new Map<string, number>();
+  for (const c of conns) byState.set(c.state, (byState.get(c.state) ?? 0) + 1);
+  const breakdown = [...byState.entries()].map(([s, n]) => `${n} ${s}`).join(', ');
+  const edges = r.mesh.peers.reduce((n, p) => n + p.connections.length, 0);
+  let out = '\n' + row('Version', r.version) + '\n';
+  out += row('Service', 'router');
+  out += row('Protocol', `${PROTOCOL} ${PROTOCOL_MIN}..${PROTOCOL_MAX}`);
+  out += row('Name', `${r.router.name}(${r.router.nickname})`);
+  out += row('Encryption', r.router.encryption ? 'enabled' : 'disabled');
+  out += row('PeerDiscovery', 'enabled');
+  out += row('Targets', r.mesh.targets.length);
+  out += row('Connections', `${conns.length}${conns.length ? ` (${breakdown})` : ''}`);
+  out += row('Peers', `${r.mesh.peers.length} (with ${plural(edges, 'established connection')})`);
+  out += row('TrustedSubnets', 'none');
+  out += '\n' + row('Service', 'ipam');
+  out += row('Status', r.ipam.status + (r.ipam.reason ? ` (${r.ipam.reason})` : ''));
+  out += row('Range', r.ipam.range);
+  out += row('DefaultSubnet', r.ipam.defaultSubnet);
+  return out + '\n';
+}
+
+export function formatConnections(r: Report): string {
+  return r.mesh.connections
+    .map((c) => {
+      const arrow = c.direction === 'outbound' ? '->' : '<-';
+      const who = c.peer ? `${c.peer}(${c.nickname ?? '?'})` : '';
+      const dp = c.datapath ? ` ${c.datapath}${c.healthy === false ? ' (probe failed)' : c.healthy ? ' (probe ok)' : ''}` : '';
+      const enc = c.encrypted ? ' encrypted' : ' unencrypted';
+      const info = c.info ? ` ${c.info}` : '';
+      return `${arrow} ${c.address.padEnd(21)} ${c.state.padEnd(11)}${c.state === 'established' ? enc + dp : ''} ${who} mtu=${c.mtu}${info}\n`;
+    })
+    .join('');
+}
+
+export function formatPeers(r: Report): string {
+  const nick = new Map(r.mesh.peers.map((p) => [p.name, p.nickname]));
+  return r.mesh.peers
+    .map((p) => `${p.name}(${p.nickname}) ${p.reachable ? 'reachable' : 'unreachable'} connections: ${p.connections.map((c) => `${c}(${nick.get(c) ?? '?'})`).join(' ') || 'none'}\n`)
+    .join('');
+}
+
+export function formatIpam(r: Report): string {
+  return r.ipam.owners
+    .sort((a, b) => b.size - a.size)
+    .map((o) => {
+      const flag = o.reachable ? '' : ' - unreachable!';
+      const free = o.free !== undefined ? `, ${o.free} free` : '';
+      return `${o.peer}(${o.nickname ?? '?'}) ${o.size} IPs (${(o.share * 100).toFixed(1)}% of total${free})${flag}\n`;
+    })
+    .join('');
+}
+
+function simple(usage: string, run: (args: string[], client: RouterClient, io: CliIo) => Promise<number>): Op {
+  return {
+    usage,
+    async run(args, client, io) {
+      const { values, positionals } = parse(args, {});
+      if (values.help) {
+        io.out(usage);
+        return 0;
+      }
+      return run(positionals, client, io);
+    },
+  };
+}
+
+export const OPS: Record<string, Op> = {
+  status: simple(
+    `Usage: weft status [peers|connections|ipam|targets]
+
+Prints the router and IPAM status, or one line per item of a part.
+
+Examples:
+  weft status
+  weft status connections
+  weft --socket /run/weft/weft.sock status ipam
+`,
+    async (args, client, io) => {
+      const what = args[0];
+      if (args.length > 1 || (what && !['peers', 'connections', 'ipam', 'targets'].includes(what))) {
+        throw new ConfigError('status', `unknown part "${args.join(' ')}" (peers, connections, ipam or targets)`);
+      }
+      const r = await client.get<Report>('/v1/report');
+      if (!what) io.out(formatStatus(r));
+      else if (what === 'connections') io.out(formatConnections(r));
+      else if (what === 'peers') io.out(formatPeers(r));
+      else if (what === 'ipam') io.out(formatIpam(r));
+      else io.out(r.mesh.targets.map((t) => t + '\n').join(''));
+      return 0;
+    },
+  ),
+  ps: simple(
+    `Usage: weft ps
+
+Lists the attachments on this host, the bridge's own address first: container ID, MAC,
+address. The bridge shows as "weave:expose" as in Weave.
+
+Example:
+  weft ps
+`,
+    async (_a, client, io) => {
+      const r = await client.get<Report>('/v1/report');
+      for (const a of r.ipam.attachments) {
+        const id = a.network === '_gateway' ? `${r.router.bridge}:expose` : a.containerId;
+        const mac = a.network === '_gateway' ? r.router.bridgeMac : (a.mac ?? '-');
+        io.out(`${id} ${mac} ${a.address}\n`);
+      }
+      return 0;
+    },
+  ),
+  report: simple(
+    `Usage: weft report
+
+Prints the router's complete state as JSON (field names are stable; see README).
+
+Example:
+  weft report | jq .ipam.owners
+`,
+    async (_a, client, io) => {
+      io.out(JSON.stringify(await client.get<Report>('/v1/report'), null, 2) + '\n');
+      return 0;
+    },
+  ),
+  connect: simple(
+    `Usage: weft connect ADDR[:PORT]...
+
+Adds peers to connect to; the mesh then finds the rest of the network through them.
+
+Example:
+  weft connect 192.168.1.12
+`,
+    async (args, client, io) => {
+      if (args.length === 0) throw new ConfigError('connect', 'name at least one address (HOST or HOST:PORT)');
+      const r = await client.post<{ connecting: string[] }>('/v1/connect', { addresses: args });
+      io.out(`connecting to ${r.connecting.join(', ')}\n`);
+      return 0;
+    },
+  ),
+  forget: simple(
+    `Usage: weft forget ADDR[:PORT]...
+
+Stops connecting to addresses given to 'weft router' or 'weft connect'.
+
+Example:
+  weft forget 192.168.1.12
+`,
+    async (args, client, io) => {
+      if (args.length === 0) throw new ConfigError('forget', 'name at least one address');
+      const r = await client.post<{ forgotten: string[] }>('/v1/forget', { addresses: args });
+      if (r.forgotten.length === 0) {
+        io.err(`weft forget: none of ${args.join(', ')} is a target\n`);
+        return 1;
+      }
+      io.out(`forgot ${r.forgotten.join(', ')}\n`);
+      return 0;
+    },
+  ),
+  rmpeer: simple(
+    `Usage: weft rmpeer PEER
+
+Takes over the address space of a peer that is gone for good (name or nickname). Run it on
+one remaining host only.
+
+Example:
+  weft rmpeer 42:8e:e8:c4:52:1b
+`,
+    async (args, client, io) => {
+      if (args.length !== 1) throw new ConfigError('rmpeer', 'name exactly one peer');
+      const r = await client.post<{ peer: string; addresses: number }>('/v1/rmpeer', { peers: args });
+      io.out(`${r.addresses} IPs taken over from ${r.peer}\n`);
+      return 0;
+    },
+  ),
+  expose: simple(
+    `Usage: weft expose [ADDRESS/PREFIX...]
+
+Gives this host an address on the pod network: without arguments it prints the bridge's
+address in the default subnet; with addresses (e.g. 10.0.1.100/24) it adds them to the bridge.
+
+Examples:
+  weft expose
+  weft expose 10.0.1.100/24
+`,
+    async (args, client, io) => {
+      const r = await client.post<{ exposed: string[] }>('/v1/expose', { addresses: args });
+      io.out(r.exposed.join('\n') + '\n');
+      return 0;
+    },
+  ),
+  hide: simple(
+    `Usage: weft hide [ADDRESS/PREFIX...]
+
+Takes addresses given with 'weft expose ADDRESS' off the bridge (all of them without arguments).
+
+Example:
+  weft hide 10.0.1.100/24
+`,
+    async (args, client, io) => {
+      const r = await client.post<{ hidden: string[] }>('/v1/hide', { addresses: args });
+      io.out(r.hidden.length ? r.hidden.join('\n') + '\n' : 'nothing was exposed\n');
+      return 0;
+    },
+  ),
+};

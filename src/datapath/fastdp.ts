@@ -1,0 +1,114 @@
+/**
+ * The fast data path: a kernel VXLAN device on UDP 6784, a port of the bridge, with one
+ * forwarding entry per peer for flooding (head-end replication) and one per known remote MAC.
+ *
+ * Why it is this way: the kernel encapsulates and forwards, so a router restart drops no
+ * established traffic: the device and its entries outlive the router, and a starting router
+ * only adds what is missing. Entries of a peer are removed when the peer is gone for good
+ * (unreachable longer than the grace period, or removed), not on every dropped connection.
+ * Remote pod MACs are learnt by the device itself from incoming traffic (learning is on).
+ */
+import { run } from '../sys/exec';
+import { getLink } from '../sys/link';
+import type { Logger } from '../common/log';
+
+export const VXLAN_PORT = 6784;
+export const VXLAN_VNI = 6784;
+export const VXLAN_DEV = 'vxlan-6784';
+const ZERO_MAC = '00:00:00:00:00:00';
+
+/** What the data path needs to know about a peer. */
+export interface PeerEndpoint {
+  name: string;
+  /** Underlay address its VXLAN device listens on. */
+  ip: string;
+  /** Its bridge's MAC, when published. */
+  bridgeMac?: string;
+}
+
+interface FdbEntry {
+  mac: string;
+  dst?: string;
+  flags?: string[];
+  state?: string;
+}
+
+export interface FastDpOptions {
+  bridge: string;
+  mtu: number;
+  /** This host's underlay address (VXLAN source). */
+  localIp: string;
+  /** Underlay interface, when known. */
+  underlay?: string;
+  log: Logger;
+}
+
+export class FastDp {
+  constructor(readonly o: FastDpOptions) {}
+
+  /** Creates or adopts the VXLAN device and attaches it to the bridge. */
+  async setup(): Promise<void> {
+    const link = await getLink(VXLAN_DEV);
+    const info = link?.linkinfo as { info_kind?: string; info_data?: { id?: number; port?: number; local?: string } } | undefined;
+    const fits = info?.info_kind === 'vxlan' && info.info_data?.id === VXLAN_VNI && info.info_data?.port === VXLAN_PORT && info.info_data?.local === this.o.localIp;
+    if (link && !fits) {
+      this.o.log.warn({ dev: VXLAN_DEV }, 'VXLAN device has other settings; recreating it');
+      await run('ip', ['link', 'del', VXLAN_DEV]);
+    }
+    if (!link || !fits) {
+      const args = ['link', 'add', VXLAN_DEV, 'type', 'vxlan', 'id', String(VXLAN_VNI), 'dstport', String(VXLAN_PORT), 'local', this.o.localIp];
+      if (this.o.underlay) args.push('dev', this.o.underlay);
+      await run('ip', args);
+      this.o.log.info({ dev: VXLAN_DEV, local: this.o.localIp }, 'VXLAN device created');
+    }
+    await run('ip', ['link', 'set', VXLAN_DEV, 'mtu', String(this.o.mtu), 'master', this.o.bridge, 'up']);
+  }
+
+  private async entries(): Promise<FdbEntry[]> {
+    const { stdout } = await run('bridge', ['-json', 'fdb', 'show', 'dev', VXLAN_DEV]);
+    return stdout.trim() ? (JSON.parse(stdout) as FdbEntry[]) : [];
+  }
+
+  /**
+   * Makes the forwarding entries match `peers`: adds what is missing; removes entries of
+   * underlay addresses in `gone` (and no others, so a restart keeps the rest).
+   */
+  async program(peers: readonly PeerEndpoint[], gone: readonly string[] = []): Promise<{ added: number; removed: number }> {
+    const have = (await this.entries()).filter((e) => e.dst);
+    const has = (mac: string, dst: string) => have.some((e) => e.mac === mac && e.dst === dst);
+    const lines: string[] = [];
+    for (const p of peers) {
+      if (!has(ZERO_MAC, p.ip)) lines.push(`fdb append ${ZERO_MAC} dev ${VXLAN_DEV} dst ${p.ip} self permanent`);
+      if (p.bridgeMac && !has(p.bridgeMac, p.ip)) lines.push(`fdb replace ${p.bridgeMac} dev ${VXLAN_DEV} dst ${p.ip} self permanent`);
+    }
+    const wanted = new Set(peers.map((p) => p.ip));
+    let removed = 0;
+    for (const e of have) {
+      if (e.dst && gone.includes(e.dst) && !wanted.has(e.dst)) {
+        lines.push(`fdb del ${e.mac} dev ${VXLAN_DEV} dst ${e.dst} self`);
+        removed++;
+      }
+    }
+    if (lines.length) await run('bridge', ['-batch', '-'], { input: lines.join('\n') + '\n' });
+    if (lines.length) this.o.log.debug({ added: lines.length - removed, removed }, 'VXLAN forwarding entries programmed');
+    return { added: lines.length - removed, removed };
+  }
+
+  /** Underlay addresses that have a flooding entry now. */
+  async programmedPeers(): Promise<string[]> {
+    return (await this.entries()).filter((e) => e.mac === ZERO_MAC && e.dst).map((e) => e.dst!);
+  }
+
+  /**
+   * Probes the data path to a peer: a full-size, don't-fragment ping to its bridge address,
+   * through the bridge and the VXLAN device. True when it comes back.
+   */
+  async probe(peerBridgeIp: string): Promise<boolean> {
+    try {
+      await run('ping', ['-c', '1', '-W', '1', '-M', 'do', '-s', String(this.o.mtu - 28), '-q', peerBridgeIp], { timeoutMs: 3000 });
+      return true;
+    } catch {
+      return false;
+    }
+  }
+}
