@@ -173,7 +173,7 @@ Example:
       if (args.length === 0) throw new ConfigError('forget', 'name at least one address');
       const r = await client.post<{ forgotten: string[] }>('/v1/forget', { addresses: args });
       if (r.forgotten.length === 0) {
-        io.err(`weft forget: none of ${args.join(', ')} is a target\n`);
+        io.err(`weft forget: ${args.join(', ')}: not a target (see weft status targets)\n`);
         return 1;
       }
       io.out(`forgot ${r.forgotten.join(', ')}\n`);

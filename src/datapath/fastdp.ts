@@ -64,6 +64,15 @@ export class FastDp {
     await run('ip', ['link', 'set', VXLAN_DEV, 'mtu', String(this.o.mtu), 'master', this.o.bridge, 'up']);
   }
 
+  /** Undefined when the device is up and on the bridge; else what is wrong. */
+  async verify(): Promise<string | undefined> {
+    const l = await getLink(VXLAN_DEV);
+    if (!l) return `VXLAN device ${VXLAN_DEV} is missing`;
+    if (!l.flags.includes('UP')) return `VXLAN device ${VXLAN_DEV} is down`;
+    if (l.master !== this.o.bridge) return `VXLAN device ${VXLAN_DEV} is not on bridge ${this.o.bridge}`;
+    return undefined;
+  }
+
   private async entries(): Promise<FdbEntry[]> {
     const { stdout } = await run('bridge', ['-json', 'fdb', 'show', 'dev', VXLAN_DEV]);
     return stdout.trim() ? (JSON.parse(stdout) as FdbEntry[]) : [];

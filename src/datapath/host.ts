@@ -128,6 +128,12 @@ export class HostNetwork {
     this.gateways.clear();
   }
 
+  /** Are weft's chains hooked into the built-in ones? Undefined when they are. */
+  async verifyRules(): Promise<string | undefined> {
+    const missing = await this.o.iptables.missingJumps(chainSpecs(this.o));
+    return missing.length ? `iptables rules missing: ${missing.join(', ')}` : undefined;
+  }
+
   /** Is everything in place? Used by readiness. */
   async verify(): Promise<string | undefined> {
     const link = await getLink(this.o.bridge);

@@ -61,6 +61,13 @@ export interface MeshOptions {
   retryMinMs?: number;
   retryMaxMs?: number;
   log: Logger;
+  /** Counts messages (by gossip channel or message type) and bytes, for metrics. */
+  onTraffic?: (dir: 'in' | 'out', kind: string, bytes: number) => void;
+}
+
+function kindOf(msg: unknown): string {
+  const m = msg as { t?: string; ch?: string };
+  return m.t === 'gossip' ? `gossip:${m.ch}` : (m.t ?? 'unknown');
 }
 
 export type TargetState = 'connecting' | 'established' | 'retrying' | 'failed' | 'self';
@@ -389,19 +396,27 @@ export class Mesh extends EventEmitter {
 
   private write(c: Conn, msg: unknown): void {
     if (c.closed || c.socket.destroyed) return;
-    c.socket.write(encodeFrame(msg));
+    const frame = encodeFrame(msg);
+    this.o.onTraffic?.('out', kindOf(msg), frame.length);
+    c.socket.write(frame);
   }
 
   private broadcastFrame(msg: unknown): void {
     const frame = encodeFrame(msg);
-    for (const c of this.conns) if (c.established && !c.closed) c.socket.write(frame);
+    for (const c of this.conns) {
+      if (!c.established || c.closed) continue;
+      this.o.onTraffic?.('out', kindOf(msg), frame.length);
+      c.socket.write(frame);
+    }
   }
 
   private receive(c: Conn, chunk: Buffer): void {
     c.lastRecv = Date.now();
+    this.o.onTraffic?.('in', 'bytes', chunk.length);
     try {
       for (const raw of c.reader.push(chunk)) {
         if (c.closed) return;
+        this.o.onTraffic?.('in', kindOf(raw), 0);
         if (!c.hello) {
           this.onHello(c, raw);
           continue;

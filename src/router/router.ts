@@ -21,10 +21,12 @@ import { derivedMac, loadPeerName } from '../mesh/peername';
 import { detectBackend, Iptables } from '../sys/iptables';
 import { isMac } from '../common/ip';
 import { ApiServer } from './http';
+import { Metrics } from './metrics';
 import { gatewayKey, IpamApi } from './ipam-api';
 import type { RouterOptions } from './options';
 import type { ConnectionReport, Report } from './report';
-import { replaceAddress, removeAddress, listAddresses } from '../sys/link';
+import { replaceAddress, removeAddress, listAddresses, setMaster } from '../sys/link';
+import { hostVethName } from '../common/api';
 
 export const VERSION = '0.1.0';
 
@@ -88,6 +90,38 @@ export class Router {
   private stopped = false;
   /** Hooks for metrics. */
   onApi?: (op: string, result: 'ok' | 'error', seconds: number) => void;
+  metrics: Metrics | undefined;
+
+  /** Share of the range owned by peers this router cannot reach. */
+  private unreachableShare(): number {
+    if (!this.ipam || !this.mesh) return 0;
+    const total = 2 ** (32 - this.ipam.allocator.range.prefix);
+    let lost = 0;
+    for (const [peer, size] of this.ipam.ring.sizes()) if (peer !== this.peerName && !this.mesh.isReachable(peer)) lost += size;
+    return lost / total;
+  }
+
+  /** What is missing for this host to serve pods; empty when ready. */
+  async readiness(): Promise<string[]> {
+    const missing: string[] = [];
+    if (!this.host) return ['host network not set up yet'];
+    const br = await this.host.verify();
+    if (br) missing.push(br);
+    const rules = await this.host.verifyRules();
+    if (rules) missing.push(rules);
+    if (this.fastdp) {
+      const dp = await this.fastdp.verify();
+      if (dp) missing.push(dp);
+    }
+    if (!this.api) missing.push('API not listening yet');
+    if (!this.ipam) missing.push('IPAM not started');
+    else {
+      const st = this.ipam.status();
+      const canAllocate = st.status === 'ready' || (st.status === 'no space' && this.ipam.canAskPeers());
+      if (!canAllocate) missing.push(`IPAM cannot allocate: ${st.status}${st.reason ? ` (${st.reason})` : ''}`);
+    }
+    return missing;
+  }
 
   constructor(readonly opts: RouterOptions) {
     this.log = createLogger({ name: 'weft-router', level: opts.logLevel, file: opts.logFile });
@@ -106,6 +140,19 @@ export class Router {
     const defaultSubnet = o.ipallocDefaultSubnet ? cidrOption('--ipalloc-default-subnet', o.ipallocDefaultSubnet) : range;
     if (!containsCidr(range, defaultSubnet)) throw new ConfigError('--ipalloc-default-subnet', `must lie inside --ipalloc-range ${o.ipallocRange}`);
     const init = parseInit(o.ipallocInit, o.peers.length);
+    // metrics and health first, so /readyz can say what is not there yet
+    this.metrics = new Metrics({
+      connections: () => (this.mesh ? this.report().mesh.connections.map((c) => ({ state: c.state, encrypted: c.encrypted })) : []),
+      peers: () => this.mesh?.peers().length ?? 0,
+      ips: () => ({
+        used: this.ipam?.allocator.list().filter((a) => a.network !== GATEWAY_NETWORK).length ?? 0,
+        available: this.ipam?.allocator.freeCount() ?? 0,
+      }),
+      unreachableShare: () => this.unreachableShare(),
+      pendingAllocations: () => this.ipam?.pendingAllocations ?? 0,
+    });
+    this.onApi = (op, r, sec) => this.metrics?.request(op, r, sec);
+    await this.metrics.listen(o.metricsAddr, () => this.readiness(), this.log);
     await fs.mkdir(o.stateDir, { recursive: true, mode: 0o700 });
     this.peerName = await loadPeerName(o.stateDir, o.name);
 
@@ -167,6 +214,7 @@ export class Router {
       retryMinMs: envMs('WEFT_RETRY_MIN_MS', 1000),
       retryMaxMs: envMs('WEFT_RETRY_MAX_MS', 360_000),
       log: this.log.child({ component: 'mesh' }),
+      onTraffic: (d, k, b) => this.metrics?.traffic(d, k, b),
     });
     this.mesh.setMeta('bridgeMac', bridgeMac);
     if (this.underlayIp) this.mesh.setMeta('underlay', this.underlayIp);
@@ -194,7 +242,7 @@ export class Router {
       this.timers.push(t);
     };
     every(SPOOL_INTERVAL_MS, () => void this.drainSpool());
-    every(envMs('WEFT_PROGRAM_MS', 5000), () => this.scheduleProgram());
+    every(envMs('WEFT_PROGRAM_MS', 5000), () => void this.repair().finally(() => this.scheduleProgram()));
     every(envMs('WEFT_PROBE_MS', 10_000), () => void this.probePeers());
     every(2000, () => this.mesh.setMeta('ipamFree', this.ipam.allocator.freeCount()));
     void this.claimGateway();
@@ -284,6 +332,29 @@ export class Router {
     if (hit) return hit.name;
     if (isMac(p) && this.ipam.ring.sizes().has(p.toLowerCase())) return p.toLowerCase();
     throw new BadRequestError(`no peer named "${p}"`);
+  }
+
+  /**
+   * Puts back what someone removed: the bridge (with its addresses and the pods' veths),
+   * weft's rules, the VXLAN device. Runs on the reconcile timer.
+   */
+  private async repair(): Promise<void> {
+    if (this.stopped) return;
+    try {
+      const broken = [await this.host.verify(), await this.host.verifyRules(), await this.fastdp?.verify()].filter(Boolean);
+      if (broken.length === 0) return;
+      this.log.warn({ broken }, 'repairing the host network');
+      this.host.invalidate();
+      await this.host.setup();
+      for (const rec of this.ipam.allocator.list()) {
+        if (rec.network === GATEWAY_NETWORK) await this.host.ensureGateway(rec.address);
+        else await setMaster(hostVethName(rec), this.opts.bridge);
+      }
+      for (const e of this.exposed) await replaceAddress(this.opts.bridge, e);
+      if (this.fastdp) await this.fastdp.setup();
+    } catch (e) {
+      this.log.error({ err: (e as Error).message }, 'repairing the host network failed');
+    }
   }
 
   /** Debounced reconciliation of the VXLAN forwarding entries with the topology. */
@@ -461,6 +532,7 @@ export class Router {
     for (const t of this.timers) clearInterval(t);
     await this.api?.close();
     await this.mesh?.stop();
+    await this.metrics?.close();
     await fs.rm(this.opts.socket, { force: true });
     this.log.info({ peer: this.peerName }, 'router stopped');
     this.log.flush();

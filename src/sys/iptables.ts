@@ -58,13 +58,23 @@ export class Iptables {
       lines.push('COMMIT');
     }
     await run(this.bin('-restore'), ['-w', '5', '--noflush'], { ...this.opts, input: lines.join('\n') + '\n' });
+    const missing = new Set(await this.missingJumps(specs));
+    for (const c of specs) {
+      if (missing.has(`${c.table}/${c.chain}`)) await run(this.bin(), ['-w', '5', '-t', c.table, '-I', c.from, '1', '-j', c.chain], this.opts);
+    }
+  }
+
+  /** The chains whose jump from their built-in chain is missing. */
+  async missingJumps(specs: readonly ChainSpec[]): Promise<string[]> {
+    const out: string[] = [];
     for (const c of specs) {
       try {
         await run(this.bin(), ['-w', '5', '-t', c.table, '-C', c.from, '-j', c.chain], this.opts);
       } catch {
-        await run(this.bin(), ['-w', '5', '-t', c.table, '-I', c.from, '1', '-j', c.chain], this.opts);
+        out.push(`${c.table}/${c.chain}`);
       }
     }
+    return out;
   }
 
   /** Removes the jumps and the chains (absent is success). */

@@ -165,6 +165,17 @@ export async function configureContainerIface(c: ContainerIfaceSpec): Promise<vo
   await ipBatch(lines, { netns: c.netns });
 }
 
+/** Attaches a device to a bridge; a device that does not exist is skipped (false). */
+export async function setMaster(dev: string, bridge: string): Promise<boolean> {
+  try {
+    await ipBatch([`link set ${dev} master ${bridge}`]);
+    return true;
+  } catch (e) {
+    if (isNotFound(e)) return false;
+    throw e;
+  }
+}
+
 /** Is the path a network namespace we can enter? */
 export async function netnsUsable(path: string): Promise<boolean> {
   try {

@@ -131,6 +131,8 @@ export class RouterProc {
   readonly socket: string;
   readonly stateDir: string;
   log = '';
+  /** Extra environment for the router (e.g. shorter timers). */
+  env: Record<string, string> = {};
 
   constructor(
     readonly host: Netns,
@@ -145,7 +147,7 @@ export class RouterProc {
   /** Starts the router and waits (up to 10 s) until its API answers. */
   async start(): Promise<void> {
     const args = ['--', WEFT, 'router', '--state-dir', this.stateDir, '--socket', this.socket, '--log-level', 'debug', ...this.extraArgs];
-    const p = spawn('nsenter', [`--net=${this.host.path}`, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn('nsenter', [`--net=${this.host.path}`, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...this.env } });
     this.proc = p;
     p.stdout!.on('data', (d) => (this.log += d));
     p.stderr!.on('data', (d) => (this.log += d));
@@ -179,6 +181,29 @@ export class RouterProc {
   async destroy(): Promise<void> {
     await this.kill('SIGTERM');
     rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** GET inside a namespace (the router's metrics listen on its own loopback). */
+export function httpGet(ns: Netns, url: string): { status: number; body: string } {
+  const script = `fetch(${JSON.stringify(url)}).then(async r => process.stdout.write(JSON.stringify({status: r.status, body: await r.text()})), e => { process.stdout.write(JSON.stringify({status: 0, body: String(e)})) })`;
+  const out = sh('nsenter', [`--net=${ns.path}`, '--', process.execPath, '-e', script]);
+  return JSON.parse(out);
+}
+
+/** Runs the weft CLI against a router's socket. */
+export function weftCli(socket: string, args: string[]): { code: number; out: string; err: string } {
+  const r = spawnSync(WEFT, ['--socket', socket, ...args], { encoding: 'utf8', timeout: 20_000 });
+  return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
+}
+
+/** Polls until `f` holds or the deadline passes; returns whether it held. */
+export async function until(f: () => boolean, ms = 10_000, every = 100): Promise<boolean> {
+  const end = Date.now() + ms;
+  for (;;) {
+    if (f()) return true;
+    if (Date.now() > end) return false;
+    await sleep(every);
   }
 }
 

@@ -1,0 +1,114 @@
+/**
+ * Prometheus metrics and health endpoints on --metrics-addr (default 127.0.0.1:6782), with
+ * prom-client. /healthz: the process answers. /readyz: bridge up, data path and rules in
+ * place, IPAM able to allocate; 503 with the reasons otherwise.
+ */
+import { createServer, type Server } from 'node:http';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Logger } from '../common/log';
+
+/** Answers whether the router is ready; a list of what is missing when not. */
+export type ReadinessCheck = () => Promise<string[]>;
+
+/** Maps API operations to the plugin verbs they serve. */
+const VERB_OF: Record<string, string> = { allocate: 'ADD', release: 'DEL', lookup: 'CHECK', gc: 'GC', status: 'STATUS' };
+
+export interface MetricSources {
+  connections(): { state: string; encrypted: boolean }[];
+  peers(): number;
+  ips(): { used: number; available: number };
+  unreachableShare(): number;
+  pendingAllocations(): number;
+}
+
+export class Metrics {
+  readonly registry = new Registry();
+  private server: Server | undefined;
+  private readonly requests: Counter<'verb' | 'result'>;
+  private readonly allocLatency: Histogram;
+  private readonly gossipMessages: Counter<'direction' | 'kind'>;
+  private readonly gossipBytes: Counter<'direction'>;
+
+  constructor(src: MetricSources) {
+    const r = this.registry;
+    collectDefaultMetrics({ register: r, prefix: 'weft_process_' });
+    new Gauge({
+      name: 'weft_connections',
+      help: 'Mesh connections by state and encryption',
+      labelNames: ['state', 'encryption'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const c of src.connections()) this.inc({ state: c.state, encryption: c.encrypted ? 'yes' : 'no' });
+      },
+    });
+    new Gauge({ name: 'weft_peers', help: 'Peers known, this router included', registers: [r], collect() { this.set(src.peers()); } });
+    new Gauge({ name: 'weft_ips', help: 'Addresses allocated on this host', registers: [r], collect() { this.set(src.ips().used); } });
+    new Gauge({ name: 'weft_max_ips', help: 'Addresses this host can still hand out from the space it owns', registers: [r], collect() { this.set(src.ips().available); } });
+    new Gauge({ name: 'weft_ipam_unreachable_share', help: 'Share of the allocation range owned by unreachable peers (0..1)', registers: [r], collect() { this.set(src.unreachableShare()); } });
+    new Gauge({ name: 'weft_ipam_pending_allocates', help: 'Allocations waiting for address space', registers: [r], collect() { this.set(src.pendingAllocations()); } });
+    this.requests = new Counter({ name: 'weft_plugin_requests_total', help: 'Plugin requests by CNI verb and result', labelNames: ['verb', 'result'], registers: [r] });
+    this.allocLatency = new Histogram({
+      name: 'weft_allocation_duration_seconds',
+      help: 'Time to answer an address allocation',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [r],
+    });
+    this.gossipMessages = new Counter({ name: 'weft_gossip_messages_total', help: 'Mesh messages by direction and kind (gossip:CHANNEL, msg, hb, ...)', labelNames: ['direction', 'kind'], registers: [r] });
+    this.gossipBytes = new Counter({ name: 'weft_gossip_bytes_total', help: 'Mesh bytes by direction', labelNames: ['direction'], registers: [r] });
+  }
+
+  /** Records one plugin request served by the API. */
+  request(op: string, result: 'ok' | 'error', seconds: number): void {
+    const verb = VERB_OF[op];
+    if (!verb) return;
+    this.requests.inc({ verb, result });
+    if (op === 'allocate') this.allocLatency.observe(seconds);
+  }
+
+  traffic(dir: 'in' | 'out', kind: string, bytes: number): void {
+    if (bytes) this.gossipBytes.inc({ direction: dir }, bytes);
+    if (kind !== 'bytes') this.gossipMessages.inc({ direction: dir, kind });
+  }
+
+  /** Listens on HOST:PORT for /metrics, /healthz and /readyz. */
+  async listen(addr: string, ready: ReadinessCheck, log: Logger): Promise<void> {
+    const m = /^(.*):(\d+)$/.exec(addr);
+    if (!m) throw new Error(`--metrics-addr ${addr} is not HOST:PORT`);
+    const server = createServer((req, res) => {
+      void (async () => {
+        try {
+          if (req.url === '/metrics') {
+            const body = await this.registry.metrics();
+            res.writeHead(200, { 'content-type': this.registry.contentType });
+            res.end(body);
+          } else if (req.url === '/healthz') {
+            res.writeHead(200, { 'content-type': 'text/plain' });
+            res.end('ok\n');
+          } else if (req.url === '/readyz') {
+            const missing = await ready();
+            res.writeHead(missing.length ? 503 : 200, { 'content-type': 'application/json' });
+            res.end(JSON.stringify({ ready: missing.length === 0, missing }) + '\n');
+          } else {
+            res.writeHead(404);
+            res.end();
+          }
+        } catch (e) {
+          log.error({ err: (e as Error).message, url: req.url }, 'metrics endpoint failed');
+          res.writeHead(500);
+          res.end();
+        }
+      })();
+    });
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(Number(m[2]), m[1]!.replace(/^\[|\]$/g, ''), () => resolve());
+    });
+  }
+
+  async close(): Promise<void> {
+    const s = this.server;
+    if (s) await new Promise<void>((r) => s.close(() => r()));
+  }
+}

@@ -1,0 +1,4 @@
+declare module 'parse-prometheus-text-format' {
+  /** Parses Prometheus text exposition format; throws on malformed input. */
+  export default function parse(text: string): unknown[];
+}

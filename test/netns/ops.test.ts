@@ -1,0 +1,143 @@
+/** Operating one router: CLI, report, ps, metrics, health and readiness, inside namespaces. */
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import parsePrometheus from 'parse-prometheus-text-format';
+import { cni, cniEnv, httpGet, netConf, Netns, RouterProc, rootSkip, until, weftCli } from '../helpers/netns';
+
+const skip = rootSkip();
+
+type Family = { name: string; type: string; metrics: { value?: string; labels?: Record<string, string>; buckets?: Record<string, string>; count?: string }[] };
+
+describe('operating a router', { skip, concurrency: false }, () => {
+  let host: Netns;
+  let router: RouterProc;
+  const pods: Netns[] = [];
+  const metrics = (): Family[] => {
+    const r = httpGet(host, 'http://127.0.0.1:6782/metrics');
+    assert.equal(r.status, 200);
+    return parsePrometheus(r.body) as Family[];
+  };
+  const value = (fams: Family[], name: string, labels: Record<string, string> = {}) => {
+    const f = fams.find((x) => x.name === name);
+    assert.ok(f, `metric ${name} exported`);
+    const m = f.metrics.find((x) => Object.entries(labels).every(([k, v]) => x.labels?.[k] === v));
+    return m ? Number(m.value ?? m.count) : 0;
+  };
+
+  before(async () => {
+    host = Netns.create('wo-h');
+    router = new RouterProc(host, ['--nickname', 'opshost']);
+    router.env = { WEFT_PROGRAM_MS: '300' };
+    await router.start();
+  });
+  after(async () => {
+    await router?.destroy();
+    for (const p of pods) p.destroy();
+    host?.destroy();
+  });
+
+  test('metrics parse as Prometheus text and IP counts follow pods', () => {
+    const before = metrics();
+    for (const n of ['weft_connections', 'weft_peers', 'weft_ips', 'weft_max_ips', 'weft_ipam_unreachable_share', 'weft_ipam_pending_allocates', 'weft_plugin_requests_total', 'weft_allocation_duration_seconds', 'weft_gossip_messages_total', 'weft_gossip_bytes_total']) {
+      assert.ok(before.some((f) => f.name === n), `${n} present`);
+    }
+    const ips0 = value(before, 'weft_ips');
+    const adds0 = value(before, 'weft_plugin_requests_total', { verb: 'ADD', result: 'ok' });
+    for (const i of [1, 2]) {
+      const p = Netns.create(`wo-p${i}`);
+      pods.push(p);
+      assert.equal(cni(host, cniEnv('ADD', `ops-${i}`, p.path), netConf(router.socket)).code, 0);
+    }
+    const mid = metrics();
+    assert.equal(value(mid, 'weft_ips'), ips0 + 2);
+    assert.equal(value(mid, 'weft_plugin_requests_total', { verb: 'ADD', result: 'ok' }), adds0 + 2);
+    assert.equal(value(mid, 'weft_peers'), 1);
+    assert.ok(value(mid, 'weft_max_ips') > 1000);
+    assert.equal(cni(host, cniEnv('DEL', 'ops-2', pods[1]!.path), netConf(router.socket)).code, 0);
+    const after = metrics();
+    assert.equal(value(after, 'weft_ips'), ips0 + 1);
+    assert.equal(value(after, 'weft_plugin_requests_total', { verb: 'DEL', result: 'ok' }), 1);
+  });
+
+  test('report, ps and status agree with the pods that exist', () => {
+    const r = weftCli(router.socket, ['report']);
+    assert.equal(r.code, 0);
+    const rep = JSON.parse(r.out);
+    assert.equal(rep.router.nickname, 'opshost');
+    assert.match(rep.router.name, /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/);
+    const pods = rep.ipam.attachments.filter((a: any) => a.network !== '_gateway');
+    assert.deepEqual(pods.map((a: any) => a.containerId), ['ops-1']);
+    const ps = weftCli(router.socket, ['ps']).out.trim().split('\n');
+    assert.equal(ps.length, rep.ipam.attachments.length);
+    assert.match(ps[0]!, /^weave:expose [0-9a-f:]{17} 10\.\d+\.\d+\.\d+\/12$/, 'bridge first');
+    const podAddr = pods[0].address;
+    assert.ok(ps.some((l) => l === `ops-1 ${pods[0].mac} ${podAddr}`));
+    const st = weftCli(router.socket, ['status']).out;
+    assert.match(st, /Name: [0-9a-f:]{17}\(opshost\)/);
+    assert.match(st, /Encryption: disabled/);
+    assert.match(st, /Peers: 1 \(with 0 established connections\)/);
+    assert.match(st, /Status: ready/);
+    assert.match(st, /Range: 10\.32\.0\.0\/12/);
+    const ipam = weftCli(router.socket, ['status', 'ipam']).out;
+    assert.match(ipam, /\(opshost\) 1048576 IPs \(100\.0% of total/);
+  });
+
+  test('/healthz answers; /readyz fails while the bridge is missing and passes once the router put it back', async () => {
+    assert.equal(httpGet(host, 'http://127.0.0.1:6782/healthz').status, 200);
+    assert.equal(httpGet(host, 'http://127.0.0.1:6782/readyz').status, 200);
+    host.run('ip', ['link', 'del', 'weave']);
+    const bad = httpGet(host, 'http://127.0.0.1:6782/readyz');
+    assert.equal(bad.status, 503);
+    assert.match(JSON.parse(bad.body).missing.join(';'), /bridge weave is missing/);
+    assert.ok(await until(() => httpGet(host, 'http://127.0.0.1:6782/readyz').status === 200, 10_000, 200), 'ready again');
+    const gw = JSON.parse(weftCli(router.socket, ['report']).out).ipam.attachments[0].address.split('/')[0];
+    assert.ok(pods[0]!.ping(gw), 'the pod is back on the bridge');
+  });
+
+  test('expose and hide add and remove host addresses; bad arguments and a stopped router are clear errors', async () => {
+    const ex = weftCli(router.socket, ['expose', '10.0.9.100/24']);
+    assert.equal(ex.code, 0, ex.err);
+    assert.ok(host.addrs('weave').includes('10.0.9.100/24'));
+    const hide = weftCli(router.socket, ['hide', '10.0.9.100/24']);
+    assert.equal(hide.code, 0, hide.err);
+    assert.ok(!host.addrs('weave').includes('10.0.9.100/24'));
+    const gw = weftCli(router.socket, ['expose']);
+    assert.equal(gw.code, 0);
+    assert.match(gw.out, /^10\.\d+\.\d+\.\d+\/12$/m);
+    const hideGw = weftCli(router.socket, ['hide', gw.out.trim()]);
+    assert.equal(hideGw.code, 1);
+    assert.match(hideGw.err, /gateway/);
+    for (const [args, re] of [
+      [['expose', 'nonsense'], /ADDRESS\/PREFIX/],
+      [['connect'], /at least one address/],
+      [['connect', 'bad host!'], /HOST or HOST:PORT/],
+      [['status', 'bogus'], /unknown part/],
+      [['rmpeer'], /exactly one peer/],
+      [['rmpeer', 'nobody'], /no peer named/],
+      [['forget', '10.9.9.9'], /not a target/],
+    ] as const) {
+      const r = weftCli(router.socket, [...args]);
+      assert.equal(r.code, 1, `${args.join(' ')}: ${r.out}`);
+      assert.match(r.err, re, args.join(' '));
+    }
+    for (const cmd of ['status', 'ps', 'report', 'connect', 'forget', 'rmpeer', 'expose', 'hide', 'router']) {
+      const h = weftCli(router.socket, [cmd, '--help']);
+      assert.equal(h.code, 0, cmd);
+      assert.match(h.out, /Usage: weft/);
+      assert.match(h.out, /Example/);
+    }
+    const down = weftCli('/nonexistent/weft.sock', ['status']);
+    assert.equal(down.code, 1);
+    assert.match(down.err, /is `weft router` running\?/);
+  });
+
+  test('connect reports the target and status shows it retrying; forget removes it', () => {
+    const c = weftCli(router.socket, ['connect', '192.0.2.55']);
+    assert.equal(c.code, 0);
+    assert.match(c.out, /connecting to 192\.0\.2\.55/);
+    assert.match(weftCli(router.socket, ['status', 'targets']).out, /192\.0\.2\.55:6783/);
+    const f = weftCli(router.socket, ['forget', '192.0.2.55']);
+    assert.equal(f.code, 0);
+    assert.doesNotMatch(weftCli(router.socket, ['status', 'targets']).out, /192\.0\.2\.55/);
+  });
+});
