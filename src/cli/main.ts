@@ -3,6 +3,7 @@ import { RouterClient } from '../common/client';
 import { WeftError } from '../common/errors';
 import { DEFAULT_SOCKET } from '../common/netconf';
 import { OPS } from './ops';
+import { installCni } from './install-cni';
 import { ROUTER_HELP, routerOptions, runRouter } from './router-cmd';
 
 import { VERSION } from '../router/router';
@@ -18,6 +19,7 @@ Commands:
   rmpeer PEER       take over the space of a peer gone for good
   expose [CIDR]     give this host an address on the pod network
   hide [CIDR]       take exposed addresses away
+  install-cni       install the plugin and a conflist for container runtimes
   sandbox           hosts, routers and pods in namespaces on this machine (weft sandbox --help)
   version           print the version
 
@@ -71,6 +73,8 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
         }
         return await runRouter(opts);
       }
+      case 'install-cni':
+        return await installCni(rest, io);
       case 'sandbox': {
         // loaded on demand: it brings execa, which no other command needs at start-up
         // eslint-disable-next-line @typescript-eslint/no-require-imports
