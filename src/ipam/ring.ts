@@ -179,9 +179,8 @@ export class Ring {
     if (theirEpoch && mine && theirEpoch !== mine) {
       throw new RingConflictError(`IP allocation was seeded by different peers (ring epoch ${theirEpoch} here ${mine})`);
     }
-    if (!mine && !theirEpoch && Object.keys(data).length > 0) {
-      throw new RingConflictError('ring data without an epoch');
-    }
+    // tokens without their ring's epoch cannot be placed yet; the full state brings both
+    if (!mine && !theirEpoch) return undefined;
     let delta: RingData | undefined;
     if (theirEpoch && !mine) {
       this.epoch = { epoch: theirEpoch, v: data.epoch!.v };
