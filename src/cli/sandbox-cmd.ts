@@ -1,0 +1,258 @@
+/** `weft sandbox up|down|status`: several hosts, their routers and pods in network namespaces on this machine. */
+import { ConfigError } from '../common/errors';
+import {
+  checkPrefix,
+  DEFAULT_DEADLINE_MS,
+  DEFAULT_PREFIX,
+  describeMesh,
+  fmtMs,
+  formatDown,
+  formatMatrix,
+  formatStatus,
+  MAX_HOSTS,
+  MAX_PODS,
+  MIN_UNDERLAY_MTU,
+  Sandbox,
+  upOptions,
+} from '../sandbox';
+import { parse } from './args';
+import type { CliIo } from './main';
+
+export const SANDBOX_HELP = `Usage: weft sandbox up|down|status [options]
+
+A whole weft network on one machine: N hosts as network namespaces on one underlay bridge
+(itself in a namespace), a weft router in each, M pods per host attached by the real weft-net
+plugin. Nothing is created in the machine's own namespace. Needs root.
+
+Commands:
+  up        build the sandbox, print each router's status and a ping matrix
+  down      stop the routers, delete the namespaces and the state
+  status    hosts, routers and pods of the running sandbox
+
+Run weft sandbox COMMAND --help for the options of each.
+
+Examples:
+  weft sandbox up --hosts 3 --pods 2
+  weft sandbox status
+  weft sandbox down
+`;
+
+const UP_HELP = `Usage: weft sandbox up [options]
+
+Builds N hosts (namespaces PREFIX-h1..PREFIX-hN at 172.30.0.11.. on an underlay bridge in
+namespace PREFIX-ul), starts a weft router in each (host 1 alone, the others joined through
+host 1), waits until every router answers and (best effort) the mesh is complete, attaches
+M pods per host (namespaces PREFIX-hI-pJ) with weft-net, then prints each router's status and
+a ping matrix. A set-up failure removes everything made so far and exits non-zero; failed
+pings do not (the matrix shows them).
+
+Options:
+  --hosts N             hosts, 1..${MAX_HOSTS} (default 2)
+  --pods M              pods per host, 0..${MAX_PODS} (default 2)
+  --mtu N               underlay MTU, ${MIN_UNDERLAY_MTU}..65535 (default 1500); pods get it less the encapsulation
+  --plugin PATH         the weft-net binary (default: weft-net next to weft)
+  --router-args "..."   extra arguments for every weft router, e.g. "--log-level debug"
+  --prefix NAME         namespace name prefix (default ${DEFAULT_PREFIX}); state in /run/weft-sandbox/NAME
+  --wait SECONDS        deadline for the routers to answer and the mesh to form (default ${DEFAULT_DEADLINE_MS / 1000})
+  --no-matrix           skip the ping matrix
+
+Examples:
+  weft sandbox up --hosts 3 --pods 2
+  weft sandbox up --hosts 2 --pods 4 --mtu 9000
+  weft sandbox up --hosts 2 --router-args "--log-level debug --no-masq"
+  weft sandbox up --plugin ./dist/weft-net --prefix demo
+`;
+
+const DOWN_HELP = `Usage: weft sandbox down [--prefix NAME]
+
+Stops the routers (SIGTERM, SIGKILL after 5 s), deletes every namespace whose name starts with
+the prefix (also ones a crashed set-up did not record), and removes the state directory.
+Running it again is harmless.
+
+Examples:
+  weft sandbox down
+  weft sandbox down --prefix demo
+`;
+
+const STATUS_HELP = `Usage: weft sandbox status [--prefix NAME] [--json]
+
+Shows the hosts with their router (alive or not, peers, established connections, IPAM status)
+and the pods with their addresses.
+
+Examples:
+  weft sandbox status
+  weft sandbox status --json
+`;
+
+function needRoot(io: CliIo): boolean {
+  if (process.getuid?.() === 0) return true;
+  io.err('weft sandbox: needs root (it creates network namespaces)\n');
+  return false;
+}
+
+export async function runSandbox(argv: string[], io: CliIo): Promise<number> {
+  const [sub, ...rest] = argv;
+  try {
+    switch (sub) {
+      case undefined:
+      case '-h':
+      case '--help':
+      case 'help':
+        io.out(SANDBOX_HELP);
+        return sub ? 0 : 2;
+      case 'up':
+        return await up(rest, io);
+      case 'down':
+        return await down(rest, io);
+      case 'status':
+        return await status(rest, io);
+      default:
+        io.err(`weft sandbox: unknown command "${sub}"\n\n${SANDBOX_HELP}`);
+        return 2;
+    }
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      io.err(`weft sandbox ${sub}: ${e.message}\n(see weft sandbox ${sub} --help)\n`);
+      return 2;
+    }
+    throw e;
+  }
+}
+
+/** `--router-args --x` would read as a missing value: glue the next word on, whatever it starts with. */
+function glueRouterArgs(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--router-args' && i + 1 < argv.length) out.push(`--router-args=${argv[++i]}`);
+    else out.push(argv[i]!);
+  }
+  return out;
+}
+
+async function up(argv: string[], io: CliIo): Promise<number> {
+  const { values: v, positionals } = parse(glueRouterArgs(argv), {
+    hosts: { type: 'string' },
+    pods: { type: 'string' },
+    mtu: { type: 'string' },
+    plugin: { type: 'string' },
+    'router-args': { type: 'string' },
+    prefix: { type: 'string' },
+    wait: { type: 'string' },
+    'no-matrix': { type: 'boolean' },
+  });
+  if (v.help) {
+    io.out(UP_HELP);
+    return 0;
+  }
+  if (positionals.length) throw new ConfigError('', `unexpected argument "${positionals[0]}"`);
+  const s = (k: string) => v[k] as string | undefined;
+  const wait = s('wait');
+  if (wait !== undefined && !(/^\d+$/.test(wait) && Number(wait) >= 1 && Number(wait) <= 3600)) throw new ConfigError('--wait', `must be 1..3600 seconds, got "${wait}"`);
+  const opts = upOptions({
+    hosts: s('hosts'),
+    pods: s('pods'),
+    mtu: s('mtu'),
+    plugin: s('plugin'),
+    routerArgs: s('router-args'),
+    deadlineMs: wait ? Number(wait) * 1000 : undefined,
+    matrix: !v['no-matrix'],
+  });
+  const prefix = checkPrefix(s('prefix') ?? DEFAULT_PREFIX);
+  if (!needRoot(io)) return 1;
+
+  const sb = new Sandbox({ prefix, log: (l) => io.out(l + '\n') });
+  const ac = new AbortController();
+  const onSignal = (sig: NodeJS.Signals) => {
+    io.err(`\n${sig}: stopping the set-up\n`);
+    ac.abort(new Error(`interrupted by ${sig}`));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const t0 = Date.now();
+  io.out(`weft sandbox up: ${opts.hosts} host${opts.hosts === 1 ? '' : 's'} x ${opts.pods} pod${opts.pods === 1 ? '' : 's'}, prefix ${prefix}, underlay mtu ${opts.mtu}\n`);
+  let res;
+  try {
+    res = await sb.up(opts, ac.signal);
+  } catch (e) {
+    io.err(`weft sandbox up: ${(e as Error).message}\n`);
+    return ac.signal.aborted ? 130 : 1;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+  if (!res.mesh.complete && opts.hosts > 1) io.out(`note: mesh ${describeMesh(res.mesh, opts.hosts)}; going on\n`);
+
+  for (const h of res.hosts) {
+    io.out(`\n== ${h.nickname} (${h.netns}, ${h.address}, pid ${h.pid}): weft --socket ${h.socket} status\n`);
+    try {
+      io.out(await sb.weftStatus(h.index));
+    } catch (e) {
+      io.out(`(no status: ${(e as Error).message})\n`);
+    }
+  }
+  if (opts.matrix) {
+    io.out(`\n== connectivity: ping -c1 -W1 between the pods\n`);
+    const m = await sb.pingMatrix();
+    io.out(formatMatrix(m, prefix));
+  }
+  const downCmd = `weft sandbox down${prefix === DEFAULT_PREFIX ? '' : ` --prefix ${prefix}`}`;
+  io.out(`\nsandbox ${prefix} up: set-up ${fmtMs(res.ms)}, total ${fmtMs(Date.now() - t0)}; state in ${sb.dir}/state.json; remove it with: ${downCmd}\n`);
+  return 0;
+}
+
+async function down(argv: string[], io: CliIo): Promise<number> {
+  const { values: v, positionals } = parse(argv, { prefix: { type: 'string' } });
+  if (v.help) {
+    io.out(DOWN_HELP);
+    return 0;
+  }
+  if (positionals.length) throw new ConfigError('', `unexpected argument "${positionals[0]}"`);
+  const prefix = checkPrefix((v.prefix as string | undefined) ?? DEFAULT_PREFIX);
+  if (!needRoot(io)) return 1;
+  const sb = new Sandbox({ prefix, log: (l) => io.err(l + '\n') });
+  const d = await sb.down();
+  io.out(formatDown(d, prefix));
+  return d.failed.length || d.routers.some((r) => r.how === 'survived') ? 1 : 0;
+}
+
+async function status(argv: string[], io: CliIo): Promise<number> {
+  const { values: v, positionals } = parse(argv, { prefix: { type: 'string' }, json: { type: 'boolean' } });
+  if (v.help) {
+    io.out(STATUS_HELP);
+    return 0;
+  }
+  if (positionals.length) throw new ConfigError('', `unexpected argument "${positionals[0]}"`);
+  const prefix = checkPrefix((v.prefix as string | undefined) ?? DEFAULT_PREFIX);
+  const sb = new Sandbox({ prefix });
+  const s = await sb.status();
+  if (v.json) {
+    io.out(
+      JSON.stringify(
+        {
+          prefix: s.prefix,
+          dir: s.dir,
+          exists: !!s.state,
+          ready: !!s.state?.readyAt,
+          hosts: s.hosts.map((h) => ({
+            nickname: h.host.nickname,
+            netns: h.host.netns,
+            netnsExists: h.netnsExists,
+            address: h.host.address,
+            socket: h.host.socket,
+            pid: h.host.pid,
+            alive: h.alive,
+            peers: h.report?.mesh?.peers.length,
+            established: h.report?.mesh?.connections.filter((c) => c.state === 'established').length,
+            ipam: h.report?.ipam.status,
+            error: h.error,
+          })),
+          pods: s.pods.map((p) => ({ name: p.pod.name, host: p.pod.host, address: p.pod.cidr, netnsExists: p.netnsExists })),
+          strays: s.strays,
+        },
+        null,
+        2,
+      ) + '\n',
+    );
+  } else io.out(formatStatus(s));
+  return 0;
+}

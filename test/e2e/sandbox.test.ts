@@ -1,0 +1,261 @@
+/**
+ * End to end: the sandbox (the same code as `weft sandbox`) builds hosts as namespaces on one
+ * underlay, runs the real dist/weft router in each and attaches pods with the real
+ * dist/weft-net. Each suite uses its own namespace prefix and state directory and removes
+ * everything in `after`, so it never meets a user's `weft sandbox` (prefix wsb).
+ */
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync, existsSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { rootSkip, uid, sleep, WEFT, WEFT_NET } from '../helpers/netns';
+import { Sandbox, NETNS_DIR, type SandboxPod } from '../../src/sandbox';
+import { contains, parseCidr, parseIPv4 } from '../../src/common/ip';
+
+const skip = rootSkip();
+
+const inRange = (addr: string | undefined, cidr: string) => {
+  const c = parseCidr(cidr)!;
+  const a = addr === undefined ? undefined : parseIPv4(addr);
+  return a !== undefined && contains(c, a);
+};
+
+function namespacesWith(prefix: string): string[] {
+  try {
+    return readdirSync(NETNS_DIR).filter((n) => n.startsWith(`${prefix}-`));
+  } catch {
+    return [];
+  }
+}
+
+/** Pids whose command line mentions `needle` (the sandbox directory: routers of this sandbox). */
+function processesMentioning(needle: string): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d) || Number(d) === process.pid) continue;
+    try {
+      const cmd = readFileSync(`/proc/${d}/cmdline`, 'utf8');
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      if (cmd.includes(needle) && stat[stat.lastIndexOf(')') + 2] !== 'Z') out.push(Number(d));
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return out;
+}
+
+/** Polls `fn` until it returns true or the deadline passes; returns the last result. */
+async function eventually(fn: () => Promise<boolean>, deadlineMs: number, everyMs = 250): Promise<boolean> {
+  const deadline = Date.now() + deadlineMs;
+  for (;;) {
+    if (await fn()) return true;
+    if (Date.now() >= deadline) return false;
+    await sleep(everyMs);
+  }
+}
+
+function newSandbox(tag: string): Sandbox {
+  const prefix = `wse${tag}${uid().slice(0, 4)}`;
+  return new Sandbox({ prefix });
+}
+
+const upOpts = (hosts: number, pods: number) => ({ hosts, pods, weft: WEFT, plugin: WEFT_NET, deadlineMs: 30_000, matrix: false });
+
+describe('sandbox: 2 hosts x 2 pods', { skip, concurrency: false, timeout: 180_000 }, () => {
+  let sb: Sandbox;
+  before(async () => {
+    sb = newSandbox('a');
+    await sb.up(upOpts(2, 2));
+  });
+  after(async () => {
+    await sb?.down();
+  });
+
+  test('builds the namespaces, a router per host, and records them', async () => {
+    const ns = namespacesWith(sb.prefix).sort();
+    assert.deepEqual(ns, [`${sb.prefix}-h1`, `${sb.prefix}-h1-p1`, `${sb.prefix}-h1-p2`, `${sb.prefix}-h2`, `${sb.prefix}-h2-p1`, `${sb.prefix}-h2-p2`, `${sb.prefix}-ul`].sort());
+    assert.equal(sb.hosts.length, 2);
+    assert.deepEqual(sb.hosts.map((h) => h.address), ['172.30.0.11', '172.30.0.12']);
+    // a later process sees the same sandbox through the state file
+    const again = await Sandbox.open({ prefix: sb.prefix, dir: sb.dir });
+    assert.deepEqual(again.pods.map((p) => p.cidr), sb.pods.map((p) => p.cidr));
+    const st = await again.status();
+    assert.ok(st.hosts.every((h) => h.alive && h.report), 'every router alive and answering');
+  });
+
+  test('all pods get distinct addresses in 10.32.0.0/12', () => {
+    const addrs = sb.pods.map((p) => p.address);
+    assert.equal(addrs.length, 4);
+    for (const a of addrs) assert.ok(inRange(a, '10.32.0.0/12'), `${a} in 10.32.0.0/12`);
+    assert.equal(new Set(addrs).size, 4, `distinct: ${addrs.join(' ')}`);
+  });
+
+  test('pods on the same host ping each other', async () => {
+    for (const h of [1, 2]) {
+      const [a, b] = sb.podsOf(h) as [SandboxPod, SandboxPod];
+      assert.ok(await sb.ping(a, b), `${a.name} -> ${b.name} (${b.address})`);
+      assert.ok(await sb.ping(b, a), `${b.name} -> ${a.name} (${a.address})`);
+    }
+  });
+
+  test("host2's first pod is in 10.40.0.0/13 (the upper half, handed over by host1)", () => {
+    const p = sb.podsOf(2).find((x) => x.name.endsWith('-p1'))!;
+    assert.ok(inRange(p.address, '10.40.0.0/13'), `${p.name} ${p.address}`);
+  });
+
+  test('every pod pings every other pod, across hosts too', async () => {
+    const m = await sb.pingMatrix();
+    assert.deepEqual(m.duplicates, []);
+    assert.equal(m.sameHost.ok, m.sameHost.total);
+    assert.equal(m.crossHost.total, 8);
+    assert.equal(m.crossHost.ok, m.crossHost.total, `cross-host pings: ${m.crossHost.ok}/${m.crossHost.total}`);
+  });
+
+  test('down leaves no namespace with the prefix and no router process', async () => {
+    const pids = sb.hosts.map((h) => h.pid!);
+    const d = await sb.down();
+    assert.equal(d.routers.length, 2);
+    assert.deepEqual(namespacesWith(sb.prefix), []);
+    assert.deepEqual(processesMentioning(sb.dir), []);
+    for (const pid of pids) assert.ok(!existsSync(`/proc/${pid}/cmdline`) || !readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(sb.dir));
+    assert.ok(!existsSync(sb.dir), 'state dir removed');
+    const again = await sb.down();
+    assert.deepEqual([again.routers.length, again.namespaces.length, again.dirRemoved], [0, 0, undefined], 'down is idempotent');
+  });
+});
+
+describe('sandbox: 3 hosts, mesh, failures', { skip, concurrency: false, timeout: 300_000 }, () => {
+  let sb: Sandbox;
+  const meshComplete = async () => {
+    const rs = await sb.reports(3000);
+    return rs.every((r) => !(r instanceof Error) && r.mesh?.peers.length === 3 && r.mesh.connections.filter((c) => c.state === 'established').length === 2);
+  };
+  const crossPing = async (a: SandboxPod, b: SandboxPod) => (await sb.ping(a, b)) && (await sb.ping(b, a));
+
+  before(async () => {
+    sb = newSandbox('b');
+    await sb.up(upOpts(3, 2));
+  });
+  after(async () => {
+    await sb?.down();
+  });
+
+  test('3 hosts reach full mesh: 3 peers each, 6 established connections in total', async () => {
+    assert.ok(await eventually(meshComplete, 30_000), 'mesh complete within 30 s');
+    const rs = await sb.reports();
+    let established = 0;
+    for (const r of rs) {
+      assert.ok(!(r instanceof Error));
+      assert.equal(r.mesh.peers.length, 3, `${r.router.nickname}: ${r.mesh.peers.map((p) => p.nickname).join(',')}`);
+      established += r.mesh.connections.filter((c) => c.state === 'established').length;
+    }
+    assert.equal(established, 6);
+  });
+
+  test('every pod pings every other pod', async () => {
+    const m = await sb.pingMatrix();
+    assert.equal(m.pods.length, 6);
+    assert.deepEqual(m.duplicates, []);
+    assert.equal(m.sameHost.ok + m.crossHost.ok, 30, `same host ${m.sameHost.ok}/${m.sameHost.total}, across ${m.crossHost.ok}/${m.crossHost.total}`);
+  });
+
+  test('a host cut off the underlay is unreachable, and reachable again once reconnected', async () => {
+    const [a] = sb.podsOf(1) as [SandboxPod];
+    const [c] = sb.podsOf(3) as [SandboxPod];
+    await sb.disconnect(3);
+    try {
+      assert.equal(await sb.ping(a, c, 1), false, 'no traffic to a host that is cut off');
+    } finally {
+      await sb.reconnect(3);
+    }
+    assert.ok(await eventually(() => crossPing(a, c), 60_000, 500), 'pings again within 60 s of reconnecting');
+    assert.ok(await eventually(meshComplete, 60_000), 'full mesh again');
+  });
+
+  test('kill -9 of a router: pods keep talking, the restarted router rejoins with the same name', async () => {
+    const before = await sb.report(2);
+    const [a] = sb.podsOf(1) as [SandboxPod];
+    const [b] = sb.podsOf(2) as [SandboxPod];
+    await sb.killRouter(2, 'SIGKILL');
+    assert.ok(await crossPing(a, b), 'the kernel data path carries traffic while the router is down');
+    const pid = await sb.startRouter(2);
+    assert.ok(pid > 0);
+    const after = await sb.report(2);
+    assert.equal(after.router.name, before.router.name, 'peer name stable across restarts');
+    assert.ok(await eventually(meshComplete, 60_000), 'full mesh again');
+    assert.ok(await eventually(() => crossPing(a, b), 30_000, 500));
+  });
+
+  test('more pods after set-up get fresh addresses and reach the others', async () => {
+    const added = await sb.addPods(2, 2);
+    assert.equal(added.length, 2);
+    assert.deepEqual(added.map((p) => p.name), [`${sb.prefix}-h2-p3`, `${sb.prefix}-h2-p4`]);
+    const addrs = sb.pods.map((p) => p.address);
+    assert.equal(new Set(addrs).size, addrs.length, `distinct: ${addrs.join(' ')}`);
+    const [a] = sb.podsOf(1) as [SandboxPod];
+    for (const p of added) assert.ok(await eventually(() => crossPing(a, p), 10_000, 500), `${a.name} <-> ${p.name}`);
+    await sb.removePod(added[1]!);
+    assert.ok(!namespacesWith(sb.prefix).includes(added[1]!.name));
+    assert.equal(sb.pods.length, 7);
+  });
+});
+
+describe('weft sandbox (the CLI in the single executable)', { skip, concurrency: false, timeout: 180_000 }, () => {
+  const prefix = `wsec${uid().slice(0, 4)}`;
+  const weft = (args: string[], timeout = 120_000) => spawnSync(WEFT, ['sandbox', ...args], { encoding: 'utf8', timeout });
+  after(() => {
+    weft(['down', '--prefix', prefix]);
+  });
+
+  test('up, status, down', () => {
+    const up = weft(['up', '--hosts', '2', '--pods', '1', '--prefix', prefix, '--router-args', '--log-level debug']);
+    assert.equal(up.status, 0, up.stderr + up.stdout);
+    assert.match(up.stdout, /Service: router/);
+    assert.match(up.stdout, /connectivity: 2\/2 pings ok, all ok/);
+    const st = weft(['status', '--prefix', prefix, '--json']);
+    assert.equal(st.status, 0, st.stderr);
+    const j = JSON.parse(st.stdout);
+    assert.equal(j.hosts.length, 2);
+    assert.ok(j.hosts.every((h: { alive: boolean }) => h.alive));
+    assert.equal(j.pods.length, 2);
+    // routers survive the command that started them, and got the extra arguments
+    const log = readFileSync(`/run/weft-sandbox/${prefix}/h1/router.log`, 'utf8');
+    assert.match(log, /--log-level debug/);
+    const down = weft(['down', '--prefix', prefix]);
+    assert.equal(down.status, 0, down.stderr);
+    assert.match(down.stdout, /deleted 5 namespaces/);
+    assert.deepEqual(namespacesWith(prefix), []);
+    assert.deepEqual(processesMentioning(`/run/weft-sandbox/${prefix}/`), []);
+    assert.match(weft(['down', '--prefix', prefix]).stdout, /nothing to remove/);
+  });
+
+  test('a set-up failure exits non-zero and leaves nothing behind', () => {
+    const r = weft(['up', '--hosts', '2', '--pods', '1', '--prefix', prefix, '--plugin', '/bin/false', '--no-matrix']);
+    assert.equal(r.status, 1, r.stdout);
+    assert.match(r.stderr, /weft-net ADD failed/);
+    assert.deepEqual(namespacesWith(prefix), []);
+    assert.deepEqual(processesMentioning(`/run/weft-sandbox/${prefix}/`), []);
+    assert.ok(!existsSync(`/run/weft-sandbox/${prefix}`));
+  });
+
+  test('options are validated, errors name the flag', () => {
+    for (const [args, flag] of [
+      [['--hosts', '0'], '--hosts'],
+      [['--hosts', '65'], '--hosts'],
+      [['--pods', '65'], '--pods'],
+      [['--mtu', '500'], '--mtu'],
+      [['--plugin', '/nonexistent'], '--plugin'],
+      [['--router-args', '--socket /x'], '--router-args'],
+      [['--prefix', 'Bad-Prefix'], '--prefix'],
+    ] as [string[], string][]) {
+      const r = weft(['up', ...args]);
+      assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.ok(r.stderr.includes(flag), `${args.join(' ')}: ${r.stderr}`);
+    }
+    for (const sub of ['up', 'down', 'status']) {
+      const h = weft([sub, '--help']);
+      assert.equal(h.status, 0);
+      assert.match(h.stdout, /Examples:/);
+    }
+  });
+});

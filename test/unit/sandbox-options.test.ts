@@ -1,0 +1,105 @@
+/** `weft sandbox` pieces that need no root: option checks, --router-args splitting, the pool, the grid. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ConfigError } from '../../src/common/errors';
+import { checkPrefix, formatMatrix, mapPool, splitArgs, upOptions, type PingMatrix, type SandboxPod } from '../../src/sandbox';
+
+const exe = '/bin/true';
+
+test('splitArgs: words, quotes, escapes', () => {
+  assert.deepEqual(splitArgs(''), []);
+  assert.deepEqual(splitArgs('  --log-level debug  --no-masq '), ['--log-level', 'debug', '--no-masq']);
+  assert.deepEqual(splitArgs(`--nick "a b" 'c d' e\\ f ""`), ['--nick', 'a b', 'c d', 'e f', '']);
+  assert.deepEqual(splitArgs(`"say \\"hi\\""`), ['say "hi"']);
+  assert.throws(() => splitArgs(`"open`), (e: unknown) => e instanceof ConfigError && e.message.startsWith('--router-args'));
+});
+
+test('upOptions: defaults and limits, errors name the flag', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-sbopt-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const plain = join(dir, 'not-executable');
+  writeFileSync(plain, 'x', { mode: 0o644 });
+  const o = upOptions({ weft: exe, plugin: exe });
+  assert.deepEqual([o.hosts, o.pods, o.mtu, o.routerArgs], [2, 2, 1500, []]);
+  assert.equal(upOptions({ weft: exe, plugin: exe, hosts: '64', pods: '0' }).hosts, 64);
+  const bad: [Record<string, string>, string][] = [
+    [{ hosts: '0' }, '--hosts'],
+    [{ hosts: '65' }, '--hosts'],
+    [{ hosts: '2.5' }, '--hosts'],
+    [{ pods: '65' }, '--pods'],
+    [{ pods: '-1' }, '--pods'],
+    [{ mtu: '600' }, '--mtu'],
+    [{ mtu: '70000' }, '--mtu'],
+    [{ plugin: '/nonexistent/weft-net' }, '--plugin'],
+    [{ plugin: plain }, '--plugin'],
+    [{ plugin: dir }, '--plugin'],
+    [{ routerArgs: '--socket /tmp/x' }, '--router-args'],
+    [{ routerArgs: '--state-dir=/tmp/x' }, '--router-args'],
+  ];
+  for (const [raw, flag] of bad) {
+    assert.throws(
+      () => upOptions({ weft: exe, plugin: exe, ...raw }),
+      (e: unknown) => e instanceof ConfigError && e.message.startsWith(flag),
+      JSON.stringify(raw),
+    );
+  }
+});
+
+test('checkPrefix', () => {
+  assert.equal(checkPrefix('wsb'), 'wsb');
+  for (const p of ['', 'W', '1ab', 'a-b', 'abcdefghijklm']) assert.throws(() => checkPrefix(p), ConfigError, p);
+});
+
+test('mapPool: order kept, bounded, waits for in-flight work before rejecting', async () => {
+  let inFlight = 0;
+  let peak = 0;
+  const r = await mapPool([1, 2, 3, 4, 5, 6, 7], 3, async (x) => {
+    inFlight++;
+    peak = Math.max(peak, inFlight);
+    await new Promise((res) => setTimeout(res, 5 * (8 - x)));
+    inFlight--;
+    return x * 10;
+  });
+  assert.deepEqual(r, [10, 20, 30, 40, 50, 60, 70]);
+  assert.equal(peak, 3);
+
+  const settled: number[] = [];
+  await assert.rejects(
+    mapPool([1, 2, 3, 4, 5], 2, async (x) => {
+      if (x === 1) throw new Error('boom');
+      await new Promise((res) => setTimeout(res, 20));
+      settled.push(x);
+    }),
+    /boom/,
+  );
+  assert.deepEqual(settled, [2], 'the call in flight finished, none started after the failure');
+});
+
+test('formatMatrix: grid, duplicates, summary', () => {
+  const pod = (name: string, host: number, address: string): SandboxPod => ({ name, host, containerId: name, ifname: 'eth0', netnsPath: '', address, cidr: `${address}/12` });
+  const pods = [pod('wsb-h1-p1', 1, '10.32.0.2'), pod('wsb-h1-p2', 1, '10.32.0.3'), pod('wsb-h2-p1', 2, '10.32.0.3')];
+  const m: PingMatrix = {
+    pods,
+    ok: [
+      [null, false, false],
+      [true, null, false],
+      [false, false, null],
+    ],
+    duplicates: [{ address: '10.32.0.3', pods: ['wsb-h1-p2', 'wsb-h2-p1'] }],
+    sameHost: { ok: 1, total: 2 },
+    crossHost: { ok: 0, total: 4 },
+    pinged: 6,
+    totalPairs: 6,
+    noBufferSpace: 0,
+    ms: 12,
+  };
+  const text = formatMatrix(m, 'wsb');
+  assert.match(text, /^from \\ to\s+h1-p1 h1-p2 h2-p1$/m);
+  assert.match(text, /^h1-p2 10\.32\.0\.3\s+ok\s+-\s+DUP$/m);
+  assert.match(text, /^h2-p1 10\.32\.0\.3\s+FAIL\s+DUP\s+-$/m);
+  assert.match(text, /DUP: 10\.32\.0\.3 is held by h1-p2, h2-p1/);
+  assert.match(text, /connectivity: 1\/6 pings ok, 5 FAIL, 1 duplicate address \(same host 1\/2, across hosts 0\/4\) in 12 ms/);
+});
