@@ -100,7 +100,14 @@ export async function runRouter(opts: RouterOptions): Promise<number> {
   return new Promise<number>((resolve) => {
     const stop = (sig: string) => {
       router.log.info({ signal: sig }, 'stopping');
-      void router.stop().then(() => resolve(0));
+      // exit once stopped: a wait still pending (an allocation's deadline) must not hold the process
+      void router.stop().then(
+        () => {
+          resolve(0);
+          setImmediate(() => process.exit(0));
+        },
+        () => process.exit(1),
+      );
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));

@@ -8,6 +8,7 @@
  * (unreachable longer than the grace period, or removed), not on every dropped connection.
  * Remote pod MACs are learnt by the device itself from incoming traffic (learning is on).
  */
+import { createSocket, type Socket } from 'node:dgram';
 import { run } from '../sys/exec';
 import { getLink } from '../sys/link';
 import type { Logger } from '../common/log';
@@ -43,7 +44,15 @@ export interface FastDpOptions {
   log: Logger;
 }
 
+/** UDP port of the data-path probes, on the bridge addresses (pod network only). */
+export const PROBE_PORT = 6785;
+const PROBE_MAGIC = 'WEFTPRB1';
+
 export class FastDp {
+  private sock: Socket | undefined;
+  private readonly pending = new Map<number, () => void>();
+  private nextProbe = 1;
+
   constructor(readonly o: FastDpOptions) {}
 
   /** Creates or adopts the VXLAN device and attaches it to the bridge. */
@@ -109,15 +118,69 @@ export class FastDp {
   }
 
   /**
-   * Probes the data path to a peer: a full-size, don't-fragment ping to its bridge address,
-   * through the bridge and the VXLAN device. True when it comes back.
+   * Answers data-path probes on this host's bridge address (UDP 6785). One socket serves both
+   * directions, so probing costs no process per peer.
+   */
+  async startResponder(bridgeIp: string): Promise<void> {
+    await this.stopResponder();
+    const sock = createSocket('udp4');
+    sock.on('message', (msg, rinfo) => {
+      if (msg.length < 13 || msg.subarray(0, 8).toString() !== PROBE_MAGIC) return;
+      if (msg[8] === 0x51) {
+        msg[8] = 0x52; // Q -> R: echo the request back, full size
+        sock.send(msg, rinfo.port, rinfo.address);
+      } else if (msg[8] === 0x52) {
+        this.pending.get(msg.readUInt32BE(9))?.();
+      }
+    });
+    sock.on('error', (e) => this.o.log.warn({ err: e.message }, 'probe socket error'));
+    await new Promise<void>((resolve, reject) => {
+      sock.once('error', reject);
+      sock.bind(PROBE_PORT, bridgeIp, () => resolve());
+    });
+    sock.unref();
+    this.sock = sock;
+  }
+
+  async stopResponder(): Promise<void> {
+    const s = this.sock;
+    this.sock = undefined;
+    if (s) await new Promise<void>((r) => s.close(() => r()));
+  }
+
+  /**
+   * Probes the data path to a peer: a datagram as large as the pod MTU allows, through the
+   * bridge and the VXLAN device to the peer's bridge address, echoed back. Two tries, 1 s each.
    */
   async probe(peerBridgeIp: string): Promise<boolean> {
-    try {
-      await run('ping', ['-c', '1', '-W', '1', '-M', 'do', '-s', String(this.o.mtu - 28), '-q', peerBridgeIp], { timeoutMs: 3000 });
-      return true;
-    } catch {
-      return false;
+    const sock = this.sock;
+    if (!sock) return false;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const id = this.nextProbe++ >>> 0;
+      const buf = Buffer.alloc(Math.max(13, this.o.mtu - 28));
+      buf.write(PROBE_MAGIC, 0);
+      buf[8] = 0x51;
+      buf.writeUInt32BE(id, 9);
+      const ok = await new Promise<boolean>((resolve) => {
+        const t = setTimeout(() => {
+          this.pending.delete(id);
+          resolve(false);
+        }, 1000);
+        this.pending.set(id, () => {
+          clearTimeout(t);
+          this.pending.delete(id);
+          resolve(true);
+        });
+        sock.send(buf, PROBE_PORT, peerBridgeIp, (err) => {
+          if (err) {
+            clearTimeout(t);
+            this.pending.delete(id);
+            resolve(false);
+          }
+        });
+      });
+      if (ok) return true;
     }
+    return false;
   }
 }

@@ -221,11 +221,13 @@ export class IpamService extends EventEmitter {
   private async askForSpace(subnet: Cidr, deadline: number): Promise<void> {
     const wait = (ms: number) =>
       new Promise<void>((resolve) => {
-        const t = setTimeout(done, Math.max(0, Math.min(ms, deadline - Date.now())));
-        function done() {
+        const done = () => {
           clearTimeout(t);
+          this.off('change', done);
           resolve();
-        }
+        };
+        const t = setTimeout(done, Math.max(0, Math.min(ms, deadline - Date.now())));
+        t.unref();
         this.once('change', done);
       });
     if (!this.ring.initialised()) {
@@ -289,7 +291,7 @@ export class IpamService extends EventEmitter {
 
   /**
    * Gives a requester space: the largest aligned block free here, its upper half when that
-   * block is more than half of this peer's free space. Persisted before the answer goes out.
+   * block is more than half of this peer's space. Persisted before the answer goes out.
    */
   private async onSpaceRequest(from: string, req: SpaceRequest): Promise<void> {
     const reply = (r: SpaceReply) => this.mesh?.send(from, 'ipam-space-reply', r);
@@ -300,8 +302,11 @@ export class IpamService extends EventEmitter {
     const used = this.allocator.usedIn(mine);
     let block = largestFreeBlock(mine, used);
     if (!block) return void reply({ ok: false, reason: 'no free space' });
-    const freeHere = this.allocator.freeCount(subnet);
-    if (block.prefix < 32 && 2 ** (32 - block.prefix) > freeHere / 2) block = { base: block.base + 2 ** (31 - block.prefix), prefix: block.prefix + 1 };
+    // Halve a block that is more than half of this peer's space in the subnet. Counting the
+    // space owned (not owned less the few addresses in use) keeps Weave's seed behaviour: a
+    // lone first host with a pod or two gives the second host 10.40.0.0/13, whole.
+    const ownedHere = mine.reduce((n, c) => n + 2 ** (32 - c.prefix), 0);
+    if (block.prefix < 32 && 2 * 2 ** (32 - block.prefix) > ownedHere) block = { base: block.base + 2 ** (31 - block.prefix), prefix: block.prefix + 1 };
     const delta = this.ring.give(this.o.self, from, block);
     this.refreshOwned();
     await this.o.commit();

@@ -261,6 +261,7 @@ export class Router {
         await this.store.commit();
         await this.host.ensureGateway(rec.address);
         this.gateway = rec.address;
+        if (this.fastdp) await this.fastdp.startResponder(formatIPv4(addrNum(rec.address)));
         this.mesh.setMeta('gateway', formatIPv4(addrNum(rec.address)));
         this.log.info({ address: rec.address }, 'bridge has its address on the pod network');
         return;
@@ -533,6 +534,7 @@ export class Router {
     await this.api?.close();
     await this.mesh?.stop();
     await this.metrics?.close();
+    await this.fastdp?.stopResponder();
     await fs.rm(this.opts.socket, { force: true });
     this.log.info({ peer: this.peerName }, 'router stopped');
     this.log.flush();
