@@ -54,6 +54,7 @@ Options:
   --router-args "..."   extra arguments for every weft router, e.g. "--log-level debug"
   --prefix NAME         namespace name prefix (default ${DEFAULT_PREFIX}); state in /run/weft-sandbox/NAME
   --wait SECONDS        deadline for the routers to answer and the mesh to form (default ${DEFAULT_DEADLINE_MS / 1000})
+  --join seed|chain     hosts join through host 1 (seed, default) or each through the one before (chain)
   --no-matrix           skip the ping matrix
 
 Examples:
@@ -138,6 +139,7 @@ async function up(argv: string[], io: CliIo): Promise<number> {
     'router-args': { type: 'string' },
     prefix: { type: 'string' },
     wait: { type: 'string' },
+    join: { type: 'string' },
     'no-matrix': { type: 'boolean' },
   });
   if (v.help) {
@@ -156,6 +158,7 @@ async function up(argv: string[], io: CliIo): Promise<number> {
     routerArgs: s('router-args'),
     deadlineMs: wait ? Number(wait) * 1000 : undefined,
     matrix: !v['no-matrix'],
+    join: s('join'),
   });
   const prefix = checkPrefix(s('prefix') ?? DEFAULT_PREFIX);
   if (!needRoot(io)) return 1;

@@ -31,6 +31,8 @@ export interface UpOptions {
   deadlineMs: number;
   /** Run the ping matrix after set-up (the CLI prints it). */
   matrix: boolean;
+  /** How hosts join: all through host 1 ('seed'), or each through the one before it ('chain'). */
+  join: 'seed' | 'chain';
 }
 
 /** Names must fit in interface-name-sized pieces and be safe in paths. */
@@ -137,6 +139,7 @@ export interface RawUpOptions {
   routerArgs?: string | string[];
   deadlineMs?: number;
   matrix?: boolean;
+  join?: string;
 }
 
 /** Validates `up` options; every error names the flag. */
@@ -153,5 +156,7 @@ export function upOptions(raw: RawUpOptions): UpOptions {
   }
   const deadlineMs = raw.deadlineMs ?? DEFAULT_DEADLINE_MS;
   if (!(deadlineMs > 0)) throw new ConfigError('deadlineMs', 'must be positive');
-  return { hosts, pods, mtu, plugin, weft, routerArgs, deadlineMs, matrix: raw.matrix ?? true };
+  const join = raw.join ?? 'seed';
+  if (join !== 'seed' && join !== 'chain') throw new ConfigError('--join', `"${join}" is not seed or chain`);
+  return { hosts, pods, mtu, plugin, weft, routerArgs, deadlineMs, matrix: raw.matrix ?? true, join };
 }

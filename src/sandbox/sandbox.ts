@@ -267,7 +267,7 @@ export class Sandbox {
     try {
       await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
       await this.save();
-      await phase('underlay', () => this.makeUnderlay(o.hosts, o.mtu), () => `${this.underlayNetns}: bridge ${UNDERLAY_BRIDGE}, ${o.hosts} host${o.hosts === 1 ? '' : 's'} on 172.30.0.0/24, mtu ${o.mtu}`);
+      await phase('underlay', () => this.makeUnderlay(o.hosts, o.mtu, o.join), () => `${this.underlayNetns}: bridge ${UNDERLAY_BRIDGE}, ${o.hosts} host${o.hosts === 1 ? '' : 's'} on 172.30.0.0/24, mtu ${o.mtu}`);
       await phase('routers', () => this.startRouters(), () => this.hosts.map((h) => `${h.nickname}=${h.pid}`).join(' '));
       await phase('api', () => this.waitReady(o.deadlineMs, signal), () => 'every router answers');
       const mesh = await phase('mesh', () => this.waitMesh(o.deadlineMs, signal), (m) => describeMesh(m, o.hosts));
@@ -292,7 +292,7 @@ export class Sandbox {
     }
   }
 
-  private async makeUnderlay(n: number, mtu: number): Promise<void> {
+  private async makeUnderlay(n: number, mtu: number, joinBy: UpOptions['join']): Promise<void> {
     const ul = this.underlayNetns;
     await run('ip', ['netns', 'add', ul]);
     await ipBatch(['link set lo up', `link add ${UNDERLAY_BRIDGE} mtu ${mtu} type bridge`, `link set ${UNDERLAY_BRIDGE} up`], { netns: netnsPath(ul) });
@@ -318,7 +318,7 @@ export class Sandbox {
         '--advertise-addr', rec.address,
         '--metrics-addr', METRICS_ADDR,
         '--nickname', rec.nickname,
-        ...(i > 1 ? ['--peers', hostAddress(1)] : []),
+        ...(i > 1 ? ['--peers', hostAddress(joinBy === 'chain' ? i - 1 : 1)] : []),
         ...this.st.routerArgs,
       ];
       this.st.hosts.push(rec);

@@ -6,60 +6,13 @@
  */
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, existsSync } from 'node:fs';
+import { readFileSync, existsSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
-import { rootSkip, uid, sleep, WEFT, WEFT_NET } from '../helpers/netns';
-import { Sandbox, NETNS_DIR, type SandboxPod } from '../../src/sandbox';
-import { contains, parseCidr, parseIPv4 } from '../../src/common/ip';
+import { rootSkip, uid, WEFT } from '../helpers/netns';
+import { eventually, inRange, namespacesWith, newSandbox, processesMentioning, upOpts } from '../helpers/sandbox';
+import { Sandbox, type SandboxPod } from '../../src/sandbox';
 
 const skip = rootSkip();
-
-const inRange = (addr: string | undefined, cidr: string) => {
-  const c = parseCidr(cidr)!;
-  const a = addr === undefined ? undefined : parseIPv4(addr);
-  return a !== undefined && contains(c, a);
-};
-
-function namespacesWith(prefix: string): string[] {
-  try {
-    return readdirSync(NETNS_DIR).filter((n) => n.startsWith(`${prefix}-`));
-  } catch {
-    return [];
-  }
-}
-
-/** Pids whose command line mentions `needle` (the sandbox directory: routers of this sandbox). */
-function processesMentioning(needle: string): number[] {
-  const out: number[] = [];
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d) || Number(d) === process.pid) continue;
-    try {
-      const cmd = readFileSync(`/proc/${d}/cmdline`, 'utf8');
-      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
-      if (cmd.includes(needle) && stat[stat.lastIndexOf(')') + 2] !== 'Z') out.push(Number(d));
-    } catch {
-      /* gone meanwhile */
-    }
-  }
-  return out;
-}
-
-/** Polls `fn` until it returns true or the deadline passes; returns the last result. */
-async function eventually(fn: () => Promise<boolean>, deadlineMs: number, everyMs = 250): Promise<boolean> {
-  const deadline = Date.now() + deadlineMs;
-  for (;;) {
-    if (await fn()) return true;
-    if (Date.now() >= deadline) return false;
-    await sleep(everyMs);
-  }
-}
-
-function newSandbox(tag: string): Sandbox {
-  const prefix = `wse${tag}${uid().slice(0, 4)}`;
-  return new Sandbox({ prefix });
-}
-
-const upOpts = (hosts: number, pods: number) => ({ hosts, pods, weft: WEFT, plugin: WEFT_NET, deadlineMs: 30_000, matrix: false });
 
 describe('sandbox: 2 hosts x 2 pods', { skip, concurrency: false, timeout: 180_000 }, () => {
   let sb: Sandbox;
