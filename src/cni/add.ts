@@ -1,5 +1,5 @@
 /** ADD: address from the router, veth into the bridge and the container, result in 1.x shape. */
-import { randomBytes } from 'node:crypto';
+import { nodeCrypto } from '../common/lazy';
 import { hostVethName, type AllocateResponse } from '../common/api';
 import { randomMac } from '../common/ip';
 import { configureContainerIface, createVeth, deleteLink } from '../sys/link';
@@ -11,7 +11,7 @@ export async function add(ctx: Ctx): Promise<CniResult> {
   const req = allocateRequest(ctx);
   const alloc = await clientOf(conf).post<AllocateResponse>('/v1/ipam/allocate', req);
   const hostName = hostVethName(keyOf(ctx));
-  const hostMac = randomMac(randomBytes(6));
+  const hostMac = randomMac(nodeCrypto().randomBytes(6));
   const mtu = conf.mtu ?? alloc.mtu;
   try {
     await createVeth({

@@ -1,6 +1,6 @@
 /** What ADD, DEL, CHECK and GC share: the attachment key, the router client, releasing. */
-import { randomBytes } from 'node:crypto';
 import { RouterClient } from '../common/client';
+import { nodeCrypto } from '../common/lazy';
 import { ConfigError, EnvError, RouterUnavailableError, UnsupportedFieldError } from '../common/errors';
 import { isMac, parseAddrWithPrefix, parseCidr, randomMac } from '../common/ip';
 import { capability, DEFAULT_BRIDGE, DEFAULT_SOCKET, type NetConf } from '../common/netconf';
@@ -76,7 +76,7 @@ export function allocateRequest(ctx: Ctx): AllocateRequest & { mac: string } {
     bridge: bridgeOf(ctx.conf),
     address: requestedAddress(ctx),
     subnet,
-    mac: requestedMac(ctx) ?? randomMac(randomBytes(6)),
+    mac: requestedMac(ctx) ?? randomMac(nodeCrypto().randomBytes(6)),
     pod: podNamespace || podName ? { namespace: podNamespace, name: podName } : undefined,
   };
 }

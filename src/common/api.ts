@@ -5,7 +5,7 @@
  * rebuilds the same error class on the caller's side.
  */
 import * as z from 'zod/mini';
-import { createHash } from 'node:crypto';
+import { nodeCrypto } from './lazy';
 import { IFNAME_RE, NAME_RE } from './netconf';
 
 /** Identifies one attachment: the key of every allocation (network, container, interface). */
@@ -79,7 +79,7 @@ export interface StatusResponse {
 
 /** Host-side veth name of an attachment: derived, so DEL finds it without any stored state. */
 export function hostVethName(key: AttachmentKey): string {
-  const h = createHash('sha1').update(`${key.network}\0${key.containerId}\0${key.ifname}`).digest('hex');
+  const h = nodeCrypto().createHash('sha1').update(`${key.network}\0${key.containerId}\0${key.ifname}`).digest('hex');
   return `vethwe${h.slice(0, 9)}`;
 }
 

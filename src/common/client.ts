@@ -3,7 +3,7 @@
  * is absent, refuses, or does not answer in time is a RouterUnavailableError, at once for the
  * first two.
  */
-import { request } from 'node:http';
+import { nodeHttp } from './lazy';
 import { errorFromBody, RouterUnavailableError, type ErrorBody } from './errors';
 
 export interface ClientOptions {
@@ -28,7 +28,7 @@ export class RouterClient {
     const timeoutMs = this.opts.timeoutMs ?? 30_000;
     const payload = body === undefined ? undefined : JSON.stringify(body);
     return new Promise<T>((resolve, reject) => {
-      const req = request(
+      const req = nodeHttp().request(
         {
           socketPath: socket,
           path,

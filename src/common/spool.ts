@@ -7,7 +7,7 @@
  * (the router never ran since boot) the default state dir is used.
  */
 import { promises as fs } from 'node:fs';
-import { createHash } from 'node:crypto';
+import { nodeCrypto } from './lazy';
 import { join } from 'node:path';
 import { writeFileAtomic } from './fsutil';
 import { attachmentId, type AttachmentKey } from './api';
@@ -37,7 +37,7 @@ export interface PendingRelease extends AttachmentKey {
 /** Records a release durably (fsynced before this resolves). */
 export async function spoolRelease(dir: string, key: AttachmentKey): Promise<string> {
   await fs.mkdir(dir, { recursive: true, mode: 0o700 });
-  const name = createHash('sha1').update(attachmentId(key)).digest('hex').slice(0, 20) + '.json';
+  const name = nodeCrypto().createHash('sha1').update(attachmentId(key)).digest('hex').slice(0, 20) + '.json';
   const rec: PendingRelease = { network: key.network, containerId: key.containerId, ifname: key.ifname, recordedAt: new Date().toISOString() };
   const path = join(dir, name);
   await writeFileAtomic(path, JSON.stringify(rec));

@@ -7,7 +7,7 @@
  * executable, see README). Long-lived children (routers in the sandbox, benchmarks) go through
  * execa in `src/sys/process.ts`.
  */
-import { spawn } from 'node:child_process';
+import { nodeChildProcess } from '../common/lazy';
 import { SysError } from '../common/errors';
 
 export interface RunOptions {
@@ -33,7 +33,7 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const shown = argv.join(' ');
   return new Promise((resolve, reject) => {
-    const child = spawn(argv[0]!, argv.slice(1), {
+    const child = nodeChildProcess().spawn(argv[0]!, argv.slice(1), {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: opts.env ? { ...process.env, ...opts.env } : process.env,
     });
