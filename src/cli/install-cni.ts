@@ -4,7 +4,8 @@
  * file (libcni gives up after a few "text file busy").
  */
 import { promises as fs, constants } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { join } from 'node:path';
+import { defaultPlugin, defaultWeftBinary } from '../common/binaries';
 import { ConfigError } from '../common/errors';
 import { writeFileAtomic } from '../common/fsutil';
 import { DEFAULT_SOCKET } from '../common/netconf';
@@ -26,18 +27,6 @@ Options:
 Example:
   weft install-cni --bin-dir /opt/cni/bin --conf-dir /etc/cni/net.d
 `;
-
-/** The plugin binary shipped next to this executable. */
-export function siblingPlugin(): string {
-  let sea = false;
-  try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    sea = (require('node:sea') as { isSea(): boolean }).isSea();
-  } catch {
-    sea = false;
-  }
-  return sea ? join(dirname(process.execPath), 'weft-net') : resolve(__dirname, '../../dist/weft-net');
-}
 
 export function conflist(socket: string): string {
   return (
@@ -78,7 +67,7 @@ export async function installCni(argv: string[], io: CliIo): Promise<number> {
   const confDir = (values['conf-dir'] as string | undefined) ?? '/etc/cni/net.d';
   const confName = (values['conf-name'] as string | undefined) ?? '10-weft.conflist';
   if (!/^[\w.-]+\.conflist$/.test(confName)) throw new ConfigError('--conf-name', `"${confName}" must be a file name ending in .conflist`);
-  const plugin = (values.plugin as string | undefined) ?? siblingPlugin();
+  const plugin = (values.plugin as string | undefined) ?? defaultPlugin(defaultWeftBinary());
   try {
     await fs.access(plugin, constants.X_OK);
   } catch {

@@ -1,6 +1,7 @@
 /** Options of `weft sandbox`, their limits, and where the sandbox keeps things. */
+import { defaultPlugin, defaultWeftBinary } from '../common/binaries';
 import { accessSync, constants, existsSync, statSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { ConfigError } from '../common/errors';
 
 export const DEFAULT_PREFIX = 'wsb';
@@ -46,27 +47,6 @@ export function checkPrefix(prefix: string): string {
 /** Where a sandbox with this prefix keeps its state file, router state, sockets and logs. */
 export function sandboxDir(prefix: string): string {
   return join(SANDBOX_ROOT, prefix);
-}
-
-/** True when running as a Node single-executable application. */
-export function isSea(): boolean {
-  try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    return (require('node:sea') as { isSea(): boolean }).isSea();
-  } catch {
-    return false;
-  }
-}
-
-/** The weft binary to run routers with: this executable when it is the SEA, else dist/weft of the repo. */
-export function defaultWeftBinary(): string {
-  if (isSea()) return process.execPath;
-  // src/sandbox (tsx) and build/weft (ncc bundle) both sit two levels below the repo root
-  return resolve(__dirname, '../../dist/weft');
-}
-
-export function defaultPlugin(weft: string): string {
-  return join(dirname(weft), 'weft-net');
 }
 
 function intIn(flag: string, v: string | number | undefined, dflt: number, min: number, max: number): number {

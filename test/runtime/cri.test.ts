@@ -6,23 +6,22 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { linkSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { linkSync, copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { Netns, RouterProc, uid } from '../helpers/netns';
+import { uid } from '../helpers/netns';
 import { Containerd } from './lib/containerd';
 import { CriClient, type CriError } from './lib/cri';
 import { buildBusyboxImage } from './lib/image';
 import {
   cniResultFiles,
-  installPlugin,
+  routerAndCniDirs,
   inWeftRange,
   podAttachments,
   removeCgroupDirs,
   removeCniResults,
   runtimeSkip,
-  stopRouter,
   waitFor,
   withCleanup,
 } from './lib/util';
@@ -48,18 +47,7 @@ test('CRI RunPodSandbox/StopPodSandbox/RemovePodSandbox through containerd: the 
     const cgroupParent = `/weft-test-${uid()}`;
     c.defer('remove cgroups', () => removeCgroupDirs(cgroupParent));
 
-    const ns = Netns.create('wrt-cri');
-    c.defer('delete netns', () => ns.destroy());
-    const router = new RouterProc(ns, [], join(dir, 'router'));
-    mkdirSync(router.dir, { recursive: true });
-    c.defer('stop router', () => stopRouter(router));
-    await router.start();
-
-    const bin = join(dir, 'bin');
-    const netd = join(dir, 'net.d');
-    mkdirSync(bin);
-    mkdirSync(netd);
-    installPlugin(bin);
+    const { ns, router, bin, netd } = await routerAndCniDirs(c, dir, 'wrt-cri');
     try {
       linkSync(LOOPBACK!, join(bin, 'loopback'));
     } catch {

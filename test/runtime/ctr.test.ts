@@ -6,10 +6,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Netns, RouterProc, uid } from '../helpers/netns';
+import { uid } from '../helpers/netns';
 import { Containerd } from './lib/containerd';
 import { buildBusyboxImage } from './lib/image';
 import {
@@ -17,7 +17,7 @@ import {
   cniResultFiles,
   ensureMountPoint,
   inPrivateMounts,
-  installPlugin,
+  routerAndCniDirs,
   inWeftRange,
   parseInet,
   pluginDirsPresent,
@@ -25,7 +25,6 @@ import {
   removeCgroupDirs,
   removeCniResults,
   runtimeSkip,
-  stopRouter,
   waitFor,
   withCleanup,
 } from './lib/util';
@@ -46,18 +45,7 @@ test('ctr run --cni: two containers get weft addresses, ping each other, and rel
     c.defer('remove cgroups', () => removeCgroupDirs(CTR_NS));
     c.defer('remove cached CNI results', () => removeCniResults(net));
 
-    const ns = Netns.create('wrt-ctr');
-    c.defer('delete netns', () => ns.destroy());
-    const router = new RouterProc(ns, [], join(dir, 'router'));
-    mkdirSync(router.dir, { recursive: true });
-    c.defer('stop router', () => stopRouter(router));
-    await router.start();
-
-    const bin = join(dir, 'bin');
-    const netd = join(dir, 'net.d');
-    mkdirSync(bin);
-    mkdirSync(netd);
-    installPlugin(bin);
+    const { ns, router, bin, netd } = await routerAndCniDirs(c, dir, 'wrt-ctr');
     writeFileSync(
       join(netd, '10-weft.conflist'),
       JSON.stringify({

@@ -11,19 +11,18 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { Netns, RouterProc, uid } from '../helpers/netns';
+import { uid, type Netns } from '../helpers/netns';
 import { buildBusyboxImage } from './lib/image';
 import {
   cniResultFiles,
   inWeftRange,
-  installPlugin,
+  routerAndCniDirs,
   parseInet,
   podAttachments,
   removeCgroupDirs,
   removeCniResults,
   removeIfCreated,
   runtimeSkip,
-  stopRouter,
   unmountUnder,
   waitFor,
   withCleanup,
@@ -64,18 +63,9 @@ test('podman (CNI backend): a container on the weft network gets an address, pin
     const cgroupParent = `/weft-test-${uid()}`;
     c.defer('remove cgroups', () => removeCgroupDirs(cgroupParent));
 
-    const ns = Netns.create('wrt-pod');
-    c.defer('delete netns', () => ns.destroy());
-    const router = new RouterProc(ns, [], join(dir, 'router'));
-    mkdirSync(router.dir, { recursive: true });
-    c.defer('stop router', () => stopRouter(router));
-    await router.start();
-
-    const bin = join(dir, 'bin');
-    const netd = join(dir, 'net.d');
+    const { ns, router, bin, netd } = await routerAndCniDirs(c, dir, 'wrt-pod');
     const tmp = join(dir, 'tmp');
-    for (const d of [bin, netd, tmp]) mkdirSync(d);
-    installPlugin(bin);
+    mkdirSync(tmp);
     writeFileSync(
       join(netd, `${net}.conflist`),
       JSON.stringify({

@@ -5,7 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, chmodSync, constants, copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync } from 'node:fs';
 import { delimiter, dirname, join } from 'node:path';
-import { rootSkip, sleep, tryRun, WEFT_NET, type RouterProc } from '../../helpers/netns';
+import { Netns, RouterProc, rootSkip, sleep, tryRun, WEFT_NET } from '../../helpers/netns';
 
 /** A sleep that does not keep the process alive (for grace periods raced against exits). */
 export function idle(ms: number): Promise<void> {
@@ -338,4 +338,23 @@ export function removeIfCreated(path: string, c: Cleanup): void {
       /* absent or not empty */
     }
   });
+}
+
+/**
+ * A weft router in a network namespace of the test's own, and empty bin/ and net.d/ under
+ * `dir` with the plugin installed in bin/; the cleanup undoes all of it.
+ */
+export async function routerAndCniDirs(c: Cleanup, dir: string, nsTag: string): Promise<{ ns: Netns; router: RouterProc; bin: string; netd: string }> {
+  const ns = Netns.create(nsTag);
+  c.defer('delete netns', () => ns.destroy());
+  const router = new RouterProc(ns, [], join(dir, 'router'));
+  mkdirSync(router.dir, { recursive: true });
+  c.defer('stop router', () => stopRouter(router));
+  await router.start();
+  const bin = join(dir, 'bin');
+  const netd = join(dir, 'net.d');
+  mkdirSync(bin);
+  mkdirSync(netd);
+  installPlugin(bin);
+  return { ns, router, bin, netd };
 }
