@@ -67,6 +67,19 @@ describe('hosts joined by chained connects', { skip, concurrency: false, timeout
     assert.ok(peers.every((l) => / reachable /.test(l)));
   });
 
+  test('the data-path probe tells a broken path from a working one', async () => {
+    const h2 = new Netns(sb.host(2).netns);
+    const probe = () => weftCli(sb.host(1).socket, ['status', 'connections']).out.split('\n').find((l) => l.includes('(host2)')) ?? '';
+    assert.ok(await eventually(async () => probe().includes('(probe ok)'), 10_000), probe());
+    h2.run('iptables', ['-I', 'INPUT', '-p', 'udp', '--dport', '6784', '-j', 'DROP']);
+    try {
+      assert.ok(await eventually(async () => probe().includes('(probe failed)'), 15_000), `VXLAN dropped on host2: ${probe()}`);
+    } finally {
+      h2.run('iptables', ['-D', 'INPUT', '-p', 'udp', '--dport', '6784', '-j', 'DROP']);
+    }
+    assert.ok(await eventually(async () => probe().includes('(probe ok)'), 15_000), probe());
+  });
+
   test('a running ping loses nothing while a router is killed with -9 and restarted; allocations are kept', async () => {
     const a = sb.podsOf(1)[0]!;
     const b = sb.podsOf(3)[0]!;

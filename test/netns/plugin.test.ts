@@ -91,6 +91,28 @@ describe('weft-net on one host', { skip, concurrency: false }, () => {
     assert.match(noPrev.json.msg, /prevResult/);
   });
 
+  test('logs go to the configured file as one JSON event per line, never to stdout', () => {
+    const { mkdtempSync, readFileSync, rmSync } = require('node:fs') as typeof import('node:fs');
+    const dir = mkdtempSync('/tmp/weft-log-');
+    try {
+      const p = pod('wt-log');
+      const file = `${dir}/plugin.log`;
+      const r = cni(host, cniEnv('ADD', 'pod-log', p.path), conf({ logLevel: 'debug', logFile: file }));
+      assert.equal(r.code, 0);
+      assert.doesNotThrow(() => JSON.parse(r.stdout), 'stdout is the result alone');
+      const lines = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      const add = lines.find((l) => l.msg === 'ADD');
+      assert.ok(add, 'an ADD event');
+      assert.equal(add.containerId, 'pod-log');
+      assert.equal(add.level, 30);
+      assert.equal(r.stderr, '', 'nothing on stderr when logging to a file');
+      assert.equal(cni(host, cniEnv('DEL', 'pod-log', p.path), conf({ logLevel: 'debug', logFile: file })).code, 0);
+      assert.ok(readFileSync(file, 'utf8').includes('"msg":"DEL"'));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('CHECK notices a veth taken off the bridge', () => {
     const p = pod('wt-k');
     const add = cni(host, cniEnv('ADD', 'pod-k', p.path), conf());
