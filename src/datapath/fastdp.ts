@@ -112,11 +112,6 @@ export class FastDp {
     return { added: lines.length - removed, removed };
   }
 
-  /** Underlay addresses that have a flooding entry now. */
-  async programmedPeers(): Promise<string[]> {
-    return (await this.entries()).filter((e) => e.mac === ZERO_MAC && e.dst).map((e) => e.dst!);
-  }
-
   /**
    * Answers data-path probes on this host's bridge address (UDP 6785). One socket serves both
    * directions, so probing costs no process per peer.

@@ -6,7 +6,7 @@ import { formatCidr, type Cidr } from '../common/ip';
 import { ConfigError } from '../common/errors';
 import type { Logger } from '../common/log';
 import { Iptables, type ChainSpec } from '../sys/iptables';
-import { ensureBridge, getLink, listRoutes, replaceAddress, removeAddress, type LinkInfo } from '../sys/link';
+import { ensureBridge, getLink, listRoutes, replaceAddress, type LinkInfo } from '../sys/link';
 import { ensureSysctl } from '../sys/sysctl';
 import { ipJson } from '../sys/exec';
 
@@ -115,11 +115,6 @@ export class HostNetwork {
     if (this.gateways.has(cidrWithAddr)) return;
     await replaceAddress(this.o.bridge, cidrWithAddr);
     this.gateways.add(cidrWithAddr);
-  }
-
-  async removeGateway(cidrWithAddr: string): Promise<void> {
-    await removeAddress(this.o.bridge, cidrWithAddr);
-    this.gateways.delete(cidrWithAddr);
   }
 
   /** Forgets cached state, so the next ensure* calls look at the system again. */

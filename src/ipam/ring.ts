@@ -62,10 +62,6 @@ export class Ring {
     return this.tokens.get(String(this.range.base)) !== undefined;
   }
 
-  epochOf(): string | undefined {
-    return this.epoch?.epoch;
-  }
-
   /** Ownership in address order. */
   spans(): Span[] {
     const starts = this.tokens

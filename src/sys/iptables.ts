@@ -76,25 +76,4 @@ export class Iptables {
     }
     return out;
   }
-
-  /** Removes the jumps and the chains (absent is success). */
-  async remove(specs: readonly ChainSpec[]): Promise<void> {
-    for (const c of specs) {
-      for (;;) {
-        try {
-          await run(this.bin(), ['-w', '5', '-t', c.table, '-D', c.from, '-j', c.chain], this.opts);
-        } catch {
-          break;
-        }
-      }
-      await run(this.bin(), ['-w', '5', '-t', c.table, '-F', c.chain], this.opts).catch(() => undefined);
-      await run(this.bin(), ['-w', '5', '-t', c.table, '-X', c.chain], this.opts).catch(() => undefined);
-    }
-  }
-
-  /** The rules of one chain as iptables-save prints them (for tests and `weft report`). */
-  async list(table: string, chain: string): Promise<string[]> {
-    const { stdout } = await run(this.bin('-save'), ['-t', table], this.opts);
-    return stdout.split('\n').filter((l) => l.startsWith(`-A ${chain} `));
-  }
 }

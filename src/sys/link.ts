@@ -2,7 +2,7 @@
  * Links, addresses and routes, through iproute2's JSON output and batch mode. Callers in the
  * plugin pay one process per batch, so each operation here is one `ip` call where it can be.
  */
-import { ipBatch, ipJson, isExists, isNotFound, run, type RunOptions } from './exec';
+import { ipBatch, ipJson, isExists, isNotFound, type RunOptions } from './exec';
 import { InterfaceExistsError, SysError } from '../common/errors';
 
 /** The part of `ip -json -details link show` weft reads. */
@@ -36,11 +36,6 @@ export async function getLink(name: string, opts: RunOptions = {}): Promise<Link
     if (isNotFound(e)) return undefined;
     throw e;
   }
-}
-
-/** Lists links of a kind (`bridge`, `veth`, `vxlan`, ...). */
-export async function listLinks(kind: string, opts: RunOptions = {}): Promise<LinkInfo[]> {
-  return ipJson<LinkInfo[]>(['-details', 'link', 'show', 'type', kind], opts);
 }
 
 export interface BridgeSpec {
@@ -176,12 +171,3 @@ export async function setMaster(dev: string, bridge: string): Promise<boolean> {
   }
 }
 
-/** Is the path a network namespace we can enter? */
-export async function netnsUsable(path: string): Promise<boolean> {
-  try {
-    await run('nsenter', [`--net=${path}`, '--', 'true'], { timeoutMs: 5000 });
-    return true;
-  } catch {
-    return false;
-  }
-}
