@@ -17,6 +17,15 @@
  *
  * Env: BENCH_RUNS (default 30), BENCH_WARMUP (2), BENCH_RSS_RUNS (10), BENCH_CNI_DIR
  * (/usr/lib/cni), BENCH_DEADLINE_S (1200: loops stop early and say so once it has passed).
+ *
+ * After those ("latency"), two more parts, each in a sandbox of its own (see their files):
+ *   throughput  iperf3 pod->pod through weft vs the underlay vs a hand-built kernel VXLAN
+ *               (test/bench/throughput.ts; BENCH_TP_REPS, BENCH_TP_SECONDS, BENCH_TP_MTUS)
+ *   converge    16 hosts vs 8: time to a full mesh, to ready IPAM, to a finished set-up; a
+ *               sampled ping matrix (test/bench/converge.ts; BENCH_CONVERGE_HOSTS)
+ * BENCH_ONLY=latency|throughput|converge (or a comma list) runs only those; default all. The
+ * sandbox parts first wait for a quiet machine: BENCH_MAX_LOAD (1.0, 1-minute load average),
+ * BENCH_LOAD_WAIT_S (600).
  */
 import { existsSync, mkdtempSync, rmSync, writeFileSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { tmpdir, cpus, release, totalmem, loadavg } from 'node:os';
@@ -25,6 +34,9 @@ import { spawnSync } from 'node:child_process';
 import { Netns, RouterProc, ROOT, WEFT, WEFT_NET, isRoot, netConf, uid } from '../helpers/netns';
 import { commandLine, inNetns, timedRun, timedRunWithRss, TIME_BIN, type Invocation, type Timed } from './invoke';
 import { fmt, markdownTable, median, percentile, ratio, round } from './stats';
+import { jsonRows, loadNow, rowsTable, type BenchContext, type Row } from './common';
+import { throughputBench } from './throughput';
+import { convergeBench } from './converge';
 
 // ---------------------------------------------------------------- configuration
 
@@ -56,10 +68,12 @@ const namespaces = new Set<Netns>();
 let router: RouterProc | undefined;
 let tmp: string | undefined;
 let interrupted: string | undefined;
+const abort = new AbortController();
 
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
   process.on(sig, () => {
     interrupted = sig;
+    abort.abort(new Error(`interrupted by ${sig}`));
     process.stderr.write(`bench: ${sig}: stopping after the current call, then cleaning up\n`);
   });
 }
@@ -221,16 +235,6 @@ function rotate<T>(xs: T[], n: number): T[] {
 }
 
 // ---------------------------------------------------------------- rows
-
-interface Row {
-  measurement: string;
-  unit: string;
-  weft: number;
-  reference: number;
-  ratio: number;
-  command: string;
-  n: { weft: number; reference: number };
-}
 
 const rows: Row[] = [];
 
@@ -466,8 +470,7 @@ async function main(): Promise<number> {
     },
     failures,
   };
-  writeFileSync(RESULTS_FILE, JSON.stringify(json, null, 2) + '\n');
-  process.stderr.write(`bench: wrote ${RESULTS_FILE}\n`);
+  Object.assign(results, json);
   if (failures.length) {
     process.stderr.write(`bench: ${failures.length} call(s) failed; router log tail:\n${router.log.split('\n').slice(-20).join('\n')}\n`);
     return 1;
@@ -475,17 +478,128 @@ async function main(): Promise<number> {
   return 0;
 }
 
-async function run(): Promise<void> {
-  let code = 1;
-  try {
-    code = await main();
-  } catch (e) {
-    process.stderr.write(`bench: ${(e as Error).stack ?? e}\n`);
-    if (router?.log && !interrupted) process.stderr.write(`bench: router log tail:\n${router.log.split('\n').slice(-20).join('\n')}\n`);
-  } finally {
-    await cleanup().catch((e) => process.stderr.write(`bench: clean-up: ${(e as Error).message}\n`));
+// ---------------------------------------------------------------- the sandbox parts
+
+/** bench-results.json: the latency part's fields at the top level (as before), the other parts under their names. */
+const results: Record<string, unknown> = {};
+
+const PARTS = ['latency', 'throughput', 'converge'] as const;
+type Part = (typeof PARTS)[number];
+
+function onlyEnv(): Set<Part> {
+  const v = (process.env.BENCH_ONLY ?? '').trim();
+  if (!v || v === 'all') return new Set(PARTS);
+  const want = v.split(',').map((x) => x.trim()).filter(Boolean);
+  const bad = want.filter((x) => !(PARTS as readonly string[]).includes(x));
+  if (bad.length) throw new Error(`BENCH_ONLY="${v}": expected ${PARTS.join('|')} (or a comma list)`);
+  return new Set(want as Part[]);
+}
+
+/** The command line that reproduces a part: BENCH_ONLY plus whatever BENCH_* the part reads. */
+function partCommand(part: Part, vars: string[]): string {
+  const set = vars.filter((k) => process.env[k] !== undefined && process.env[k] !== '').map((k) => `${k}=${process.env[k]}`);
+  return [`BENCH_ONLY=${part}`, ...set, 'npm run bench'].join(' ');
+}
+
+async function sandboxPart(
+  part: Exclude<Part, 'latency'>,
+  title: string,
+  headers: [string, string],
+  vars: string[],
+  bench: (ctx: BenchContext) => Promise<Row[]>,
+): Promise<number> {
+  const missing: string[] = [];
+  if (!isRoot()) missing.push('root (network namespaces)');
+  for (const f of [WEFT_NET, WEFT]) if (!existsSync(f)) missing.push(f);
+  const tools = part === 'throughput' ? ['ip', 'nsenter', 'ping', 'ss', 'iperf3'] : ['ip', 'nsenter', 'ping'];
+  for (const tool of tools) if (spawnSync(tool, ['-V'], { timeout: 5000 }).error) missing.push(tool);
+  if (missing.length) {
+    process.stderr.write(`bench: ${part}: cannot run: missing ${missing.join(', ')} (./build.sh; apt-get install -y iperf3 iproute2 iputils-ping; run as root)\n`);
+    return 1;
   }
-  process.exitCode = code;
+  const cmdline = partCommand(part, [...vars, 'BENCH_MAX_LOAD', 'BENCH_LOAD_WAIT_S']);
+  const ctx: BenchContext = {
+    signal: abort.signal,
+    progress: (l) => process.stderr.write(`${l}\n`),
+    notes: [],
+    failures: [],
+    json: {},
+  };
+  const builtAt = () => {
+    try {
+      return statSync(WEFT).mtime.toISOString();
+    } catch {
+      return 'missing';
+    }
+  };
+  const builtBefore = builtAt();
+  const loadBefore = loadNow();
+  const t0 = Date.now();
+  let rows: Row[] = [];
+  try {
+    rows = await bench(ctx);
+  } catch (e) {
+    ctx.failures.push(`${part}: ${interrupted ? `interrupted by ${interrupted}` : ((e as Error).stack ?? String(e))}`);
+  }
+  const builtAfter = builtAt();
+  if (builtAfter !== builtBefore) ctx.failures.push(`dist/weft changed during this part (built ${builtBefore}, now ${builtAfter}): someone rebuilt it; the figures may mix two builds`);
+  let m: ReturnType<typeof machine> & { loadavgBefore: number[]; loadavgAfter: number[] };
+  try {
+    m = { ...machine(), loadavgBefore: loadBefore, loadavgAfter: loadNow() };
+  } catch {
+    m = { loadavgBefore: loadBefore, loadavgAfter: loadNow() } as typeof m;
+  }
+  const out: string[] = [`## ${title}: \`${cmdline}\``, ''];
+  if (ctx.notes.length) out.push(ctx.notes[0]!, '');
+  out.push(rows.length ? rowsTable(rows, headers[0], headers[1]) : '(no figures)', '');
+  for (const n of ctx.notes.slice(1)) out.push(`- ${n}`);
+  out.push(
+    '',
+    `Machine: ${m.cpus}, ${m.memGiB} GiB, kernel ${m.kernel}; dist/weft built ${builtBefore} (HEAD ${m.gitHead}); ` +
+      `load average before ${m.loadavgBefore.join(' ')}, after ${m.loadavgAfter.join(' ')}; ${Math.round((Date.now() - t0) / 1000)} s in all.`,
+  );
+  if (ctx.failures.length) {
+    out.push('', `**${ctx.failures.length} failure(s)** (excluded from the figures):`);
+    for (const f of ctx.failures.slice(0, 20)) out.push(`- ${f.slice(0, 600)}`);
+  }
+  process.stdout.write('\n' + out.join('\n') + '\n');
+  results[part] = { command: cmdline, date: new Date().toISOString(), machine: m, rows: jsonRows(rows), notes: ctx.notes, failures: ctx.failures, ...ctx.json };
+  return ctx.failures.length ? 1 : 0;
+}
+
+async function run(): Promise<void> {
+  let code = 0;
+  let only: Set<Part>;
+  try {
+    only = onlyEnv();
+  } catch (e) {
+    process.stderr.write(`bench: ${(e as Error).message}\n`);
+    process.exitCode = 2;
+    return;
+  }
+  if (only.has('latency')) {
+    let c = 1;
+    try {
+      c = await main();
+    } catch (e) {
+      process.stderr.write(`bench: ${(e as Error).stack ?? e}\n`);
+      if (router?.log && !interrupted) process.stderr.write(`bench: router log tail:\n${router.log.split('\n').slice(-20).join('\n')}\n`);
+    } finally {
+      await cleanup().catch((e) => process.stderr.write(`bench: clean-up: ${(e as Error).message}\n`));
+    }
+    code = Math.max(code, c);
+  }
+  if (only.has('throughput') && !interrupted) {
+    code = Math.max(code, await sandboxPart('throughput', 'weft throughput', ['Gbit/s (or bytes)', 'reference'], ['BENCH_TP_REPS', 'BENCH_TP_SECONDS', 'BENCH_TP_MTUS'], throughputBench));
+  }
+  if (only.has('converge') && !interrupted) {
+    code = Math.max(code, await sandboxPart('converge', 'weft convergence', ['value', 'reference'], ['BENCH_CONVERGE_HOSTS'], convergeBench));
+  }
+  if (Object.keys(results).length) {
+    writeFileSync(RESULTS_FILE, JSON.stringify(results, null, 2) + '\n');
+    process.stderr.write(`bench: wrote ${RESULTS_FILE}\n`);
+  }
+  process.exitCode = interrupted ? Math.max(code, 1) : code;
 }
 
 void run();
