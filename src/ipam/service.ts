@@ -164,7 +164,8 @@ export class IpamService extends EventEmitter {
       const known = this.consensus.known((p) => p === this.o.self || (this.mesh?.isReachable(p) ?? false));
       return { status: 'awaiting consensus', reason: `quorum ${this.consensus.quorum}, ${known} known` };
     }
-    if (this.allocator.freeCount() > 0) return { status: 'ready' };
+    // ready: this host has space, or a reachable peer has some to give when asked
+    if (this.allocator.freeCount() > 0 || this.canAskPeers()) return { status: 'ready' };
     const others = [...this.ring.sizes().keys()].filter((p) => p !== this.o.self);
     if (others.length > 0 && others.every((p) => !this.mesh?.isReachable(p))) {
       return { status: 'all ranges owned by unreachable peers', reason: `owners: ${others.join(', ')}` };

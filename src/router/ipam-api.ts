@@ -162,8 +162,7 @@ export class IpamApi {
     const { allocator } = this;
     const free = allocator.freeCount();
     const st = this.d.ipam.status();
-    // no space here is still ready while a reachable peer has some: ADD will ask for it
-    const ready = st.status === 'ready' || (st.status === 'no space' && this.d.ipam.canAskPeers());
+    const ready = st.status === 'ready';
     return {
       ready,
       reason: ready ? undefined : `${st.status}${st.reason ? `: ${st.reason}` : ''}`,

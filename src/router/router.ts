@@ -117,8 +117,7 @@ export class Router {
     if (!this.ipam) missing.push('IPAM not started');
     else {
       const st = this.ipam.status();
-      const canAllocate = st.status === 'ready' || (st.status === 'no space' && this.ipam.canAskPeers());
-      if (!canAllocate) missing.push(`IPAM cannot allocate: ${st.status}${st.reason ? ` (${st.reason})` : ''}`);
+      if (st.status !== 'ready') missing.push(`IPAM cannot allocate: ${st.status}${st.reason ? ` (${st.reason})` : ''}`);
     }
     return missing;
   }
