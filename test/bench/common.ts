@@ -2,6 +2,7 @@
  * What the benchmark parts share: the row shape of every table, a wait for a quiet machine,
  * and running a command inside a namespace with a deadline. No timing assertions here.
  */
+import { sleep } from '../../src/sandbox/pool';
 import { spawn } from 'node:child_process';
 import { loadavg } from 'node:os';
 import { fmt, markdownTable, round } from './stats';
@@ -48,7 +49,7 @@ export async function waitQuiet(ctx: BenchContext, what: string): Promise<string
   while (loadavg()[0]! >= max && Date.now() - t0 < waitS * 1000) {
     if (!announced) ctx.progress(`bench: ${what}: waiting for load average < ${max} (now ${loadNow().join(' ')}, up to ${waitS} s)`);
     announced = true;
-    await sleepAbortable(5000, ctx.signal);
+    await sleep(5000, ctx.signal);
   }
   const waited = Math.round((Date.now() - t0) / 1000);
   const l = loadNow();
@@ -56,20 +57,6 @@ export async function waitQuiet(ctx: BenchContext, what: string): Promise<string
   return `load average at the start of ${what}: ${l.join(' ')}${waited ? ` (after waiting ${waited} s${quiet ? '' : `, still not below ${max}`})` : ''}`;
 }
 
-export function sleepAbortable(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(new Error('interrupted'));
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(new Error('interrupted'));
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}
 
 export interface Captured {
   code: number | null;

@@ -14,7 +14,8 @@
  */
 import { Sandbox, type UpResult } from '../../src/sandbox';
 import { WEFT, WEFT_NET, uid } from '../helpers/netns';
-import { type BenchContext, type Row, loadNow, row, sleepAbortable, waitQuiet } from './common';
+import { sleep } from '../../src/sandbox/pool';
+import { type BenchContext, type Row, loadNow, row, waitQuiet } from './common';
 import { round } from './stats';
 
 const DEADLINE_MS = 120_000;
@@ -89,7 +90,7 @@ async function oneRun(ctx: BenchContext, n: number): Promise<Run> {
         if (podsAt === undefined && pods.length === n && pods.every((p) => p.address)) podsAt = at;
         lastSeen = `peers/established ${peers.map((p, i) => `${p ?? '?'}/${est[i] ?? '?'}`).join(' ')}; ipam ${[...new Set(status)].join(', ')}; pods addressed ${pods.filter((p) => p.address).length}/${n}`;
       }
-      await sleepAbortable(POLL_MS, ctx.signal).catch(() => undefined);
+      await sleep(POLL_MS, ctx.signal).catch(() => undefined);
     }
   })();
   let up: UpResult | undefined;

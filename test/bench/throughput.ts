@@ -19,7 +19,8 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { Sandbox, type SandboxHost, type SandboxPod } from '../../src/sandbox';
 import { WEFT, WEFT_NET, uid } from '../helpers/netns';
-import { type BenchContext, type Row, loadNow, row, runInNetns, shown, sleepAbortable, waitQuiet } from './common';
+import { sleep } from '../../src/sandbox/pool';
+import { type BenchContext, type Row, loadNow, row, runInNetns, shown, waitQuiet } from './common';
 import { median, round } from './stats';
 
 const RAW_DEV = 'vxbench';
@@ -87,7 +88,7 @@ async function iperf(p: Path, seconds: number, signal: AbortSignal): Promise<Ipe
       const ss = await runInNetns(p.serverNs, 'ss', ['-Hltn', `sport = :${IPERF_PORT}`], 5000);
       if (ss.stdout.trim()) break;
       if (k >= 100) return { cmd, error: `iperf3 server in ${p.serverNs} not listening after 5 s` };
-      await sleepAbortable(50, signal);
+      await sleep(50, signal);
     }
     const r = await runInNetns(p.clientNs, 'iperf3', args, (seconds + 30) * 1000);
     let j: any;
