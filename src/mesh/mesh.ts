@@ -17,7 +17,7 @@ import { EventEmitter } from 'node:events';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { combine, VersionedMap, type MapData } from './crdt';
 import { encodeFrame, FrameError, FrameReader } from './frame';
-import { helloSchema, messageSchema, PROTOCOL, PROTOCOL_MAX, PROTOCOL_MIN, type Hello } from './protocol';
+import { byeSchema, helloSchema, messageSchema, PROTOCOL, PROTOCOL_MAX, PROTOCOL_MIN, type Hello } from './protocol';
 import type { Logger } from '../common/log';
 
 /** A peer's own entry in the topology channel. */
@@ -418,7 +418,10 @@ export class Mesh extends EventEmitter {
         if (c.closed) return;
         this.o.onTraffic?.('in', kindOf(raw), 0);
         if (!c.hello) {
-          this.onHello(c, raw);
+          const bye = byeSchema.safeParse(raw);
+          // refused before the handshake (connection limit, name clash): keep the reason
+          if (bye.success) this.fail(c, `refused by ${c.remote}: ${bye.data.reason}`, true);
+          else this.onHello(c, raw);
           continue;
         }
         const parsed = messageSchema.safeParse(raw);

@@ -131,3 +131,21 @@ test('malformed and oversized frames close that connection; the router goes on',
     await a.stop();
   }
 });
+
+test('the connection limit refuses more peers, and the refused one is told why', async () => {
+  const a = mk(1, [], { maxConnections: 1 });
+  const b = mk(2);
+  const c = mk(3);
+  try {
+    await a.start();
+    await b.start();
+    await c.start();
+    b.connect([`127.0.0.1:${a.o.port}`]);
+    await until(() => established(a) === 1);
+    c.connect([`127.0.0.1:${a.o.port}`]);
+    await until(() => c.targetList().some((t) => /connection limit 1 reached/.test(t.error ?? '')));
+    assert.equal(established(a), 1);
+  } finally {
+    await Promise.all([a.stop(), b.stop(), c.stop()]);
+  }
+});
