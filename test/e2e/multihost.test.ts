@@ -56,10 +56,14 @@ describe('hosts joined by chained connects', { skip, concurrency: false, timeout
   });
 
   test('weft status matches the actual peers and connections', async () => {
+    // every peer's own list of connections arrives by gossip, shortly after the mesh is whole
+    assert.ok(await eventually(async () => /Peers: 3 \(with 6 established connections\)/.test(await sb.weftStatus(1)), 15_000), await sb.weftStatus(1));
     const out = (await sb.weftStatus(1)) as string;
-    assert.match(out, /Peers: 3 \(with 6 established connections\)/);
     assert.match(out, /Connections: 2 \(2 established\)/);
-    const conns = weftCli(sb.host(1).socket, ['status', 'connections']).out.trim().split('\n');
+    const lines = () => weftCli(sb.host(1).socket, ['status', 'connections']).out.trim().split('\n');
+    // the first data-path probe of each peer follows the mesh by a probe interval or so
+    assert.ok(await eventually(async () => lines().every((l) => l.includes('(probe ok)')), 15_000), lines().join('\n'));
+    const conns = lines();
     assert.equal(conns.length, 2);
     for (const l of conns) assert.match(l, /^(->|<-) 172\.30\.0\.1[23]:\d+ +established unencrypted fastdp \(probe ok\) [0-9a-f:]{17}\(host[23]\) mtu=1450$/);
     const peers = weftCli(sb.host(1).socket, ['status', 'peers']).out.trim().split('\n');
