@@ -15,6 +15,7 @@ import {
   type StatusResponse,
 } from '../common/api';
 import { BadRequestError, ConfigError } from '../common/errors';
+import { zodToConfigError } from '../common/netconf';
 import { formatCidr, formatIPv4, parseAddrWithPrefix, type Cidr } from '../common/ip';
 import type { Logger } from '../common/log';
 import type { HostNetwork } from '../datapath/host';
@@ -25,10 +26,7 @@ import type { ApiServer } from './http';
 
 function parse<T>(schema: z.ZodMiniType<T>, body: unknown): T {
   const r = schema.safeParse(body);
-  if (!r.success) {
-    const i = r.error.issues[0]!;
-    throw new BadRequestError(`${i.path.join('.') || 'body'}: ${i.message}`);
-  }
+  if (!r.success) throw new BadRequestError(zodToConfigError(r.error).message);
   return r.data;
 }
 

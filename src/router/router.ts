@@ -141,7 +141,7 @@ export class Router {
     const init = parseInit(o.ipallocInit, o.peers.length);
     // metrics and health first, so /readyz can say what is not there yet
     this.metrics = new Metrics({
-      connections: () => (this.mesh ? this.report().mesh.connections.map((c) => ({ state: c.state, encrypted: c.encrypted })) : []),
+      connections: () => (this.mesh ? this.connectionReports() : []),
       peers: () => this.mesh?.peers().length ?? 0,
       ips: () => ({
         used: this.ipam?.allocator.list().filter((a) => a.network !== GATEWAY_NETWORK).length ?? 0,
@@ -456,13 +456,9 @@ export class Router {
     return this.draining;
   }
 
-  report(): Report {
-    const all = this.ipam.allocator.list();
-    const gws = all.filter((a) => a.network === GATEWAY_NETWORK);
-    const pods = all.filter((a) => a.network !== GATEWAY_NETWORK).sort((a, b) => addrNum(a.address) - addrNum(b.address));
-    const free = this.ipam.allocator.freeCount();
-    const peers = this.mesh.peers();
-    const nick = (n?: string) => peers.find((p) => p.name === n)?.nickname;
+  /** The mesh connections and the targets not connected, as `weft status connections` shows them. */
+  connectionReports(): ConnectionReport[] {
+    const nick = (n?: string) => this.mesh.topology.get(n ?? '')?.nickname;
     const connections: ConnectionReport[] = [];
     const seen = new Set<string>();
     for (const c of this.mesh.connections()) {
@@ -485,6 +481,17 @@ export class Router {
       if (seen.has(t.addr) || t.state === 'established' || t.state === 'self') continue;
       connections.push({ direction: 'outbound', address: t.addr, state: t.error ? 'failed' : t.state === 'connecting' ? 'connecting' : 'retrying', peer: t.peer, nickname: nick(t.peer), encrypted: false, mtu: this.mtu, info: t.error });
     }
+    return connections;
+  }
+
+  report(): Report {
+    const all = this.ipam.allocator.list();
+    const gws = all.filter((a) => a.network === GATEWAY_NETWORK);
+    const pods = all.filter((a) => a.network !== GATEWAY_NETWORK).sort((a, b) => addrNum(a.address) - addrNum(b.address));
+    const free = this.ipam.allocator.freeCount();
+    const peers = this.mesh.peers();
+    const nick = (n?: string) => peers.find((p) => p.name === n)?.nickname;
+    const connections = this.connectionReports();
     const sizes = this.ipam.ring.sizes();
     const rangeSize = 2 ** (32 - this.ipam.allocator.range.prefix);
     const st = this.ipam.status();

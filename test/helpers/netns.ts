@@ -4,7 +4,7 @@
  * machine's own namespace.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -205,6 +205,22 @@ export async function until(f: () => boolean, ms = 10_000, every = 100): Promise
     if (Date.now() > end) return false;
     await sleep(every);
   }
+}
+
+/** Live (not zombie) processes whose command line mentions `needle`, e.g. a test's own directory. */
+export function processesMentioning(needle: string): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d) || Number(d) === process.pid) continue;
+    try {
+      const cmd = readFileSync(`/proc/${d}/cmdline`, 'utf8');
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      if (cmd.includes(needle) && stat[stat.lastIndexOf(')') + 2] !== 'Z') out.push(Number(d));
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return out;
 }
 
 export function sleep(ms: number): Promise<void> {

@@ -1,6 +1,7 @@
 /** Shared by the end-to-end suites: sandboxes of their own, polling, address checks. */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { uid, sleep, WEFT, WEFT_NET } from './netns';
+export { processesMentioning } from './netns';
 import { Sandbox, NETNS_DIR } from '../../src/sandbox';
 import { contains, parseCidr, parseIPv4 } from '../../src/common/ip';
 
@@ -18,21 +19,6 @@ export function namespacesWith(prefix: string): string[] {
   }
 }
 
-/** Pids whose command line mentions `needle` (the sandbox directory: routers of this sandbox). */
-export function processesMentioning(needle: string): number[] {
-  const out: number[] = [];
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d) || Number(d) === process.pid) continue;
-    try {
-      const cmd = readFileSync(`/proc/${d}/cmdline`, 'utf8');
-      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
-      if (cmd.includes(needle) && stat[stat.lastIndexOf(')') + 2] !== 'Z') out.push(Number(d));
-    } catch {
-      /* gone meanwhile */
-    }
-  }
-  return out;
-}
 
 /** Polls `fn` until it returns true or the deadline passes; returns the last result. */
 export async function eventually(fn: () => Promise<boolean>, deadlineMs: number, everyMs = 250): Promise<boolean> {

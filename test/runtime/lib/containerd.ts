@@ -7,7 +7,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Netns } from '../../helpers/netns';
 import { sleep, tryRun } from '../../helpers/netns';
-import { Bg, inPrivateMounts, killPids, pidsWithArg, waitFor } from './util';
+import { Bg, inPrivateMounts, killPids, waitFor } from './util';
+import { processesMentioning } from '../../helpers/netns';
 
 export interface CriOptions {
   /** Image used for pod sandboxes (must be imported into the k8s.io namespace). */
@@ -155,6 +156,6 @@ export class Containerd {
       }
     }
     await this.bg.stop(10_000);
-    killPids(pidsWithArg(this.socket));
+    killPids(processesMentioning(this.socket));
   }
 }

@@ -202,22 +202,8 @@ export function removeCniResults(net: string): void {
   for (const f of cniResultFiles(net)) rmSync(f, { force: true });
 }
 
-/** PIDs of processes whose command line contains `needle` (a path unique to one test). */
-export function pidsWithArg(needle: string): number[] {
-  const pids: number[] = [];
-  for (const e of readdirSync('/proc')) {
-    if (!/^\d+$/.test(e) || Number(e) === process.pid) continue;
-    try {
-      const cmd = readFileSync(`/proc/${e}/cmdline`, 'utf8');
-      if (cmd.includes(needle)) pids.push(Number(e));
-    } catch {
-      /* gone */
-    }
-  }
-  return pids;
-}
 
-/** SIGKILLs each PID (processes found by `pidsWithArg` for this test's own paths). */
+/** SIGKILLs each PID (processes found by `processesMentioning` for this test's own paths). */
 export function killPids(pids: number[]): void {
   for (const p of pids) {
     try {
