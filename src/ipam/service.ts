@@ -117,10 +117,18 @@ export class IpamService extends EventEmitter {
         return d;
       },
     });
-    mesh.onMessage('ipam-space-req', (from, body) => void this.onSpaceRequest(from, body as SpaceRequest));
+    mesh.onMessage('ipam-space-req', (from, body) =>
+      // a failed write means no answer: the requester asks again or another peer
+      this.onSpaceRequest(from, body as SpaceRequest).catch((e) => this.o.log.error({ peer: from, err: (e as Error).message }, 'giving space failed')),
+    );
     mesh.onMessage('ipam-space-reply', (from, body) => this.emit(`reply:${from}`, body as SpaceReply));
     mesh.on('reachability', () => this.step());
     this.step();
+  }
+
+  /** Persists in the background (nobody waits for the answer); a failure is logged, never thrown. */
+  private persistLater(what: string): void {
+    this.o.commit().catch((e) => this.o.log.error({ err: (e as Error).message }, `persisting ${what} failed`));
   }
 
   private mergeRing(data: RingData, from: string): RingData | undefined {
@@ -128,7 +136,7 @@ export class IpamService extends EventEmitter {
       const d = this.ring.merge(data);
       if (d) {
         this.refreshOwned();
-        void this.o.commit().catch((e) => this.o.log.error({ err: (e as Error).message }, 'persisting the ring failed'));
+        this.persistLater('the ring');
       }
       return d;
     } catch (e) {
@@ -150,10 +158,10 @@ export class IpamService extends EventEmitter {
       const delta = this.ring.initFrom(value);
       this.o.log.info({ owners: value }, 'IPAM ring initialised by consensus');
       this.refreshOwned();
-      void this.o.commit();
+      this.persistLater('the ring');
       this.mesh?.gossip('ring', delta);
     } else if (d) {
-      void this.o.commit();
+      this.persistLater('consensus state');
     }
   }
 
