@@ -193,7 +193,7 @@ export class Router {
       log: this.log,
     });
     await this.host.setup();
-    for (const e of this.exposed) await replaceAddress(o.bridge, e);
+    await this.restoreBridgeMembers();
     if (this.underlayIp) {
       this.fastdp = new FastDp({ bridge: o.bridge, mtu: this.mtu, localIp: this.underlayIp, underlay: derived.underlay, log: this.log.child({ component: 'fastdp' }) });
       await this.fastdp.setup();
@@ -346,15 +346,23 @@ export class Router {
       this.log.warn({ broken }, 'repairing the host network');
       this.host.invalidate();
       await this.host.setup();
-      for (const rec of this.ipam.allocator.list()) {
-        if (rec.network === GATEWAY_NETWORK) await this.host.ensureGateway(rec.address);
-        else await setMaster(hostVethName(rec), this.opts.bridge);
-      }
-      for (const e of this.exposed) await replaceAddress(this.opts.bridge, e);
+      await this.restoreBridgeMembers();
       if (this.fastdp) await this.fastdp.setup();
     } catch (e) {
       this.log.error({ err: (e as Error).message }, 'repairing the host network failed');
     }
+  }
+
+  /**
+   * Puts on the bridge what belongs there: its gateway and exposed addresses, and the host
+   * end of every pod's veth (a bridge deleted and created again has lost them all).
+   */
+  private async restoreBridgeMembers(): Promise<void> {
+    for (const rec of this.ipam.allocator.list()) {
+      if (rec.network === GATEWAY_NETWORK) await this.host.ensureGateway(rec.address);
+      else await setMaster(hostVethName(rec), this.opts.bridge);
+    }
+    for (const e of this.exposed) await replaceAddress(this.opts.bridge, e);
   }
 
   /** Debounced reconciliation of the VXLAN forwarding entries with the topology. */
