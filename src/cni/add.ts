@@ -3,12 +3,13 @@ import { nodeCrypto } from '../common/lazy';
 import { hostVethName, type AllocateResponse } from '../common/api';
 import { randomMac } from '../common/ip';
 import { configureContainerIface, createVeth, deleteLink } from '../sys/link';
-import { allocateRequest, bridgeOf, clientOf, keyOf, releaseAttachment, type Ctx } from './attachment';
+import { allocateRequest, bridgeOf, requireNetns, clientOf, keyOf, releaseAttachment, type Ctx } from './attachment';
 import type { CniResult } from './version';
 
 export async function add(ctx: Ctx): Promise<CniResult> {
   const { env, conf, log } = ctx;
   const req = allocateRequest(ctx);
+  requireNetns(env);
   const alloc = await clientOf(conf).post<AllocateResponse>('/v1/ipam/allocate', req);
   const hostName = hostVethName(keyOf(ctx));
   const hostMac = randomMac(nodeCrypto().randomBytes(6));

@@ -1,4 +1,5 @@
 /** What ADD, DEL, CHECK and GC share: the attachment key, the router client, releasing. */
+import { statSync } from 'node:fs';
 import { RouterClient } from '../common/client';
 import { nodeCrypto } from '../common/lazy';
 import { ConfigError, EnvError, RouterUnavailableError, UnsupportedFieldError } from '../common/errors';
@@ -17,6 +18,20 @@ export interface Ctx {
 
 export function keyOf(ctx: Ctx): AttachmentKey {
   return { network: ctx.conf.name, containerId: ctx.env.containerId, ifname: ctx.env.ifname };
+}
+
+/**
+ * ADD and CHECK work inside the container's network namespace: a path that is not there is the
+ * runtime's mistake, reported as such before anything is allocated or created.
+ */
+export function requireNetns(env: CniEnv): void {
+  let ok = false;
+  try {
+    ok = statSync(env.netns).isFile();
+  } catch {
+    ok = false;
+  }
+  if (!ok) throw new EnvError('CNI_NETNS', `${env.netns} is not a network namespace (no such file; the container's namespace is gone or was never made)`);
 }
 
 export function bridgeOf(conf: NetConf): string {

@@ -8,7 +8,7 @@ import { hostVethName, type AllocationRecord } from '../common/api';
 import { CheckFailedError, ConfigError } from '../common/errors';
 import { zodToConfigError } from '../common/netconf';
 import { getLink, listAddresses, listRoutes } from '../sys/link';
-import { bridgeOf, clientOf, keyOf, type Ctx } from './attachment';
+import { bridgeOf, clientOf, keyOf, requireNetns, type Ctx } from './attachment';
 
 const prevResultSchema = z.looseObject({
   interfaces: z.optional(z.array(z.looseObject({ name: z.string(), sandbox: z.optional(z.string()) }))),
@@ -20,6 +20,7 @@ export async function check(ctx: Ctx): Promise<void> {
   if (conf.prevResult === undefined) throw new ConfigError('prevResult', 'is required for CHECK');
   const pr = prevResultSchema.safeParse(conf.prevResult);
   if (!pr.success) throw zodToConfigError(pr.error, 'prevResult');
+  requireNetns(env);
   const ifaces = pr.data.interfaces ?? [];
   const idx = ifaces.findIndex((i) => i.name === env.ifname && i.sandbox !== undefined);
   if (idx < 0) throw new CheckFailedError(`prevResult has no interface ${env.ifname} in a sandbox`);

@@ -13,6 +13,7 @@ import {
   DecodeError,
   EnvError,
   InterfaceExistsError,
+  NetnsNotFoundError,
   NoSpaceError,
   RouterUnavailableError,
   UnsupportedFieldError,
@@ -50,7 +51,8 @@ export function cniCode(err: unknown, verb: Verb | undefined): number {
   if (unavailable) return verb === 'STATUS' ? CODES.notAvailable : CODES.tryAgainLater;
   if (err instanceof VersionError) return CODES.incompatibleVersion;
   if (err instanceof UnsupportedFieldError) return CODES.unsupportedField;
-  if (err instanceof EnvError) return CODES.invalidEnv;
+  // a namespace that vanished between the check of CNI_NETNS and its use is still a bad CNI_NETNS
+  if (err instanceof EnvError || err instanceof NetnsNotFoundError) return CODES.invalidEnv;
   if (err instanceof DecodeError) return CODES.decode;
   if (err instanceof ConfigError || err instanceof BadRequestError) return CODES.invalidConfig;
   if (err instanceof AddressInUseError) return CODES.addressInUse;

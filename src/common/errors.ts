@@ -77,10 +77,30 @@ export class CheckFailedError extends WeftError {
 
 /** A system command failed or timed out. */
 export class SysError extends WeftError {
-  override readonly kind = 'sys';
+  override readonly kind: string = 'sys';
   constructor(message: string, readonly stderr = '', readonly exitCode: number | null = null) {
     super(message, stderr.trim() || undefined);
   }
+}
+
+/** A network namespace path does not exist or is not a network namespace. */
+export class NetnsNotFoundError extends SysError {
+  override readonly kind = 'netns-not-found';
+}
+
+/** A network device does not exist. */
+export class LinkNotFoundError extends SysError {
+  override readonly kind = 'link-not-found';
+}
+
+/** An address to remove is not on the device. */
+export class AddressNotFoundError extends SysError {
+  override readonly kind = 'address-not-found';
+}
+
+/** The kernel refused to create something that exists already (a device, an address, a route). */
+export class ExistsError extends SysError {
+  override readonly kind = 'exists';
 }
 
 /** A request to the router was malformed (CLI or plugin sent something the API rejects). */
@@ -99,6 +119,10 @@ const byKind: Record<string, (msg: string) => WeftError> = {
   'interface-exists': (m) => new InterfaceExistsError(m),
   'check-failed': (m) => new CheckFailedError(m),
   sys: (m) => new SysError(m),
+  'netns-not-found': (m) => new NetnsNotFoundError(m),
+  'link-not-found': (m) => new LinkNotFoundError(m),
+  exists: (m) => new ExistsError(m),
+  'address-not-found': (m) => new AddressNotFoundError(m),
   'bad-request': (m) => new BadRequestError(m),
 };
 

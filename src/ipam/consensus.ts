@@ -10,7 +10,7 @@
  * Only the lowest-named reachable participant proposes, which avoids duelling proposers in
  * the common case; Paxos keeps it safe in the rest.
  */
-import { VersionedMap, type MapData } from '../mesh/crdt';
+import { VersionedMap, type MapData } from '../common/crdt';
 
 /** [round, proposer]: ordered by round, then name. */
 export type Ballot = [number, string];

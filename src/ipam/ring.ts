@@ -14,7 +14,7 @@
  * Weave's "seeded by different peers", reported instead of silently corrupting ownership.
  */
 import { createHash } from 'node:crypto';
-import { VersionedMap, type MapData, type Versioned } from '../mesh/crdt';
+import { VersionedMap, type MapData, type Versioned } from '../common/crdt';
 import { lastOf, type Cidr } from '../common/ip';
 
 export interface Token {

@@ -11,7 +11,7 @@ import type { AllocationRecord, AttachmentKey } from '../common/api';
 import { NoSpaceError, AddressInUseError } from '../common/errors';
 import { containsCidr, formatCidr, formatIPv4, lastOf, parseCidr, type Cidr } from '../common/ip';
 import type { Logger } from '../common/log';
-import type { MapData } from '../mesh/crdt';
+import type { MapData } from '../common/crdt';
 import type { Mesh } from '../mesh/mesh';
 import { Allocator, type AllocatorState } from './allocator';
 import { Consensus, type PaxosEntry } from './consensus';

@@ -15,7 +15,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { createServer, connect, type Server, type Socket } from 'node:net';
-import { combine, VersionedMap, type MapData } from './crdt';
+import { combine, VersionedMap, type MapData } from '../common/crdt';
 import { encodeFrame, FrameError, FrameReader } from './frame';
 import { byeSchema, helloSchema, messageSchema, PROTOCOL, PROTOCOL_MAX, PROTOCOL_MIN, type Hello } from './protocol';
 import type { Logger } from '../common/log';

@@ -8,7 +8,7 @@
  * execa in `src/sys/process.ts`.
  */
 import { nodeChildProcess } from '../common/lazy';
-import { SysError } from '../common/errors';
+import { AddressNotFoundError, ExistsError, LinkNotFoundError, NetnsNotFoundError, SysError } from '../common/errors';
 
 export interface RunOptions {
   /** Written to the command's stdin. */
@@ -55,7 +55,7 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
       const stdout = Buffer.concat(out).toString();
       const stderr = Buffer.concat(err).toString();
       if (timedOut) reject(new SysError(`${shown}: no answer within ${timeoutMs} ms`, stderr, code));
-      else if (code !== 0) reject(new SysError(`${shown}: ${firstLine(stderr) || `exit ${code}`}`, stderr, code));
+      else if (code !== 0) reject(classify(`${shown}: ${firstLine(stderr) || `exit ${code}`}`, stderr, code, opts.netns));
       else resolve({ stdout, stderr });
     });
     child.stdin.on('error', () => {
@@ -81,17 +81,19 @@ export async function ipJson<T>(args: readonly string[], opts: RunOptions = {}):
   return (stdout.trim() ? JSON.parse(stdout) : []) as T;
 }
 
-/** True when a SysError says the object does not exist (device, address, route, file). */
-export function isNotFound(e: unknown): boolean {
-  return (
-    e instanceof SysError &&
-    /Cannot find device|does not exist|No such device|No such file|No such process|not found|Cannot find/i.test(
-      `${e.message}\n${e.stderr}`,
-    )
-  );
-}
-
-/** True when a SysError says the object already exists. */
-export function isExists(e: unknown): boolean {
-  return e instanceof SysError && /File exists|already exists/i.test(`${e.message}\n${e.stderr}`);
+/**
+ * Types a failed command by what the tool said, once, here: callers test the class, never the
+ * text. A namespace that cannot be entered or named, a device that does not exist, and an
+ * object that exists already are the cases callers act on.
+ */
+export function classify(message: string, stderr: string, code: number | null, netns?: string): SysError {
+  if (netns && /^nsenter: (cannot open|reassociate to namespace)/m.test(stderr)) {
+    return new NetnsNotFoundError(`network namespace ${netns} does not exist or cannot be entered`, stderr, code);
+  }
+  const arg = /argument "([^"]*)" is wrong: Invalid "?netns"? value/.exec(stderr);
+  if (arg) return new NetnsNotFoundError(`network namespace ${arg[1]} does not exist`, stderr, code);
+  if (/Cannot find device|does not exist|No such device/.test(stderr)) return new LinkNotFoundError(message, stderr, code);
+  if (/File exists|already exists/.test(stderr)) return new ExistsError(message, stderr, code);
+  if (/Address not found|Cannot assign requested address/.test(stderr)) return new AddressNotFoundError(message, stderr, code);
+  return new SysError(message, stderr, code);
 }

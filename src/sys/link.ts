@@ -2,8 +2,8 @@
  * Links, addresses and routes, through iproute2's JSON output and batch mode. Callers in the
  * plugin pay one process per batch, so each operation here is one `ip` call where it can be.
  */
-import { ipBatch, ipJson, isExists, isNotFound, type RunOptions } from './exec';
-import { InterfaceExistsError, SysError } from '../common/errors';
+import { ipBatch, ipJson, type RunOptions } from './exec';
+import { AddressNotFoundError, ExistsError, InterfaceExistsError, LinkNotFoundError, SysError } from '../common/errors';
 
 /** The part of `ip -json -details link show` weft reads. */
 export interface LinkInfo {
@@ -33,7 +33,7 @@ export async function getLink(name: string, opts: RunOptions = {}): Promise<Link
     const links = await ipJson<LinkInfo[]>(['-details', 'link', 'show', 'dev', name], opts);
     return links[0];
   } catch (e) {
-    if (isNotFound(e)) return undefined;
+    if (e instanceof LinkNotFoundError) return undefined;
     throw e;
   }
 }
@@ -55,7 +55,7 @@ export async function ensureBridge(spec: BridgeSpec, opts: RunOptions = {}): Pro
     try {
       await ipBatch([`link add ${spec.name} ${spec.mac ? `address ${spec.mac} ` : ''}mtu ${spec.mtu} type bridge`], opts);
     } catch (e) {
-      if (!isExists(e)) throw e;
+      if (!(e instanceof ExistsError)) throw e;
     }
   } else if (link.linkinfo?.info_kind !== 'bridge') {
     throw new SysError(`${spec.name} exists and is not a bridge (it is ${link.linkinfo?.info_kind ?? 'a plain device'})`);
@@ -76,7 +76,7 @@ export async function removeAddress(dev: string, cidr: string, opts: RunOptions 
   try {
     await ipBatch([`addr del ${cidr} dev ${dev}`], opts);
   } catch (e) {
-    if (!isNotFound(e) && !/Cannot assign requested address/.test((e as SysError).stderr ?? '')) throw e;
+    if (!(e instanceof LinkNotFoundError) && !(e instanceof AddressNotFoundError)) throw e;
   }
 }
 
@@ -85,7 +85,7 @@ export async function listAddresses(dev: string, opts: RunOptions = {}): Promise
     const info = await ipJson<AddrInfo[]>(['-4', 'addr', 'show', 'dev', dev], opts);
     return (info[0]?.addr_info ?? []).map((a) => `${a.local}/${a.prefixlen}`);
   } catch (e) {
-    if (isNotFound(e)) return [];
+    if (e instanceof LinkNotFoundError) return [];
     throw e;
   }
 }
@@ -100,7 +100,7 @@ export async function deleteLink(name: string, opts: RunOptions = {}): Promise<b
     await ipBatch([`link del ${name}`], opts);
     return true;
   } catch (e) {
-    if (isNotFound(e)) return false;
+    if (e instanceof LinkNotFoundError) return false;
     throw e;
   }
 }
@@ -132,7 +132,7 @@ export async function createVeth(v: VethSpec): Promise<void> {
   try {
     await ipBatch(lines);
   } catch (e) {
-    if (isExists(e)) {
+    if (e instanceof ExistsError) {
       // Which name clashed? A host end left by an earlier ADD of this same attachment is ours
       // to replace; the interface name inside the netns is the caller's to fix.
       if (await deleteLink(v.hostName)) return createVeth(v);
@@ -166,7 +166,7 @@ export async function setMaster(dev: string, bridge: string): Promise<boolean> {
     await ipBatch([`link set ${dev} master ${bridge}`]);
     return true;
   } catch (e) {
-    if (isNotFound(e)) return false;
+    if (e instanceof LinkNotFoundError) return false;
     throw e;
   }
 }

@@ -11,7 +11,8 @@ async function call(env: Record<string, string>, stdin: string) {
 }
 
 const conf = { cniVersion: '1.0.0', name: 'weftnet', type: 'weft-net', socket: '/nonexistent/weft.sock' };
-const addEnv = { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c1', CNI_NETNS: '/var/run/netns/none', CNI_IFNAME: 'eth0' };
+// a namespace that exists (this process's own), so the errors tested are the ones named
+const addEnv = { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c1', CNI_NETNS: '/proc/self/ns/net', CNI_IFNAME: 'eth0' };
 
 test('VERSION prints the supported versions and ignores stdin', async () => {
   const r = await call({ CNI_COMMAND: 'VERSION' }, 'not json');
@@ -47,6 +48,16 @@ test('bad stdin is code 6, bad env code 4, bad field code 7 naming the field', a
   const ipam = await call(addEnv, JSON.stringify({ ...conf, ipam: { type: 'host-local' } }));
   assert.equal(ipam.out.code, 2);
   assert.match(ipam.out.msg, /ipam\.type/);
+});
+
+test('ADD and CHECK with a CNI_NETNS that does not exist: code 4 naming CNI_NETNS, before the router is asked', async () => {
+  const missing = '/var/run/netns/weft-no-such-ns';
+  for (const verb of ['ADD', 'CHECK']) {
+    const c = verb === 'CHECK' ? { ...conf, prevResult: { interfaces: [], ips: [] } } : conf;
+    const r = await call({ ...addEnv, CNI_COMMAND: verb, CNI_NETNS: missing }, JSON.stringify(c));
+    assert.equal(r.out.code, 4, `${verb}: ${r.out.msg}`);
+    assert.match(r.out.msg, /^CNI_NETNS: \/var\/run\/netns\/weft-no-such-ns is not a network namespace/);
+  }
 });
 
 test('unknown verb is code 4; versions too old for the verb are code 1', async () => {

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { VersionedMap, type MapData } from '../../src/mesh/crdt';
+import { VersionedMap, type MapData } from '../../src/common/crdt';
 import { largestFreeBlock, Ring, RingConflictError, spanToCidrs } from '../../src/ipam/ring';
 import { Consensus } from '../../src/ipam/consensus';
 import { formatCidr, parseCidr, parseIPv4, sizeOf } from '../../src/common/ip';
