@@ -32,7 +32,9 @@ export function formatStatus(r: Report): string {
   out += row('Protocol', `${PROTOCOL} ${PROTOCOL_MIN}..${PROTOCOL_MAX}`);
   out += row('Name', `${r.router.name}(${r.router.nickname})`);
   out += row('Encryption', r.router.encryption ? 'enabled' : 'disabled');
-  out += row('PeerDiscovery', 'enabled');
+  out += row('PeerDiscovery', `enabled (${r.router.peerSources.join('; ')})`);
+  const u = r.router.underlay;
+  out += row('DataPath', u ? `${u.iface} ${u.ip} (${u.how}), pod MTU ${r.router.mtu}` : `none: ${r.router.dataPath}`);
   out += row('Targets', r.mesh.targets.length);
   out += row('Connections', `${conns.length}${conns.length ? ` (${breakdown})` : ''}`);
   out += row('Peers', `${r.mesh.peers.length} (with ${plural(edges, 'established connection')})`);
@@ -49,7 +51,8 @@ export function formatConnections(r: Report): string {
     .map((c) => {
       const arrow = c.direction === 'outbound' ? '->' : '<-';
       const who = c.peer ? `${c.peer}(${c.nickname ?? '?'})` : '';
-      const dp = c.datapath ? ` ${c.datapath}${c.healthy === false ? ' (probe failed)' : c.healthy ? ' (probe ok)' : ''}` : '';
+      const path = c.datapath && c.via ? `${c.datapath} via ${c.via}` : c.datapath;
+      const dp = path ? ` ${path}${c.healthy === false ? ' (probe failed)' : c.healthy ? ' (probe ok)' : ''}` : '';
       const enc = c.encrypted ? ' encrypted' : ' unencrypted';
       const info = c.info ? ` ${c.info}` : '';
       return `${arrow} ${c.address.padEnd(21)} ${c.state.padEnd(11)}${c.state === 'established' ? enc + dp : ''} ${who} mtu=${c.mtu}${info}\n`;

@@ -1,17 +1,13 @@
 /**
- * The host side of the pod network: the bridge with its gateway addresses, IP forwarding, and
- * weft's iptables chains (masquerade for pod egress, forwarding rules for the bridge).
+ * The host side of the pod network: the bridge, IP forwarding, and weft's iptables chains
+ * (masquerade for pod egress, forwarding rules for the bridge). The bridge's own addresses are
+ * bridge-addrs.ts's; the pod MTU is the data path's.
  */
 import { formatCidr, type Cidr } from '../common/ip';
-import { ConfigError } from '../common/errors';
 import type { Logger } from '../common/log';
 import { Iptables, type ChainSpec } from '../sys/iptables';
-import { ensureBridge, getLink, listRoutes, replaceAddress, type LinkInfo } from '../sys/link';
+import { ensureBridge, getLink, setLinkMtu, type LinkInfo } from '../sys/link';
 import { ensureSysctl } from '../sys/sysctl';
-import { ipJson } from '../sys/exec';
-
-/** VXLAN over IPv4: outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8. */
-export const VXLAN_OVERHEAD = 50;
 
 export const NAT_CHAIN = 'WEFT-POSTROUTING';
 export const FWD_CHAIN = 'WEFT-FORWARD';
@@ -19,7 +15,8 @@ export const FWD_CHAIN = 'WEFT-FORWARD';
 export interface HostNetworkOptions {
   bridge: string;
   bridgeMac: string;
-  mtu: number;
+  /** The pod MTU (its owner is the data path). */
+  mtu: () => number;
   range: Cidr;
   masquerade: boolean;
   iptables: Iptables;
@@ -52,30 +49,9 @@ export function chainSpecs(o: Pick<HostNetworkOptions, 'bridge' | 'range' | 'mas
   ];
 }
 
-/**
- * Finds the underlay (the interface holding --advertise-addr, else the one of the default
- * route) and derives the pod MTU from it: its MTU less the encapsulation overhead.
- */
-export async function derivePodMtu(
-  advertiseAddr: string | undefined,
-  overhead = VXLAN_OVERHEAD,
-): Promise<{ mtu: number; underlay?: string; underlayIp?: string }> {
-  const addrs = await ipJson<{ ifname: string; addr_info: { local: string }[] }[]>(['-4', 'addr', 'show']);
-  let dev: string | undefined;
-  if (advertiseAddr) {
-    dev = addrs.find((l) => l.addr_info.some((a) => a.local === advertiseAddr))?.ifname;
-    if (!dev) throw new ConfigError('--advertise-addr', `${advertiseAddr} is not an address of this host`);
-  }
-  dev ??= (await listRoutes()).find((r) => r.dst === 'default')?.dev;
-  const link = dev ? await getLink(dev) : undefined;
-  const underlayIp = advertiseAddr ?? addrs.find((l) => l.ifname === dev)?.addr_info[0]?.local;
-  return { mtu: (link?.mtu ?? 1500) - overhead, underlay: link?.ifname, underlayIp };
-}
-
 export class HostNetwork {
   private bridgeLink: LinkInfo | undefined;
   private ensuring: Promise<LinkInfo> | undefined;
-  private readonly gateways = new Set<string>();
 
   constructor(readonly o: HostNetworkOptions) {}
 
@@ -84,7 +60,7 @@ export class HostNetwork {
     await this.ensureBridge(true);
     await ensureSysctl('net.ipv4.ip_forward', '1');
     await this.o.iptables.apply(chainSpecs(this.o));
-    this.o.log.info({ bridge: this.o.bridge, mtu: this.o.mtu, backend: this.o.iptables.backend }, 'host network ready');
+    this.o.log.info({ bridge: this.o.bridge, mtu: this.o.mtu(), backend: this.o.iptables.backend }, 'host network ready');
   }
 
   /**
@@ -96,11 +72,8 @@ export class HostNetwork {
     this.ensuring ??= (async () => {
       try {
         const existed = await getLink(this.o.bridge);
-        const link = await ensureBridge({ name: this.o.bridge, mtu: this.o.mtu, mac: this.o.bridgeMac });
-        if (!existed) {
-          this.o.log.info({ bridge: this.o.bridge, mac: link.address }, 'bridge created');
-          this.gateways.clear();
-        }
+        const link = await ensureBridge({ name: this.o.bridge, mtu: this.o.mtu(), mac: this.o.bridgeMac });
+        if (!existed) this.o.log.info({ bridge: this.o.bridge, mac: link.address }, 'bridge created');
         this.bridgeLink = link;
         return link;
       } finally {
@@ -110,17 +83,14 @@ export class HostNetwork {
     return this.ensuring;
   }
 
-  /** Gives the bridge an address (idempotent; remembered so repeats cost nothing). */
-  async ensureGateway(cidrWithAddr: string): Promise<void> {
-    if (this.gateways.has(cidrWithAddr)) return;
-    await replaceAddress(this.o.bridge, cidrWithAddr);
-    this.gateways.add(cidrWithAddr);
-  }
-
-  /** Forgets cached state, so the next ensure* calls look at the system again. */
+  /** Forgets cached state, so the next ensureBridge looks at the system again. */
   invalidate(): void {
     this.bridgeLink = undefined;
-    this.gateways.clear();
+  }
+
+  /** The pod MTU changed (the underlay was found): new pods get it, and so does the bridge. */
+  async setMtu(mtu: number): Promise<void> {
+    await setLinkMtu(this.o.bridge, mtu);
   }
 
   /** Are weft's chains hooked into the built-in ones? Undefined when they are. */

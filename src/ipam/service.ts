@@ -9,13 +9,15 @@
 import { EventEmitter } from 'node:events';
 import type { AllocationRecord, AttachmentKey } from '../common/api';
 import { NoSpaceError, AddressInUseError } from '../common/errors';
-import { containsCidr, formatCidr, formatIPv4, lastOf, parseCidr, type Cidr } from '../common/ip';
+import { containsCidr, formatCidr, formatIPv4, type Cidr } from '../common/ip';
+import type { Startable } from '../common/lifecycle';
 import type { Logger } from '../common/log';
 import type { MapData } from '../common/crdt';
-import type { Mesh } from '../mesh/mesh';
+import type { ChannelHandle } from '../mesh/gossip';
 import { Allocator, type AllocatorState } from './allocator';
 import { Consensus, type PaxosEntry } from './consensus';
 import { largestFreeBlock, Ring, RingConflictError, type RingData } from './ring';
+import { SpaceExchange, type SpaceMesh } from './space';
 
 export type IpamInit = { mode: 'consensus'; size: number } | { mode: 'seed'; names: string[] } | { mode: 'observer' };
 
@@ -32,22 +34,31 @@ export interface IpamStatus {
   reason?: string;
 }
 
-export interface IpamServiceOptions {
+/** What IPAM needs from the mesh: channels of its own, unicast, reachability, and when to look again. */
+export interface IpamMesh extends SpaceMesh {
+  /** Whether this router has heard from every peer it was told to connect to (see ConnectionMaker.settled). */
+  settled(): { settled: boolean; waitingFor: string[] };
+  /** Calls `fn` whenever reachability or what this router has heard changes. */
+  watch(fn: () => void): void;
+}
+
+export interface IpamComponents {
   self: string;
-  range: Cidr;
-  defaultSubnet: Cidr;
-  init: IpamInit;
+  mesh: IpamMesh;
   log: Logger;
   /** Persists the state; resolves once it is on disk. */
   commit: () => Promise<void>;
-  /** How long an allocation may wait for space (default 10 s). */
-  spaceTimeoutMs?: number;
 }
 
-interface SpaceRequest {
-  subnet: string;
+export interface IpamInitOptions {
+  range: Cidr;
+  defaultSubnet: Cidr;
+  init: IpamInit;
+  /** How long an allocation may wait for space (default 10 s). */
+  spaceTimeoutMs?: number;
+  /** How often free space is published (default 2 s). */
+  freeEveryMs?: number;
 }
-type SpaceReply = { ok: true; block: string; ring: RingData } | { ok: false; reason: string };
 
 /** Aligned CIDRs nest or are disjoint: the part of each owned block inside `subnet`. */
 export function intersectCidrs(owned: readonly Cidr[], subnet: Cidr): Cidr[] {
@@ -59,24 +70,65 @@ export function intersectCidrs(owned: readonly Cidr[], subnet: Cidr): Cidr[] {
   return out;
 }
 
-export class IpamService extends EventEmitter {
+/**
+ * The block a donor gives: the largest aligned block free in its space, halved when that block
+ * is more than half of its space in the subnet. Counting the space owned (not owned less the
+ * few addresses in use) keeps Weave's seed behaviour: a lone first host with a pod or two gives
+ * the second host 10.40.0.0/13, whole.
+ */
+export function donation(mine: readonly Cidr[], used: readonly number[]): Cidr | undefined {
+  const block = largestFreeBlock(mine, used);
+  if (!block) return undefined;
+  const ownedHere = mine.reduce((n, c) => n + 2 ** (32 - c.prefix), 0);
+  if (block.prefix < 32 && 2 * 2 ** (32 - block.prefix) > ownedHere) return { base: block.base + 2 ** (31 - block.prefix), prefix: block.prefix + 1 };
+  return block;
+}
+
+export class IpamService extends EventEmitter implements Startable {
   readonly ring: Ring;
   readonly consensus: Consensus;
   readonly allocator: Allocator;
+  private readonly space: SpaceExchange;
+  private readonly ringChannel: ChannelHandle<unknown>;
+  private readonly paxosChannel: ChannelHandle<PaxosEntry>;
   private owned: Cidr[] = [];
-  private mesh: Mesh | undefined;
   private conflict: string | undefined;
   private readonly inflight = new Map<string, Promise<void>>();
   private lastReason = '';
+  private freeTimer: NodeJS.Timeout | undefined;
   pendingAllocations = 0;
 
-  constructor(readonly o: IpamServiceOptions) {
+  constructor(
+    private readonly c: IpamComponents,
+    readonly o: IpamInitOptions,
+  ) {
     super();
     this.ring = new Ring(o.range);
     const init = o.init;
-    this.consensus = new Consensus(o.self, init.mode === 'consensus' ? init.size : 1, init.mode === 'observer');
+    this.consensus = new Consensus(c.self, init.mode === 'consensus' ? init.size : 1, init.mode === 'observer');
     this.allocator = new Allocator(o.range, o.defaultSubnet, { owned: () => this.owned });
     if (init.mode === 'seed') this.ring.initFrom(init.names);
+    this.ringChannel = c.mesh.channel('ring', {
+      full: () => this.ring.toData(),
+      merge: (data, from) => this.mergeRing(data as RingData, from),
+    });
+    this.paxosChannel = c.mesh.channel<PaxosEntry>('paxos', {
+      full: () => (this.ring.initialised() ? {} : this.consensus.entries.toData()),
+      merge: (data) => {
+        const d = this.consensus.merge(data);
+        if (d) queueMicrotask(() => this.step());
+        return d;
+      },
+    });
+    this.space = new SpaceExchange({
+      self: c.self,
+      mesh: c.mesh,
+      log: c.log,
+      spans: () => this.ring.spans(),
+      give: (from, subnet) => this.give(from, subnet),
+      received: (ring, from) => void this.mergeRing(ring, from),
+    });
+    c.mesh.watch(() => this.step());
     this.refreshOwned();
   }
 
@@ -95,40 +147,32 @@ export class IpamService extends EventEmitter {
     return { version: 1, range: formatCidr(this.o.range), ...this.allocator.snapshot(), ring: this.ring.toData(), paxos: this.consensus.entries.toData() };
   }
 
-  private refreshOwned(): void {
-    this.owned = this.ring.ownedBy(this.o.self);
-    this.emit('change');
+  async start(): Promise<void> {
+    const publish = () => this.space.publishFree(this.allocator.freeCount());
+    this.freeTimer = setInterval(publish, this.o.freeEveryMs ?? 2000);
+    this.freeTimer.unref();
+    publish();
+    this.step();
   }
 
-  /** Joins the mesh: gossip channels for the ring and consensus, and space requests. */
-  attach(mesh: Mesh): void {
-    this.mesh = mesh;
-    mesh.register({
-      name: 'ring',
-      full: () => this.ring.toData(),
-      merge: (data, from) => this.mergeRing(data as RingData, from),
-    });
-    mesh.register({
-      name: 'paxos',
-      full: () => (this.ring.initialised() ? {} : this.consensus.entries.toData()),
-      merge: (data) => {
-        const d = this.consensus.merge(data as MapData<PaxosEntry>);
-        if (d) queueMicrotask(() => this.step());
-        return d;
-      },
-    });
-    mesh.onMessage('ipam-space-req', (from, body) =>
-      // a failed write means no answer: the requester asks again or another peer
-      this.onSpaceRequest(from, body as SpaceRequest).catch((e) => this.o.log.error({ peer: from, err: (e as Error).message }, 'giving space failed')),
-    );
-    mesh.onMessage('ipam-space-reply', (from, body) => this.emit(`reply:${from}`, body as SpaceReply));
-    mesh.on('reachability', () => this.step());
-    this.step();
+  async stop(): Promise<void> {
+    clearInterval(this.freeTimer);
+    this.space.stop();
+  }
+
+  /** Free addresses a peer last reported (this peer's own, counted now). */
+  freeOf(peer: string): number | undefined {
+    return peer === this.c.self ? this.allocator.freeCount() : this.space.freeOf(peer);
+  }
+
+  private refreshOwned(): void {
+    this.owned = this.ring.ownedBy(this.c.self);
+    this.emit('change');
   }
 
   /** Persists in the background (nobody waits for the answer); a failure is logged, never thrown. */
   private persistLater(what: string): void {
-    this.o.commit().catch((e) => this.o.log.error({ err: (e as Error).message }, `persisting ${what} failed`));
+    this.c.commit().catch((e) => this.c.log.error({ err: (e as Error).message }, `persisting ${what} failed`));
   }
 
   private mergeRing(data: RingData, from: string): RingData | undefined {
@@ -141,25 +185,28 @@ export class IpamService extends EventEmitter {
       return d;
     } catch (e) {
       if (!(e instanceof RingConflictError)) throw e;
-      if (this.conflict !== e.message) this.o.log.error({ peer: from, err: e.message }, 'refusing the IPAM ring of a peer');
+      if (this.conflict !== `${e.message}; peer ${from}`) this.c.log.error({ peer: from, err: e.message }, 'refusing the IPAM ring of a peer');
       this.conflict = `${e.message}; peer ${from}`;
       return undefined;
     }
   }
 
-  /** Consensus progress: runs whenever something it depends on changed. */
+  /**
+   * Consensus progress: runs whenever something it depends on changed. A router that has not
+   * yet heard from every peer it was pointed at takes no part: one of them may own a ring.
+   */
   step(): void {
-    if (this.ring.initialised()) return;
-    const reach = (p: string) => p === this.o.self || (this.mesh?.isReachable(p) ?? false);
+    if (this.ring.initialised() || !this.c.mesh.settled().settled) return;
+    const reach = (p: string) => p === this.c.self || this.c.mesh.isReachable(p);
     const d = this.consensus.step(reach);
-    if (d) this.mesh?.gossip('paxos', d);
+    if (d) this.paxosChannel.gossip(d);
     const value = this.consensus.decided();
     if (value) {
       const delta = this.ring.initFrom(value);
-      this.o.log.info({ owners: value }, 'IPAM ring initialised by consensus');
+      this.c.log.info({ owners: value }, 'IPAM ring initialised by consensus');
       this.refreshOwned();
       this.persistLater('the ring');
-      this.mesh?.gossip('ring', delta);
+      this.ringChannel.gossip(delta);
     } else if (d) {
       this.persistLater('consensus state');
     }
@@ -169,16 +216,18 @@ export class IpamService extends EventEmitter {
     if (this.conflict) return { status: 'ring conflict', reason: this.conflict };
     if (!this.ring.initialised()) {
       if (this.o.init.mode === 'observer') return { status: 'awaiting consensus', reason: 'observer: waiting for the ring from a peer' };
-      const known = this.consensus.known((p) => p === this.o.self || (this.mesh?.isReachable(p) ?? false));
+      const s = this.c.mesh.settled();
+      if (!s.settled) return { status: 'awaiting consensus', reason: `waiting to hear from ${s.waitingFor.join(', ')}` };
+      const known = this.consensus.known((p) => p === this.c.self || this.c.mesh.isReachable(p));
       return { status: 'awaiting consensus', reason: `quorum ${this.consensus.quorum}, ${known} known` };
     }
     // ready: this host has space, or a reachable peer has some to give when asked
     if (this.allocator.freeCount() > 0 || this.canAskPeers()) return { status: 'ready' };
-    const others = [...this.ring.sizes().keys()].filter((p) => p !== this.o.self);
-    if (others.length > 0 && others.every((p) => !this.mesh?.isReachable(p))) {
+    const others = [...this.ring.sizes().keys()].filter((p) => p !== this.c.self);
+    if (others.length > 0 && others.every((p) => !this.c.mesh.isReachable(p))) {
       return { status: 'all ranges owned by unreachable peers', reason: `owners: ${others.join(', ')}` };
     }
-    return { status: 'no space', reason: this.lastReason || 'no free address in this peer\'s space' };
+    return { status: 'no space', reason: this.lastReason || "no free address in this peer's space" };
   }
 
   /** Allocates, asking peers for space when this host has none; waits at most the deadline. */
@@ -190,7 +239,7 @@ export class IpamService extends EventEmitter {
   ): Promise<AllocationRecord> {
     if (exact !== undefined && this.allocator.inRange(subnet) && !this.allocator.get(key)) {
       const owner = this.ring.ownerOf(exact);
-      if (owner !== undefined && owner !== this.o.self) {
+      if (owner !== undefined && owner !== this.c.self) {
         throw new AddressInUseError(`${formatIPv4(exact)} is in the allocation range but owned by peer ${owner}`);
       }
     }
@@ -244,96 +293,49 @@ export class IpamService extends EventEmitter {
       await wait(500);
       return;
     }
-    for (const donor of this.donors(subnet)) {
+    for (const donor of this.space.donors(subnet)) {
       if (Date.now() >= deadline) return;
-      const reply = await this.request(donor, subnet, Math.min(3000, deadline - Date.now()));
+      const reply = await this.space.request(donor, subnet, Math.min(3000, deadline - Date.now()));
       if (reply?.ok) {
-        this.mergeRing(reply.ring, donor);
-        await this.o.commit();
-        this.o.log.info({ donor, block: reply.block }, 'received address space');
+        await this.c.commit();
+        this.c.log.info({ donor, block: reply.block }, 'received address space');
         return;
       }
       this.lastReason = reply ? `peer ${donor}: ${reply.reason}` : `peer ${donor} did not answer`;
     }
-    if (this.donors(subnet).length === 0) this.lastReason = `no reachable peer owns free space in ${formatCidr(subnet)}`;
+    if (this.space.donors(subnet).length === 0) this.lastReason = `no reachable peer owns free space in ${formatCidr(subnet)}`;
     await wait(500);
   }
 
   /** Whether some reachable peer owns space this host could ask for. */
   canAskPeers(subnet: Cidr = this.o.defaultSubnet): boolean {
-    return this.donors(subnet).length > 0;
+    return this.space.donors(subnet).length > 0;
   }
 
-  /** Reachable peers owning space in the subnet, most free space first. */
-  private donors(subnet: Cidr): string[] {
-    const mesh = this.mesh;
-    if (!mesh) return [];
-    const free = (p: string) => Number(mesh.topology.get(p)?.meta.ipamFree ?? 0);
-    const owners = new Set(
-      this.ring
-        .spans()
-        .filter((s) => s.owner !== this.o.self && s.first <= lastOf(subnet) && s.last >= subnet.base)
-        .map((s) => s.owner),
-    );
-    return [...owners].filter((p) => mesh.isReachable(p)).sort((a, b) => free(b) - free(a) || (a < b ? -1 : 1));
-  }
-
-  private request(donor: string, subnet: Cidr, timeoutMs: number): Promise<SpaceReply | undefined> {
-    return new Promise((resolve) => {
-      const ev = `reply:${donor}`;
-      const t = setTimeout(() => {
-        this.off(ev, on);
-        resolve(undefined);
-      }, timeoutMs);
-      const on = (r: SpaceReply) => {
-        clearTimeout(t);
-        resolve(r);
-      };
-      this.once(ev, on);
-      if (!this.mesh!.send(donor, 'ipam-space-req', { subnet: formatCidr(subnet) } satisfies SpaceRequest)) {
-        clearTimeout(t);
-        this.off(ev, on);
-        resolve(undefined);
-      }
-    });
-  }
-
-  /**
-   * Gives a requester space: the largest aligned block free here, its upper half when that
-   * block is more than half of this peer's space. Persisted before the answer goes out.
-   */
-  private async onSpaceRequest(from: string, req: SpaceRequest): Promise<void> {
-    const reply = (r: SpaceReply) => this.mesh?.send(from, 'ipam-space-reply', r);
-    const subnet = typeof req?.subnet === 'string' ? parseCidr(req.subnet) : undefined;
-    if (!subnet) return void reply({ ok: false, reason: 'bad request' });
-    if (!this.ring.initialised()) return void reply({ ok: false, reason: 'ring not initialised here' });
+  /** Gives a requester space, persisted before the answer goes out. */
+  private async give(from: string, subnet: Cidr): Promise<{ block: Cidr; ring: RingData } | { reason: string }> {
+    if (!this.ring.initialised()) return { reason: 'ring not initialised here' };
     const mine = intersectCidrs(this.owned, subnet);
-    const used = this.allocator.usedIn(mine);
-    let block = largestFreeBlock(mine, used);
-    if (!block) return void reply({ ok: false, reason: 'no free space' });
-    // Halve a block that is more than half of this peer's space in the subnet. Counting the
-    // space owned (not owned less the few addresses in use) keeps Weave's seed behaviour: a
-    // lone first host with a pod or two gives the second host 10.40.0.0/13, whole.
-    const ownedHere = mine.reduce((n, c) => n + 2 ** (32 - c.prefix), 0);
-    if (block.prefix < 32 && 2 * 2 ** (32 - block.prefix) > ownedHere) block = { base: block.base + 2 ** (31 - block.prefix), prefix: block.prefix + 1 };
-    const delta = this.ring.give(this.o.self, from, block);
+    const block = donation(mine, this.allocator.usedIn(mine));
+    if (!block) return { reason: 'no free space' };
+    const delta = this.ring.give(this.c.self, from, block);
     this.refreshOwned();
-    await this.o.commit();
-    this.mesh?.gossip('ring', delta);
-    this.o.log.info({ to: from, block: formatCidr(block) }, 'gave address space');
-    reply({ ok: true, block: formatCidr(block), ring: delta });
+    await this.c.commit();
+    this.ringChannel.gossip(delta);
+    this.c.log.info({ to: from, block: formatCidr(block) }, 'gave address space');
+    return { block, ring: delta };
   }
 
-  /** Takes over the space of a peer that is gone for good (`weft rmpeer`). */
+  /** Takes over the space of a peer that is gone for good (`weft rmpeer`, a deleted Node). */
   async rmpeer(peer: string): Promise<{ addresses: number }> {
-    if (peer === this.o.self) throw new AddressInUseError('cannot rmpeer this router itself');
-    if (this.mesh?.isReachable(peer)) throw new AddressInUseError(`peer ${peer} is still reachable; stop it first`);
+    if (peer === this.c.self) throw new AddressInUseError('cannot rmpeer this router itself');
+    if (this.c.mesh.isReachable(peer)) throw new AddressInUseError(`peer ${peer} is still reachable; stop it first`);
     const size = this.ring.sizes().get(peer) ?? 0;
-    const delta = this.ring.takeOver(peer, this.o.self);
+    const delta = this.ring.takeOver(peer, this.c.self);
     this.refreshOwned();
-    await this.o.commit();
-    this.mesh?.gossip('ring', delta);
-    this.o.log.info({ peer, addresses: size }, 'took over the space of a removed peer');
+    await this.c.commit();
+    this.ringChannel.gossip(delta);
+    this.c.log.info({ peer, addresses: size }, 'took over the space of a removed peer');
     return { addresses: size };
   }
 }

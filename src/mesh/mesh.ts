@@ -1,193 +1,147 @@
 /**
- * The mesh: TCP connections between routers, gossip, topology and routes.
+ * The mesh: connections between routers, gossip channels, topology and unicast routes,
+ * composed from the parts beside this file (connection making, one connection, gossip, routes).
  *
  * Why it is this way:
  * - Connecting to one peer is enough: every peer gossips its entry (address, established
  *   connections), and each router dials every peer it learns of, so the mesh closes itself.
  * - Two routers that dial each other at once end up with two connections; both sides keep
  *   the one dialled by the peer with the smaller name, so they agree without talking.
- * - Gossip channels are versioned maps (crdt.ts). A change is sent as a delta, batched for a
- *   few milliseconds; a peer passes on what was new to it, so state floods a partially
- *   connected mesh too. New connections get the full state, and all of it is re-sent
- *   periodically to heal anything lost.
- * - Unicast messages follow the shortest path over established connections that both ends
- *   report (symmetric edges), hop by hop.
+ * - Only connections that finished their handshake count against the connection limit;
+ *   pending ones are few (oldest evicted first, a few per remote host) and short-lived (the
+ *   handshake deadline), so idle or slow connections cannot keep a real peer out.
+ * - Unicast messages follow the shortest path over symmetric edges, hop by hop.
  */
-import { EventEmitter } from 'node:events';
-import { createServer, connect, type Server, type Socket } from 'node:net';
-import { combine, VersionedMap, type MapData } from '../common/crdt';
-import { encodeFrame, FrameError, FrameReader } from './frame';
-import { byeSchema, helloSchema, messageSchema, PROTOCOL, PROTOCOL_MAX, PROTOCOL_MIN, type Hello } from './protocol';
+import type { MapData } from '../common/crdt';
+import { TypedEmitter } from '../common/events';
+import type { Startable } from '../common/lifecycle';
 import type { Logger } from '../common/log';
+import { Connection, kindOf, type ConnectionHandler, type SelfIdentity } from './connection';
+import { ConnectionMaker, GOSSIP_SOURCE, type TargetView } from './connection-maker';
+import { encodeFrame } from './frame';
+import { Gossip, type ChannelHandle, type GossipFrame, type Gossiper } from './gossip';
+import type { PeerTargets } from './peer-source';
+import type { Hello, Message } from './protocol';
+import type { RouteTable } from './routes';
+import { Topology, type PeerMeta, type PeerView } from './topology';
+import { tcpTransport, type MeshTransport, type TransportSocket } from './transport';
 
-/** A peer's own entry in the topology channel. */
-export interface PeerEntry {
-  name: string;
-  nickname: string;
-  uid: string;
-  /** ip:port others can dial, when known. */
-  addr?: string;
-  /** Peers it has established connections to. */
-  conns: string[];
-  /** Data other parts of the router publish about this peer (bridge MAC, underlay IP, ...). */
-  meta: Record<string, unknown>;
+export interface MeshComponents {
+  self: SelfIdentity;
+  log: Logger;
+  /** Counts frames and bytes for metrics. */
+  traffic?: (dir: 'in' | 'out', kind: string, bytes: number) => void;
+  transport?: MeshTransport;
 }
 
-/** A gossip channel: a CRDT the mesh spreads. */
-export interface GossipChannel {
-  readonly name: string;
-  /** The whole state, for new peers and the periodic refresh. */
-  full(): MapData<unknown>;
-  /** Merges what a peer sent; returns the delta that was new here, or undefined. */
-  merge(data: MapData<unknown>, from: string): MapData<unknown> | undefined;
-}
-
-export interface MeshOptions {
-  name: string;
-  nickname: string;
-  uid: string;
+export interface MeshInit {
   port: number;
   /** Address to listen on (default all). */
   listenAddr?: string;
-  /** ip:port this router is reached at, published to peers. */
+  /** ip:port this router is reached at, published to peers (may be set later). */
   advertise?: string;
-  targets: string[];
-  maxConnections?: number;
   /** Heartbeat interval; a connection silent for three intervals is dropped. */
-  heartbeatMs?: number;
+  heartbeatMs: number;
   /** Full-state gossip interval. */
-  refreshMs?: number;
-  /** First retry delay and its cap. */
-  retryMinMs?: number;
-  retryMaxMs?: number;
-  log: Logger;
-  /** Counts messages (by gossip channel or message type) and bytes, for metrics. */
-  onTraffic?: (dir: 'in' | 'out', kind: string, bytes: number) => void;
+  refreshMs: number;
+  retryMinMs: number;
+  retryMaxMs: number;
+  /** How long a connection may take to complete its handshake. */
+  handshakeMs: number;
+  /** Established connections at most. */
+  maxConnections: number;
+  /** Connections still in their handshake at most, and per remote host. */
+  maxPending: number;
+  maxPendingPerHost: number;
 }
 
-function kindOf(msg: unknown): string {
-  const m = msg as { t?: string; ch?: string };
-  return m.t === 'gossip' ? `gossip:${m.ch}` : (m.t ?? 'unknown');
+export interface MeshEvents {
+  /** The topology changed (any entry). */
+  topology: [];
+  /** The set of reachable peers changed. */
+  reachability: [reachable: ReadonlySet<string>];
+  /** A connection completed its handshake; `local` is this side's address on it. */
+  connection: [peer: string, local: string | undefined];
+  disconnection: [peer: string | undefined];
+  /** A peer's full state arrived. */
+  synced: [peer: string];
 }
 
-export type TargetState = 'connecting' | 'established' | 'retrying' | 'failed' | 'self';
-
-interface Target {
-  addr: string;
-  /** From the command line or `weft connect` (kept), or learnt from gossip (dropped when the peer goes). */
-  explicit: boolean;
-  state: TargetState;
-  attempts: number;
-  nextTry: number;
-  lastError?: string;
-  /** The peer found at this address last time. */
-  peer?: string;
-}
-
-export interface Conn {
-  id: number;
-  socket: Socket;
+/** A connection as status and the report see it. */
+export interface ConnectionView {
   outbound: boolean;
   remote: string;
-  target?: Target;
+  target?: string;
   established: boolean;
-  hello?: Hello;
-  lastRecv: number;
-  reader: FrameReader;
-  closed: boolean;
+  peer?: string;
+  nickname?: string;
 }
 
-const BATCH_MS = 20;
+type Unicast = Extract<Message, { t: 'msg' }>;
 
-export function splitHostPort(addr: string, defaultPort: number): { host: string; port: number } {
-  const m = /^(.*?)(?::(\d+))?$/.exec(addr)!;
-  return { host: m[1]!, port: m[2] ? Number(m[2]) : defaultPort };
-}
-
-export class Mesh extends EventEmitter {
-  readonly topology = new VersionedMap<PeerEntry>();
-  private readonly channels = new Map<string, GossipChannel>();
+export class Mesh implements Startable, PeerTargets {
+  readonly events = new TypedEmitter<MeshEvents>();
+  readonly topology: Topology;
+  private readonly gossip: Gossip;
+  private readonly topoChannel: ChannelHandle<unknown>;
+  private readonly maker: ConnectionMaker;
+  private readonly conns = new Set<Connection>();
   private readonly handlers = new Map<string, (from: string, body: unknown) => void>();
-  private readonly targets = new Map<string, Target>();
-  private readonly conns = new Set<Conn>();
-  private readonly pending = new Map<string, MapData<unknown>>();
-  private batchTimer: NodeJS.Timeout | undefined;
-  private server: Server | undefined;
-  private timers: NodeJS.Timeout[] = [];
-  private nextId = 1;
-  private routes = new Map<string, string>();
-  private reachable = new Set<string>();
+  private readonly heard = new Set<string>();
+  private readonly transport: MeshTransport;
+  private readonly timers: NodeJS.Timeout[] = [];
+  private closeServer: (() => Promise<void>) | undefined;
+  private meta: PeerMeta = {};
+  private advertise: string | undefined;
   private stopped = false;
-  private meta: Record<string, unknown> = {};
 
-  constructor(readonly o: MeshOptions) {
-    super();
-    for (const t of o.targets) this.addTarget(t, true);
-    this.channels.set('topology', {
-      name: 'topology',
-      full: () => this.topology.toData(),
-      merge: (data) => {
-        // a peer's own entry is its own to write: never take a stale copy of ours
-        const own = data[this.o.name] as { uid?: string } | undefined;
-        if (own && own.uid !== this.o.uid) delete data[this.o.name];
-        const delta = this.topology.merge(data as MapData<PeerEntry>);
-        if (delta) this.onTopologyChange();
-        return delta;
+  constructor(
+    private readonly c: MeshComponents,
+    private readonly o: MeshInit,
+  ) {
+    this.transport = c.transport ?? tcpTransport;
+    this.advertise = o.advertise;
+    this.topology = new Topology(c.self, (reach) => this.onTopology(reach));
+    this.gossip = new Gossip({ broadcast: (f) => this.broadcast(f) });
+    this.topoChannel = this.gossip.register('topology', this.topology as Gossiper<unknown>);
+    this.maker = new ConnectionMaker(
+      {
+        dial: (addr, host, port) => this.dial(addr, host, port),
+        canDial: () => this.pendingCount() < this.o.maxPending && this.establishedCount() < this.o.maxConnections,
+        connectedTo: (p) => this.connTo(p) !== undefined,
+        heardFrom: (p) => this.heard.has(p),
+        isReachable: (p) => this.topology.isReachable(p),
       },
-    });
+      { defaultPort: o.port, retryMinMs: o.retryMinMs, retryMaxMs: o.retryMaxMs },
+    );
     this.publishSelf();
   }
 
   get name(): string {
-    return this.o.name;
+    return this.c.self.name;
   }
 
-  // ---- gossip ---------------------------------------------------------------------------
+  // ---- what other parts use -------------------------------------------------------------
 
-  /** Adds a channel; its deltas go out through `gossip`. */
-  register(ch: GossipChannel): void {
-    this.channels.set(ch.name, ch);
+  /** Registers a gossip channel (once per name) and hands back its handle. */
+  channel<T>(name: string, g: Gossiper<T>): ChannelHandle<T> {
+    return this.gossip.register(name, g);
   }
 
-  /** Sends a delta of a channel to every peer (batched). */
-  gossip(channel: string, delta: MapData<unknown>): void {
-    const prev = this.pending.get(channel);
-    this.pending.set(channel, prev ? combine(prev, delta) : delta);
-    this.batchTimer ??= setTimeout(() => this.flush(), BATCH_MS);
-  }
-
-  private flush(): void {
-    this.batchTimer = undefined;
-    for (const [ch, data] of this.pending) this.broadcastFrame({ t: 'gossip', ch, data });
-    this.pending.clear();
-  }
-
-  private sendFull(c: Conn): void {
-    for (const ch of this.channels.values()) this.write(c, { t: 'gossip', ch: ch.name, data: ch.full() });
-  }
-
-  /** Publishes a value about this peer in its topology entry. */
-  setMeta(key: string, value: unknown): void {
-    if (JSON.stringify(this.meta[key]) === JSON.stringify(value)) return;
-    this.meta = { ...this.meta, [key]: value };
+  /** Publishes values about this router in its topology entry. */
+  publish(meta: Partial<PeerMeta>): void {
+    const next = { ...this.meta, ...meta };
+    if (JSON.stringify(next) === JSON.stringify(this.meta)) return;
+    this.meta = next;
     this.publishSelf();
   }
 
-  private publishSelf(): void {
-    const conns = [...this.conns].filter((c) => c.established && c.hello).map((c) => c.hello!.name);
-    const e = this.topology.set(this.o.name, {
-      name: this.o.name,
-      nickname: this.o.nickname,
-      uid: this.o.uid,
-      addr: this.o.advertise,
-      conns: [...new Set(conns)].sort(),
-      meta: this.meta,
-    });
-    this.onTopologyChange();
-    this.gossip('topology', { [this.o.name]: e });
+  /** The address peers dial this router at (known late when the underlay is learnt from a connection). */
+  setAdvertise(addr: string | undefined): void {
+    if (addr === this.advertise) return;
+    this.advertise = addr;
+    this.publishSelf();
   }
-
-  // ---- unicast --------------------------------------------------------------------------
 
   onMessage(type: string, h: (from: string, body: unknown) => void): void {
     this.handlers.set(type, h);
@@ -195,355 +149,262 @@ export class Mesh extends EventEmitter {
 
   /** Sends to one peer along the mesh; false when it is unreachable now. */
   send(to: string, type: string, body: unknown): boolean {
-    if (to === this.o.name) {
+    if (to === this.name) {
       queueMicrotask(() => this.handlers.get(type)?.(to, body));
       return true;
     }
-    return this.forward({ t: 'msg', from: this.o.name, to, type, ttl: 16, body });
+    return this.forward({ t: 'msg', from: this.name, to, type, ttl: 16, body });
   }
 
-  private forward(m: { t: 'msg'; from: string; to: string; type: string; ttl: number; body: unknown }): boolean {
-    const hop = this.routes.get(m.to);
-    const c = hop ? this.connTo(hop) : undefined;
-    if (!c || m.ttl <= 0) return false;
-    this.write(c, { ...m, ttl: m.ttl - 1 });
-    return true;
-  }
-
-  private connTo(peer: string): Conn | undefined {
-    for (const c of this.conns) if (c.established && c.hello?.name === peer) return c;
-    return undefined;
-  }
-
-  // ---- topology and routes --------------------------------------------------------------
-
-  private onTopologyChange(): void {
-    // symmetric edges only: both ends report the connection
-    const adj = new Map<string, string[]>();
-    for (const e of this.topology.values()) {
-      adj.set(
-        e.name,
-        e.conns.filter((n) => this.topology.get(n)?.conns.includes(e.name)),
-      );
-    }
-    const routes = new Map<string, string>();
-    const seen = new Set([this.o.name]);
-    const queue: [string, string | undefined][] = [[this.o.name, undefined]];
-    while (queue.length) {
-      const [n, first] = queue.shift()!;
-      for (const m of adj.get(n) ?? []) {
-        if (seen.has(m)) continue;
-        seen.add(m);
-        const hop = first ?? m;
-        routes.set(m, hop);
-        queue.push([m, hop]);
-      }
-    }
-    const before = this.reachable;
-    this.routes = routes;
-    this.reachable = seen;
-    // dial peers we learn of, as the seeds' "connect to one, join them all"
-    for (const e of this.topology.values()) {
-      if (e.name === this.o.name || !e.addr || !seen.has(e.name)) continue;
-      if (!this.connTo(e.name) && !this.targets.has(e.addr)) this.addTarget(e.addr, false);
-    }
-    const changed = before.size !== seen.size || [...seen].some((n) => !before.has(n));
-    if (changed) this.emit('reachability', seen);
-    this.emit('topology');
-  }
-
-  /** Peers reachable now (this router included). */
   isReachable(peer: string): boolean {
-    return this.reachable.has(peer);
+    return this.topology.isReachable(peer);
   }
 
-  peers(): (PeerEntry & { reachable: boolean })[] {
-    return this.topology.values().map((e) => ({ ...e, reachable: this.reachable.has(e.name) }));
+  peers(): PeerView[] {
+    return this.topology.peers();
   }
 
-  /** Forgets a peer's topology entry (after `weft rmpeer`). */
+  get routes(): RouteTable {
+    return this.topology.routes;
+  }
+
+  /** The next hop towards a peer (the peer itself when directly connected). */
+  nextHop(peer: string): string | undefined {
+    return this.topology.routes.nextHop.get(peer);
+  }
+
+  /** `host` and `host:port` as one target address. */
+  normalise(addr: string): string {
+    return this.maker.normalise(addr);
+  }
+
+  /** Drops a peer's topology entry (after `weft rmpeer`). */
   removePeer(name: string): void {
-    this.topology.delete(name);
-    this.onTopologyChange();
+    this.topology.remove(name);
   }
 
-  // ---- connections ----------------------------------------------------------------------
+  setTargets(source: string, addrs: readonly string[]): void {
+    this.closeTargets(this.maker.setTargets(source, addrs), 'no longer a target');
+  }
+
+  /** Stops dialling the addresses and drops their connections; returns those that were targets. */
+  forget(addrs: readonly string[]): string[] {
+    const done = this.maker.forget(addrs);
+    this.closeTargets(done, 'forgotten');
+    return done;
+  }
+
+  targetList(): TargetView[] {
+    return this.maker.list();
+  }
+
+  connections(): ConnectionView[] {
+    return [...this.conns].map((c) => ({ outbound: c.outbound, remote: c.remote, target: c.target, established: c.established, peer: c.hello?.name, nickname: c.hello?.nickname }));
+  }
+
+  /** See ConnectionMaker.settled: whether this router has heard from every peer it was pointed at. */
+  settled(): { settled: boolean; waitingFor: string[] } {
+    return this.maker.settled();
+  }
+
+  // ---- life -----------------------------------------------------------------------------
 
   async start(): Promise<void> {
-    const server = createServer((s) => this.accept(s));
-    this.server = server;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.o.port, this.o.listenAddr ?? '0.0.0.0', () => resolve());
-    });
-    const hb = this.o.heartbeatMs ?? 5000;
-    this.timers.push(setInterval(() => this.tick(), 250));
-    this.timers.push(setInterval(() => this.heartbeat(hb), hb));
-    this.timers.push(setInterval(() => this.conns.forEach((c) => c.established && this.sendFull(c)), this.o.refreshMs ?? 30_000));
-    for (const t of this.timers) t.unref();
+    this.closeServer = await this.transport.listen(this.o.port, this.o.listenAddr ?? '0.0.0.0', (s) => this.accept(s));
+    const every = (ms: number, f: () => void) => {
+      const t = setInterval(f, ms);
+      t.unref();
+      this.timers.push(t);
+    };
+    every(250, () => !this.stopped && this.maker.tick());
+    every(this.o.heartbeatMs, () => this.heartbeat());
+    every(this.o.refreshMs, () => this.conns.forEach((c) => c.established && this.sendFull(c)));
+    this.maker.tick();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
-    if (this.batchTimer) clearTimeout(this.batchTimer);
-    for (const c of this.conns) this.close(c, 'router stopping', false);
-    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+    this.gossip.stop();
+    for (const c of this.conns) c.close('router stopping', false);
+    await this.closeServer?.();
   }
 
-  /** Adds addresses to dial (kept until forgotten). */
-  connect(addrs: string[]): void {
-    for (const a of addrs) this.addTarget(a, true);
+  // ---- connections ----------------------------------------------------------------------
+
+  private readonly handler: ConnectionHandler = {
+    hello: (c, h) => this.onHello(c, h),
+    message: (c, m) => this.onMessageFrame(c, m),
+    closed: (c, reason, info) => this.onClosed(c, reason, info),
+  };
+
+  private establishedCount(): number {
+    let n = 0;
+    for (const c of this.conns) if (c.established) n++;
+    return n;
   }
 
-  /** Stops dialling addresses and drops their connections. */
-  forget(addrs: string[]): string[] {
-    const done: string[] = [];
-    for (const a of addrs) {
-      const key = this.normalise(a);
-      const t = this.targets.get(key);
-      if (!t) continue;
-      this.targets.delete(key);
-      done.push(key);
-      for (const c of this.conns) if (c.target === t) this.close(c, 'forgotten', true);
-    }
-    return done;
+  private pendingCount(): number {
+    let n = 0;
+    for (const c of this.conns) if (c.pending) n++;
+    return n;
   }
 
-  private normalise(addr: string): string {
-    const { host, port } = splitHostPort(addr, this.o.port);
-    return `${host}:${port}`;
+  private connTo(peer: string): Connection | undefined {
+    for (const c of this.conns) if (c.established && c.hello?.name === peer) return c;
+    return undefined;
   }
 
-  private addTarget(addr: string, explicit: boolean): void {
-    const key = this.normalise(addr);
-    const t = this.targets.get(key);
-    if (t) {
-      t.explicit ||= explicit;
-      if (explicit && (t.state === 'retrying' || t.state === 'failed')) t.nextTry = 0;
-      return;
-    }
-    this.targets.set(key, { addr: key, explicit, state: 'retrying', attempts: 0, nextTry: 0 });
-  }
-
-  /** Explicit targets and their state. */
-  targetList(): { addr: string; state: TargetState; explicit: boolean; error?: string; peer?: string }[] {
-    return [...this.targets.values()].map((t) => ({ addr: t.addr, state: t.state, explicit: t.explicit, error: t.lastError, peer: t.peer }));
-  }
-
-  connections(): Conn[] {
-    return [...this.conns];
-  }
-
-  private tick(): void {
-    if (this.stopped) return;
-    const now = Date.now();
-    for (const t of this.targets.values()) {
-      if (t.state === 'self' || t.state === 'connecting' || t.state === 'established') continue;
-      if (t.peer && this.connTo(t.peer)) {
-        t.state = 'established';
-        continue;
-      }
-      // a learnt address of a peer that went away is not worth dialling forever
-      if (!t.explicit && t.peer && !this.reachable.has(t.peer) && t.attempts > 8) {
-        this.targets.delete(t.addr);
-        continue;
-      }
-      if (t.nextTry <= now) this.dial(t);
-    }
-  }
-
-  private dial(t: Target): void {
-    const max = this.o.maxConnections ?? 200;
-    if (this.conns.size >= max) return;
-    t.state = 'connecting';
-    t.attempts++;
-    const { host, port } = splitHostPort(t.addr, this.o.port);
-    const socket = connect({ host, port });
-    socket.setNoDelay(true);
-    const c = this.track(socket, true, t.addr, t);
-    const timer = setTimeout(() => this.close(c, 'connect timeout', true), 5000);
-    socket.once('connect', () => {
-      clearTimeout(timer);
-      this.sendHello(c);
-    });
-    socket.once('close', () => clearTimeout(timer));
-  }
-
-  private accept(socket: Socket): void {
-    const max = this.o.maxConnections ?? 200;
-    socket.setNoDelay(true);
-    const c = this.track(socket, false, `${socket.remoteAddress}:${socket.remotePort}`);
-    if (this.conns.size > max) {
-      this.close(c, `connection limit ${max} reached`, true);
-      return;
-    }
-    this.sendHello(c);
-  }
-
-  private track(socket: Socket, outbound: boolean, remote: string, target?: Target): Conn {
-    const c: Conn = { id: this.nextId++, socket, outbound, remote, target, established: false, lastRecv: Date.now(), reader: new FrameReader(), closed: false };
+  private track(socket: TransportSocket, outbound: boolean, remote: string, target?: string): Connection {
+    const c = new Connection(socket, { outbound, remote, target, handshakeMs: this.o.handshakeMs, self: this.c.self, log: this.c.log, traffic: this.c.traffic }, this.handler);
     this.conns.add(c);
-    socket.on('data', (d: Buffer) => this.receive(c, d));
-    socket.on('error', (e) => this.close(c, e.message, false));
-    socket.on('close', () => this.close(c, 'closed by peer', false));
     return c;
   }
 
-  private sendHello(c: Conn): void {
-    this.write(c, { t: 'hello', proto: PROTOCOL, min: PROTOCOL_MIN, max: PROTOCOL_MAX, name: this.o.name, nickname: this.o.nickname, uid: this.o.uid });
+  private dial(addr: string, host: string, port: number): void {
+    const socket = this.transport.dial(host, port);
+    const c = this.track(socket, true, addr, addr);
+    socket.once('connect', () => c.start());
+    // the handshake deadline covers connecting too
+    const t = setTimeout(() => c.pending && c.close(`no connection within ${this.o.handshakeMs} ms`, false), this.o.handshakeMs);
+    t.unref();
   }
 
-  private write(c: Conn, msg: unknown): void {
-    if (c.closed || c.socket.destroyed) return;
-    const frame = encodeFrame(msg);
-    this.o.onTraffic?.('out', kindOf(msg), frame.length);
-    c.socket.write(frame);
-  }
-
-  private broadcastFrame(msg: unknown): void {
-    const frame = encodeFrame(msg);
-    for (const c of this.conns) {
-      if (!c.established || c.closed) continue;
-      this.o.onTraffic?.('out', kindOf(msg), frame.length);
-      c.socket.write(frame);
-    }
-  }
-
-  private receive(c: Conn, chunk: Buffer): void {
-    c.lastRecv = Date.now();
-    this.o.onTraffic?.('in', 'bytes', chunk.length);
-    try {
-      for (const raw of c.reader.push(chunk)) {
-        if (c.closed) return;
-        this.o.onTraffic?.('in', kindOf(raw), 0);
-        if (!c.hello) {
-          const bye = byeSchema.safeParse(raw);
-          // refused before the handshake (connection limit, name clash): keep the reason
-          if (bye.success) this.fail(c, `refused by ${c.remote}: ${bye.data.reason}`, true);
-          else this.onHello(c, raw);
-          continue;
-        }
-        const parsed = messageSchema.safeParse(raw);
-        if (!parsed.success) throw new FrameError(`malformed ${String(raw.t)} message`);
-        const m = parsed.data;
-        switch (m.t) {
-          case 'hb':
-            break;
-          case 'bye':
-            this.o.log.info({ peer: c.hello.name, reason: m.reason }, 'peer closed the connection');
-            break;
-          case 'gossip': {
-            const ch = this.channels.get(m.ch);
-            if (!ch) break;
-            const delta = ch.merge(m.data as MapData<unknown>, c.hello.name);
-            if (delta) this.gossip(m.ch, delta);
-            break;
-          }
-          case 'msg':
-            if (m.to === this.o.name) this.handlers.get(m.type)?.(m.from, m.body);
-            else this.forward(m);
-            break;
-          case 'hello':
-            throw new FrameError('second hello');
-        }
-      }
-    } catch (e) {
-      const why = e instanceof FrameError ? `protocol error: ${e.message}` : `error handling a message: ${(e as Error).message}`;
-      this.o.log.warn({ remote: c.remote, peer: c.hello?.name, err: why }, 'dropping connection');
-      this.close(c, why, true);
-    }
-  }
-
-  private onHello(c: Conn, raw: Record<string, unknown>): void {
-    const p = helloSchema.safeParse(raw);
-    if (!p.success || p.data.proto !== PROTOCOL) throw new FrameError('not a weft peer (bad hello)');
-    const h = p.data;
-    if (h.max < PROTOCOL_MIN || h.min > PROTOCOL_MAX) {
-      this.fail(c, `protocol versions ${h.min}..${h.max} do not overlap ours ${PROTOCOL_MIN}..${PROTOCOL_MAX}`, false);
+  private accept(socket: TransportSocket): void {
+    const host = socket.remoteAddress ?? '?';
+    const c = this.track(socket, false, `${host}:${socket.remotePort ?? 0}`);
+    const pendingFromHost = [...this.conns].filter((o) => o.pending && !o.outbound && o.remote.startsWith(`${host}:`));
+    if (pendingFromHost.length > this.o.maxPendingPerHost) {
+      c.close(`too many connections from ${host} still in their handshake`, true);
       return;
     }
-    if (h.name === this.o.name) {
-      if (h.uid === this.o.uid) {
-        if (c.target) c.target.state = 'self';
-        this.o.log.info({ remote: c.remote }, 'address is this router itself; not dialling it again');
-        this.close(c, 'connection to self', false, true);
+    if (this.pendingCount() > this.o.maxPending) {
+      // the oldest one has had the longest to say hello: make room by dropping it
+      const oldest = [...this.conns].filter((o) => o.pending && !o.outbound && o !== c).sort((a, b) => a.openedAt - b.openedAt)[0];
+      oldest?.close('too many connections in their handshake', true);
+    }
+    c.start();
+  }
+
+  private onHello(c: Connection, h: Hello): void {
+    if (c.target) this.maker.identified(c.target, h.name);
+    if (h.name === this.name) {
+      if (h.uid === this.c.self.uid) {
+        if (c.target) this.maker.isSelf(c.target);
+        else c.sendHello(); // so the dialling side, this router too, learns it reached itself
+        this.c.log.info({ remote: c.remote }, 'address is this router itself; not dialling it again');
+        c.close('connection to self', false);
       } else {
-        this.o.log.error({ remote: c.remote, name: h.name }, 'peer name collision: another router uses this router\'s name');
-        this.fail(c, `peer name collision: ${h.name} is this router's name too`, true);
+        this.c.log.error({ remote: c.remote, name: h.name }, "peer name collision: another router uses this router's name");
+        c.close(`peer name collision: ${h.name} is this router's name too`, true);
       }
       return;
     }
-    c.hello = h;
-    if (c.target) c.target.peer = h.name;
-    const existing = [...this.conns].find((o) => o !== c && o.established && o.hello?.name === h.name);
+    const existing = this.connTo(h.name);
     if (existing) {
       // keep the connection dialled by the peer with the smaller name; both sides pick the same one
-      const dialler = (x: Conn) => (x.outbound ? this.o.name : x.hello!.name);
+      const dialler = (x: Connection) => (x.outbound ? this.name : x.hello!.name);
       const keepNew = dialler(c) < dialler(existing) || (dialler(c) === dialler(existing) && existing.hello!.uid !== h.uid);
-      const loser = keepNew ? existing : c;
-      this.o.log.debug({ peer: h.name, kept: keepNew ? c.id : existing.id }, 'duplicate connection resolved');
-      if (loser.target) loser.target.state = 'established';
-      this.close(loser, 'duplicate connection', false, true);
-      if (!keepNew) return;
+      this.c.log.debug({ peer: h.name, kept: keepNew ? c.id : existing.id }, 'duplicate connection resolved');
+      if (!keepNew) {
+        c.sendHello(); // the far end applies the same rule once it knows who we are
+        return c.close('duplicate connection', false);
+      }
+      existing.close('duplicate connection', false);
     }
-    c.established = true;
-    if (c.target) {
-      c.target.state = 'established';
-      c.target.attempts = 0;
-      c.target.lastError = undefined;
+    if (this.establishedCount() >= this.o.maxConnections) {
+      c.close(`connection limit ${this.o.maxConnections} reached`, true);
+      return;
     }
-    this.o.log.info({ peer: h.name, nickname: h.nickname, remote: c.remote, outbound: c.outbound }, 'connection established');
+    c.establish();
+    if (c.target) this.maker.established(c.target, h.name);
+    this.c.log.info({ peer: h.name, nickname: h.nickname, remote: c.remote, outbound: c.outbound }, 'connection established');
     this.sendFull(c);
     this.publishSelf();
-    this.emit('connection', h.name);
+    this.events.emit('connection', h.name, c.localAddress);
   }
 
-  private fail(c: Conn, reason: string, retry: boolean): void {
-    if (c.target) c.target.lastError = reason;
-    this.close(c, reason, retry);
+  private sendFull(c: Connection): void {
+    for (const f of this.gossip.fullFrames()) c.write(f);
+    c.write({ t: 'sync' });
   }
 
-  private close(c: Conn, reason: string, retry: boolean, quiet = false): void {
-    if (c.closed) return;
-    c.closed = true;
-    if (!c.socket.destroyed) {
-      try {
-        if (c.hello || retry) c.socket.write(encodeFrame({ t: 'bye', reason }));
-      } catch {
-        /* closing anyway */
-      }
-      c.socket.end();
-      setTimeout(() => c.socket.destroy(), 200).unref();
+  private onMessageFrame(c: Connection, m: Message): void {
+    switch (m.t) {
+      case 'gossip':
+        this.gossip.receive(m.ch, m.data as MapData<unknown>, c.hello!.name);
+        break;
+      case 'msg':
+        if (m.to === this.name) this.handlers.get(m.type)?.(m.from, m.body);
+        else this.forward(m);
+        break;
+      case 'sync':
+        this.heard.add(c.hello!.name);
+        this.events.emit('synced', c.hello!.name);
+        break;
+      case 'bye':
+        this.c.log.info({ peer: c.hello?.name, reason: m.reason }, 'peer closed the connection');
+        break;
     }
+  }
+
+  private onClosed(c: Connection, reason: string, info: { wasEstablished: boolean; refused: boolean }): void {
     this.conns.delete(c);
-    const t = c.target;
-    if (t && t.state !== 'self' && !(t.state === 'established' && t.peer && this.connTo(t.peer))) {
-      if (!quiet) t.lastError = reason;
-      if (this.targets.has(t.addr)) this.schedule(t);
-    }
-    if (c.established) {
-      c.established = false;
-      this.o.log.info({ peer: c.hello?.name, remote: c.remote, reason }, 'connection closed');
+    const quiet = reason === 'duplicate connection' || reason === 'connection to self';
+    if (c.target) this.maker.closed(c.target, reason, quiet);
+    if (info.wasEstablished) {
+      this.c.log.info({ peer: c.hello?.name, remote: c.remote, reason }, 'connection closed');
       if (!this.stopped) this.publishSelf();
-      this.emit('disconnection', c.hello?.name);
+      this.events.emit('disconnection', c.hello?.name);
     }
   }
 
-  private schedule(t: Target): void {
-    const min = this.o.retryMinMs ?? 1000;
-    const max = this.o.retryMaxMs ?? 360_000;
-    const base = Math.min(max, min * 1.5 ** Math.max(0, t.attempts - 1));
-    const jitter = 0.75 + Math.random() * 0.5;
-    t.nextTry = Date.now() + base * jitter;
-    t.state = 'retrying';
+  private closeTargets(addrs: readonly string[], why: string): void {
+    if (addrs.length === 0) return;
+    for (const c of this.conns) if (c.target && addrs.includes(c.target)) c.close(why, true);
   }
 
-  private heartbeat(hb: number): void {
+  private heartbeat(): void {
     const now = Date.now();
     for (const c of this.conns) {
-      if (now - c.lastRecv > 3 * hb) this.close(c, `no heartbeat for ${Math.round((now - c.lastRecv) / 1000)} s`, true);
-      else if (c.hello) this.write(c, { t: 'hb' });
+      if (!c.established) continue;
+      if (now - c.lastRecv > 3 * this.o.heartbeatMs) c.close(`no heartbeat for ${Math.round((now - c.lastRecv) / 1000)} s`, true);
+      else c.write({ t: 'hb' });
     }
   }
+
+  // ---- gossip and unicast ---------------------------------------------------------------
+
+  private broadcast(f: GossipFrame): void {
+    const frame = encodeFrame(f);
+    const kind = kindOf(f);
+    for (const c of this.conns) if (c.established) c.writeEncoded(frame, kind);
+  }
+
+  private forward(m: Unicast): boolean {
+    const hop = this.topology.routes.nextHop.get(m.to);
+    const c = hop ? this.connTo(hop) : undefined;
+    if (!c || m.ttl <= 0) return false;
+    c.write({ ...m, ttl: m.ttl - 1 });
+    return true;
+  }
+
+  private publishSelf(): void {
+    const conns = new Set<string>();
+    for (const c of this.conns) if (c.established && c.hello) conns.add(c.hello.name);
+    const { name, nickname, uid } = this.c.self;
+    this.topoChannel.gossip(this.topology.setSelf({ name, nickname, uid, addr: this.advertise, conns: [...conns].sort(), meta: this.meta }));
+  }
+
+  private onTopology(reachabilityChanged: boolean): void {
+    // dial peers we learn of, as the seeds' "connect to one, join them all"
+    for (const e of this.topology.peers()) {
+      if (e.name === this.name || !e.addr || !e.reachable) continue;
+      if (!this.connTo(e.name) && !this.maker.has(e.addr)) this.maker.learn(e.addr);
+    }
+    if (reachabilityChanged) this.events.emit('reachability', this.topology.routes.reachable);
+    this.events.emit('topology');
+  }
 }
+
+export { GOSSIP_SOURCE };

@@ -21,13 +21,22 @@ export interface PeerSource extends Startable {
 /** The addresses given on the command line and through `weft connect` / `weft forget`. */
 export class StaticPeerSource implements PeerSource {
   readonly name = 'flags';
-  private readonly addrs: string[];
+  private readonly addrs: string[] = [];
 
+  /** `normalise` makes `host` and `host:6783` one address (the mesh's own rule). */
   constructor(
-    private readonly c: { targets: PeerTargets },
+    private readonly c: { targets: PeerTargets; normalise?: (addr: string) => string },
     initial: readonly string[],
   ) {
-    this.addrs = [...initial];
+    for (const a of initial) this.push(a);
+  }
+
+  private key(a: string): string {
+    return this.c.normalise?.(a) ?? a;
+  }
+
+  private push(a: string): void {
+    if (!this.addrs.includes(this.key(a))) this.addrs.push(this.key(a));
   }
 
   async start(): Promise<void> {
@@ -38,13 +47,13 @@ export class StaticPeerSource implements PeerSource {
 
   /** `weft connect`: adds addresses (kept until forgotten). */
   add(addrs: readonly string[]): void {
-    for (const a of addrs) if (!this.addrs.includes(a)) this.addrs.push(a);
+    for (const a of addrs) this.push(a);
     this.c.targets.setTargets(this.name, this.addrs);
   }
 
   /** `weft forget`: removes addresses; returns the ones that were there. */
   remove(addrs: readonly string[]): string[] {
-    const gone = addrs.filter((a) => this.addrs.includes(a));
+    const gone = addrs.map((a) => this.key(a)).filter((a) => this.addrs.includes(a));
     for (const a of gone) this.addrs.splice(this.addrs.indexOf(a), 1);
     this.c.targets.setTargets(this.name, this.addrs);
     return gone;

@@ -41,8 +41,11 @@ export const unicastSchema = z.object({
 
 export const heartbeatSchema = z.object({ t: z.literal('hb') });
 
+/** Sent once after the full state that follows the handshake: the peer now knows what we know. */
+export const syncSchema = z.object({ t: z.literal('sync') });
+
 /** Sent before closing on purpose, so the far end logs why. */
 export const byeSchema = z.object({ t: z.literal('bye'), reason: z.string().check(z.maxLength(512)) });
 
-export const messageSchema = z.discriminatedUnion('t', [gossipSchema, unicastSchema, heartbeatSchema, byeSchema, helloSchema]);
+export const messageSchema = z.discriminatedUnion('t', [gossipSchema, unicastSchema, heartbeatSchema, syncSchema, byeSchema, helloSchema]);
 export type Message = z.infer<typeof messageSchema>;

@@ -16,12 +16,12 @@ import {
 } from '../common/api';
 import { BadRequestError, ConfigError } from '../common/errors';
 import { zodToConfigError } from '../common/netconf';
-import { formatCidr, formatIPv4, parseAddrWithPrefix, type Cidr } from '../common/ip';
+import { formatCidr, type Cidr } from '../common/ip';
 import type { Logger } from '../common/log';
-import type { HostNetwork } from '../datapath/host';
+import { addressOf, gatewayKey } from '../datapath/bridge-addrs';
 import { GATEWAY_NETWORK } from '../ipam/allocator';
 import type { IpamService } from '../ipam/service';
-import type { JsonStore } from '../ipam/store';
+import type { LinkInfo } from '../sys/link';
 import type { ApiServer } from './http';
 
 function parse<T>(schema: z.ZodMiniType<T>, body: unknown): T {
@@ -30,22 +30,23 @@ function parse<T>(schema: z.ZodMiniType<T>, body: unknown): T {
   return r.data;
 }
 
-export interface IpamDeps {
-  ipam: IpamService;
-  store: JsonStore<unknown>;
-  host: HostNetwork;
+export interface IpamApiComponents {
+  ipam: Pick<IpamService, 'allocator' | 'allocate' | 'status'>;
+  /** Persists the IPAM state; resolves once it is on disk. */
+  commit(): Promise<void>;
+  /** The bridge this router serves, created on demand. */
+  bridge: { name: string; ensure(): Promise<LinkInfo> };
+  /** The bridge's own addresses. */
+  gateways: { gatewayFor(subnet: Cidr): Promise<AllocationRecord>; ensure(cidr: string): Promise<void> };
+  /** The pod MTU (the data path's). */
   mtu: () => number;
   log: Logger;
   /** Counts requests by verb and result (for metrics). */
   observe?: (op: string, result: 'ok' | 'error', seconds: number) => void;
 }
 
-export function gatewayKey(bridge: string, subnet: Cidr): AttachmentKey {
-  return { network: GATEWAY_NETWORK, containerId: `${bridge}-${formatIPv4(subnet.base)}-${subnet.prefix}`, ifname: bridge };
-}
-
 export class IpamApi {
-  constructor(private readonly d: IpamDeps) {}
+  constructor(private readonly d: IpamApiComponents) {}
 
   register(api: ApiServer): void {
     const timed =
@@ -76,27 +77,22 @@ export class IpamApi {
   /** Commits the change or undoes it in memory, so memory never claims what disk does not. */
   private async commit(undo: () => void): Promise<void> {
     try {
-      await this.d.store.commit();
+      await this.d.commit();
     } catch (e) {
       undo();
       throw e;
     }
   }
 
-  /** The bridge's address in a subnet of the range (allocated once, then reused). */
-  async gatewayFor(bridge: string, subnet: Cidr): Promise<AllocationRecord> {
-    return this.d.ipam.allocate(gatewayKey(bridge, subnet), subnet, undefined, { bridge });
-  }
-
   async allocate(body: unknown): Promise<AllocateResponse> {
     const req = parse(allocateRequestSchema, body);
     const { allocator } = this;
-    const { host } = this.d;
-    if (req.bridge !== host.o.bridge) {
-      throw new ConfigError('bridge', `"${req.bridge}": this router serves bridge "${host.o.bridge}"`);
+    const { bridge, gateways } = this.d;
+    if (req.bridge !== bridge.name) {
+      throw new ConfigError('bridge', `"${req.bridge}": this router serves bridge "${bridge.name}"`);
     }
     const { subnet, exact } = allocator.subnetFor(req);
-    const bridgeLink = await host.ensureBridge();
+    const bridgeLink = await bridge.ensure();
     const inRange = allocator.inRange(subnet);
     const created: AttachmentKey[] = [];
     const note = (k: AttachmentKey) => {
@@ -108,24 +104,24 @@ export class IpamApi {
       // an automatic pod address comes after the gateway's, so the gateway is the subnet's first
       if (inRange && exact === undefined) {
         note(gatewayKey(req.bridge, subnet));
-        gateway = (await this.gatewayFor(req.bridge, subnet)).address;
+        gateway = (await gateways.gatewayFor(subnet)).address;
       }
       note(req);
       rec = await this.d.ipam.allocate(req, subnet, exact, { bridge: req.bridge, mac: req.mac, pod: req.pod });
       if (inRange && exact !== undefined) {
         note(gatewayKey(req.bridge, subnet));
-        gateway = (await this.gatewayFor(req.bridge, subnet)).address;
+        gateway = (await gateways.gatewayFor(subnet)).address;
       }
     } catch (e) {
       for (const k of created) allocator.release(k);
       throw e;
     }
     await this.commit(() => created.forEach((k) => allocator.release(k)));
-    if (gateway) await host.ensureGateway(gateway);
+    if (gateway) await gateways.ensure(gateway);
     this.d.log.info({ containerId: req.containerId, ifname: req.ifname, network: req.network, address: rec.address }, 'allocated');
     return {
       address: rec.address,
-      gateway: gateway ? formatIPv4(parseAddrWithPrefix(gateway)!.addr) : undefined,
+      gateway: gateway ? addressOf(gateway) : undefined,
       mtu: this.d.mtu(),
       bridge: { name: req.bridge, mac: bridgeLink.address },
     };

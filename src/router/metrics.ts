@@ -29,9 +29,23 @@ export class Metrics {
   private readonly gossipMessages: Counter<'direction' | 'kind'>;
   private readonly gossipBytes: Counter<'direction'>;
 
-  constructor(src: MetricSources) {
+  constructor() {
     const r = this.registry;
     collectDefaultMetrics({ register: r, prefix: 'weft_process_' });
+    this.requests = new Counter({ name: 'weft_plugin_requests_total', help: 'Plugin requests by CNI verb and result', labelNames: ['verb', 'result'], registers: [r] });
+    this.allocLatency = new Histogram({
+      name: 'weft_allocation_duration_seconds',
+      help: 'Time to answer an address allocation',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [r],
+    });
+    this.gossipMessages = new Counter({ name: 'weft_gossip_messages_total', help: 'Mesh messages by direction and kind (gossip:CHANNEL, msg, hb, ...)', labelNames: ['direction', 'kind'], registers: [r] });
+    this.gossipBytes = new Counter({ name: 'weft_gossip_bytes_total', help: 'Mesh bytes by direction', labelNames: ['direction'], registers: [r] });
+  }
+
+  /** The gauges, read from the parts at each scrape. */
+  gauges(src: MetricSources): void {
+    const r = this.registry;
     new Gauge({
       name: 'weft_connections',
       help: 'Mesh connections by state and encryption',
@@ -47,15 +61,6 @@ export class Metrics {
     new Gauge({ name: 'weft_max_ips', help: 'Addresses this host can still hand out from the space it owns', registers: [r], collect() { this.set(src.ips().available); } });
     new Gauge({ name: 'weft_ipam_unreachable_share', help: 'Share of the allocation range owned by unreachable peers (0..1)', registers: [r], collect() { this.set(src.unreachableShare()); } });
     new Gauge({ name: 'weft_ipam_pending_allocates', help: 'Allocations waiting for address space', registers: [r], collect() { this.set(src.pendingAllocations()); } });
-    this.requests = new Counter({ name: 'weft_plugin_requests_total', help: 'Plugin requests by CNI verb and result', labelNames: ['verb', 'result'], registers: [r] });
-    this.allocLatency = new Histogram({
-      name: 'weft_allocation_duration_seconds',
-      help: 'Time to answer an address allocation',
-      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-      registers: [r],
-    });
-    this.gossipMessages = new Counter({ name: 'weft_gossip_messages_total', help: 'Mesh messages by direction and kind (gossip:CHANNEL, msg, hb, ...)', labelNames: ['direction', 'kind'], registers: [r] });
-    this.gossipBytes = new Counter({ name: 'weft_gossip_bytes_total', help: 'Mesh bytes by direction', labelNames: ['direction'], registers: [r] });
   }
 
   /** Records one plugin request served by the API. */

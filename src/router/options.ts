@@ -1,10 +1,74 @@
-/** `weft router` options, validated with zod; flag names are part of the contract (DESIGN.md). */
+/**
+ * `weft router`'s options, and every timing knob, parsed and validated in one place.
+ *
+ * Every flag also reads a `WEFT_*` variable (`--ipalloc-range` from `WEFT_IPALLOC_RANGE`), so a
+ * DaemonSet's ConfigMap can set any of them; a flag given on the command line wins. The flag
+ * names are part of the contract (DESIGN.md). Timing knobs are variables only (tests shorten
+ * them); a bad value is an error naming the variable, never a silent default.
+ */
 import * as z from 'zod/mini';
-import { DEFAULT_BRIDGE, DEFAULT_SOCKET, IFNAME_RE } from '../common/netconf';
+import { ConfigError } from '../common/errors';
+import { containsCidr, isMac, parseCidr, type Cidr } from '../common/ip';
+import { LEVELS, isLevel, type Level } from '../common/log';
+import { DEFAULT_BRIDGE, DEFAULT_SOCKET, IFNAME_RE, zodToConfigError } from '../common/netconf';
 import { DEFAULT_STATE_DIR } from '../common/spool';
-import { LEVELS, type Level } from '../common/log';
+import type { IpamInit } from '../ipam/service';
 
-export const routerOptionsSchema = z.object({
+type Kind = 'string' | 'int' | 'bool' | 'list';
+
+interface FlagSpec {
+  kind: Kind;
+  help: string;
+  /** Shown in the help; the parsed default lives in DEFAULTS. */
+  arg?: string;
+}
+
+/** The flags, in help order. The key is the flag without its dashes. */
+export const FLAGS = {
+  peers: { kind: 'list', arg: 'a,b', help: 'peers to connect to (same as PEER arguments)' },
+  name: { kind: 'string', arg: 'MAC', help: 'peer name (default: chosen once, kept in the state dir)' },
+  nickname: { kind: 'string', arg: 'NAME', help: 'nickname shown in status (default: host name)' },
+  'state-dir': { kind: 'string', arg: 'DIR', help: `persistent state (default ${DEFAULT_STATE_DIR})` },
+  socket: { kind: 'string', arg: 'PATH', help: `API socket, mode 0600 (default ${DEFAULT_SOCKET})` },
+  'ipalloc-range': { kind: 'string', arg: 'CIDR', help: 'pod address range (default 10.32.0.0/12)' },
+  'ipalloc-default-subnet': { kind: 'string', arg: 'CIDR', help: 'default subnet inside the range (default: the range)' },
+  'ipalloc-init': { kind: 'string', arg: 'MODE', help: 'consensus=N | seed=A,B | observer (default consensus over the peers given + 1)' },
+  port: { kind: 'int', arg: 'N', help: 'mesh TCP port (default 6783)' },
+  bridge: { kind: 'string', arg: 'NAME', help: `bridge for the pods (default ${DEFAULT_BRIDGE})` },
+  mtu: { kind: 'int', arg: 'N', help: 'pod MTU (default: underlay MTU less the encapsulation)' },
+  'password-file': { kind: 'string', arg: 'F', help: 'encrypt peer traffic (or the password itself in WEFT_PASSWORD)' },
+  'metrics-addr': { kind: 'string', arg: 'HOST:PORT', help: 'metrics and health (default 127.0.0.1:6782)' },
+  'advertise-addr': { kind: 'string', arg: 'IP', help: 'address peers reach this host at (its interface is the underlay)' },
+  iface: { kind: 'string', arg: 'NAME|REGEX', help: 'underlay interface, by name or regular expression' },
+  'iface-can-reach': { kind: 'string', arg: 'IP', help: 'underlay: the interface of the route to IP' },
+  'conn-limit': { kind: 'int', arg: 'N', help: 'established mesh connections at most (default 200)' },
+  'no-masq': { kind: 'bool', help: 'do not masquerade pod egress' },
+  'log-level': { kind: 'string', arg: 'LEVEL', help: 'trace|debug|info|warn|error (default info)' },
+  'log-file': { kind: 'string', arg: 'F', help: 'log to a file instead of stderr' },
+} as const satisfies Record<string, FlagSpec>;
+
+export type FlagName = keyof typeof FLAGS;
+
+/** `--ipalloc-range` -> `WEFT_IPALLOC_RANGE`. */
+export const envName = (flag: string): string => `WEFT_${flag.replace(/-/g, '_').toUpperCase()}`;
+
+/** Timing knobs: variable, default (ms). */
+export const TIMINGS = {
+  heartbeatMs: ['WEFT_HEARTBEAT_MS', 5000],
+  refreshMs: ['WEFT_REFRESH_MS', 30_000],
+  retryMinMs: ['WEFT_RETRY_MIN_MS', 1000],
+  retryMaxMs: ['WEFT_RETRY_MAX_MS', 360_000],
+  handshakeMs: ['WEFT_HANDSHAKE_MS', 5000],
+  spaceTimeoutMs: ['WEFT_SPACE_TIMEOUT_MS', 10_000],
+  programMs: ['WEFT_PROGRAM_MS', 5000],
+  probeMs: ['WEFT_PROBE_MS', 10_000],
+  peerGraceMs: ['WEFT_PEER_GRACE_MS', 60_000],
+  spoolMs: ['WEFT_SPOOL_MS', 5000],
+  underlayRetryMs: ['WEFT_UNDERLAY_RETRY_MS', 5000],
+} as const;
+export type Timings = { -readonly [K in keyof typeof TIMINGS]: number };
+
+const optionsSchema = z.object({
   peers: z.array(z.string()),
   name: z.optional(z.string()),
   nickname: z.optional(z.string()),
@@ -17,22 +81,144 @@ export const routerOptionsSchema = z.object({
   bridge: z.string().check(z.regex(IFNAME_RE, 'must be a valid interface name')),
   mtu: z.optional(z.int().check(z.minimum(576, 'must be at least 576'), z.maximum(65485, 'must be at most 65485'))),
   passwordFile: z.optional(z.string()),
-  metricsAddr: z.string(),
-  advertiseAddr: z.optional(z.string()),
+  metricsAddr: z.string().check(z.regex(/^.+:\d+$/, 'must be HOST:PORT')),
+  advertiseAddr: z.optional(z.string().check(z.regex(/^\d{1,3}(\.\d{1,3}){3}$/, 'must be an IPv4 address'))),
+  iface: z.optional(z.string()),
+  ifaceCanReach: z.optional(z.string().check(z.regex(/^\d{1,3}(\.\d{1,3}){3}$/, 'must be an IPv4 address'))),
+  connLimit: z.int().check(z.minimum(1), z.maximum(10_000)),
   masquerade: z.boolean(),
   logLevel: z.enum(LEVELS as unknown as [Level, ...Level[]]),
   logFile: z.optional(z.string()),
 });
 
-export type RouterOptions = z.infer<typeof routerOptionsSchema>;
+/** The options as given (validated). */
+export type RouterOptions = z.infer<typeof optionsSchema>;
 
-export const ROUTER_DEFAULTS = {
+/** What the router is built from: the options, parsed further, and the timings. */
+export interface RouterConfig extends RouterOptions {
+  range: Cidr;
+  defaultSubnet: Cidr;
+  init: IpamInit;
+  timings: Timings;
+}
+
+export const DEFAULTS = {
   stateDir: DEFAULT_STATE_DIR,
   socket: DEFAULT_SOCKET,
   ipallocRange: '10.32.0.0/12',
   port: 6783,
   bridge: DEFAULT_BRIDGE,
   metricsAddr: '127.0.0.1:6782',
-  masquerade: true,
+  connLimit: 200,
   logLevel: 'info' as Level,
 };
+
+const camel = (flag: string) => flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+
+function cidrOption(field: string, v: string): Cidr {
+  const c = parseCidr(v);
+  if (!c) throw new ConfigError(field, `"${v}" is not a network in CIDR notation (e.g. 10.32.0.0/12)`);
+  return c;
+}
+
+export function parseInit(v: string | undefined, peers: number): IpamInit {
+  if (v === undefined) return { mode: 'consensus', size: peers + 1 };
+  if (v === 'observer') return { mode: 'observer' };
+  let m = /^consensus(?:=(\d+))?$/.exec(v);
+  if (m) {
+    const size = m[1] ? Number(m[1]) : peers + 1;
+    if (size < 1) throw new ConfigError('--ipalloc-init', 'consensus=N needs N of at least 1');
+    return { mode: 'consensus', size };
+  }
+  m = /^seed=(.+)$/.exec(v);
+  if (m) {
+    const names = m[1]!.split(',').map((s) => s.trim().toLowerCase());
+    const bad = names.find((n) => !isMac(n));
+    if (bad) throw new ConfigError('--ipalloc-init', `seed names are peer names like 42:8e:e8:c4:52:1b; "${bad}" is not`);
+    return { mode: 'seed', names };
+  }
+  throw new ConfigError('--ipalloc-init', `"${v}" is not consensus=N, seed=NAME,... or observer`);
+}
+
+export function parseTimings(env: NodeJS.ProcessEnv): Timings {
+  const out = {} as Timings;
+  for (const [k, [name, dflt]] of Object.entries(TIMINGS) as [keyof Timings, readonly [string, number]][]) {
+    const raw = env[name];
+    if (raw === undefined || raw === '') {
+      out[k] = dflt;
+      continue;
+    }
+    if (!/^\d+$/.test(raw) || Number(raw) < 1) throw new ConfigError(name, `"${raw}" is not a positive whole number of milliseconds`);
+    out[k] = Number(raw);
+  }
+  return out;
+}
+
+/**
+ * Builds the configuration from flag values (as node:util parseArgs gives them), positional
+ * peers and the environment. Throws ConfigError naming the flag (or variable) at fault.
+ */
+export function routerConfig(values: Record<string, unknown>, positionals: readonly string[], env: NodeJS.ProcessEnv): RouterConfig {
+  const raw: Record<string, unknown> = {};
+  for (const [flag, spec] of Object.entries(FLAGS) as [FlagName, FlagSpec][]) {
+    const given = values[flag];
+    const fromEnv = env[envName(flag)];
+    const where = given !== undefined ? `--${flag}` : envName(flag);
+    let v: unknown;
+    if (given !== undefined) v = given;
+    else if (fromEnv !== undefined && fromEnv !== '') v = fromEnv;
+    if (v === undefined) continue;
+    if (spec.kind === 'int') {
+      if (!/^\d+$/.test(String(v))) throw new ConfigError(where, `"${String(v)}" is not a whole number`);
+      v = Number(v);
+    } else if (spec.kind === 'bool' && typeof v === 'string') {
+      if (!/^(1|true|yes|0|false|no)$/i.test(v)) throw new ConfigError(where, `"${v}" is not true or false`);
+      v = /^(1|true|yes)$/i.test(v);
+    } else if (spec.kind === 'list') {
+      v = String(v).split(/[\s,]+/).filter(Boolean);
+    }
+    raw[camel(flag)] = v;
+  }
+  const level = (raw.logLevel as string | undefined) ?? DEFAULTS.logLevel;
+  if (!isLevel(level)) throw new ConfigError('--log-level', `"${level}" is not one of trace, debug, info, warn, error, fatal, silent`);
+  const r = optionsSchema.safeParse({
+    ...DEFAULTS,
+    ...raw,
+    peers: [...positionals, ...((raw.peers as string[] | undefined) ?? [])],
+    masquerade: !(raw.noMasq ?? false),
+    noMasq: undefined,
+    logLevel: level,
+  });
+  if (!r.success) {
+    const e = zodToConfigError(r.error);
+    const field = e.field.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+    throw new ConfigError(field in FLAGS ? `--${field}` : field, e.message.slice(e.field.length + 2));
+  }
+  const o = r.data;
+  const range = cidrOption('--ipalloc-range', o.ipallocRange);
+  const defaultSubnet = o.ipallocDefaultSubnet ? cidrOption('--ipalloc-default-subnet', o.ipallocDefaultSubnet) : range;
+  if (!containsCidr(range, defaultSubnet)) throw new ConfigError('--ipalloc-default-subnet', `must lie inside --ipalloc-range ${o.ipallocRange}`);
+  return { ...o, range, defaultSubnet, init: parseInit(o.ipallocInit, o.peers.length), timings: parseTimings(env) };
+}
+
+/** The help of `weft router`, generated from the table. */
+export function routerHelp(): string {
+  const lines = Object.entries(FLAGS).map(([flag, s]) => {
+    const left = `  --${flag}${'arg' in s ? ` ${s.arg}` : ''}`;
+    return `${left.padEnd(30)} ${s.help}`;
+  });
+  return `Usage: weft router [PEER...] [options]
+
+Runs the router of this host: the mesh with its peers, IPAM for the pods, the bridge, the data
+path to other hosts, forwarding and masquerade rules, and the API on a unix socket for the
+weft-net plugin and the weft CLI.
+
+Options (each also read from WEFT_<NAME>, e.g. --ipalloc-range from WEFT_IPALLOC_RANGE):
+${lines.join('\n')}
+
+Examples:
+  weft router
+  weft router 192.168.1.10 --ipalloc-range 10.32.0.0/12
+  weft router --state-dir /tmp/w1 --socket /tmp/w1/weft.sock --bridge weave
+`;
+}

@@ -1,5 +1,12 @@
 /** GET /v1/report: the router's complete state, the source of `weft status`, `weft ps` and `weft report`. */
 import type { AllocationRecord } from '../common/api';
+import { formatCidr, parseAddrWithPrefix } from '../common/ip';
+import type { OverlayPeerStatus, Underlay } from '../datapath/overlay';
+import { GATEWAY_NETWORK } from '../ipam/allocator';
+import type { IpamService } from '../ipam/service';
+import type { TargetView } from '../mesh/connection-maker';
+import type { ConnectionView } from '../mesh/mesh';
+import type { PeerView } from '../mesh/topology';
 
 /** A connection to a peer as this router sees it. */
 export interface ConnectionReport {
@@ -11,8 +18,10 @@ export interface ConnectionReport {
   /** Peer name and nickname, once the handshake told them. */
   peer?: string;
   nickname?: string;
-  /** Data path to that peer: 'fastdp' (kernel VXLAN) when programmed. */
-  datapath?: 'fastdp';
+  /** Data path to that peer: 'fastdp' (kernel VXLAN) or 'sleeve' (the routers' own), once programmed. */
+  datapath?: string;
+  /** Peer name of the next hop when the data path is relayed. */
+  via?: string;
   /** Result of the last data-path health probe: true works, false failed, undefined not probed yet. */
   healthy?: boolean;
   encrypted: boolean;
@@ -56,6 +65,12 @@ export interface Report {
     socket: string;
     encryption: boolean;
     port: number;
+    /** The interface and address peers reach this host at; absent while none was found. */
+    underlay?: Underlay;
+    /** 'ok', or why there is no data path to other hosts. */
+    dataPath: string;
+    /** Where peers come from, one line each (e.g. "flags: 2 addresses"). */
+    peerSources: string[];
   };
   mesh: {
     /** Addresses this router keeps trying to connect to. */
@@ -77,5 +92,87 @@ export interface Report {
     gateways: number;
     /** Bridge gateway addresses first, then pods by address. */
     attachments: AllocationRecord[];
+  };
+}
+
+/** What the report reads, each part through what it offers. */
+export interface ReportSources {
+  version: string;
+  router: Omit<Report['router'], 'dataPath' | 'underlay' | 'mtu'>;
+  mesh: { peers(): PeerView[]; connections(): ConnectionView[]; targetList(): TargetView[]; isReachable(peer: string): boolean };
+  ipam: Pick<IpamService, 'allocator' | 'ring' | 'status' | 'freeOf'>;
+  dataPath: { podMtu: number; peerStatus(peer: string): OverlayPeerStatus | undefined };
+  underlay: { underlay?: Underlay; reason: string };
+}
+
+const addrNum = (a: string) => parseAddrWithPrefix(a)?.addr ?? 0;
+
+/** The mesh connections and the targets not connected, as `weft status connections` shows them. */
+export function connectionReports(s: Pick<ReportSources, 'mesh' | 'dataPath'>): ConnectionReport[] {
+  const nick = new Map(s.mesh.peers().map((p) => [p.name, p.nickname]));
+  const mtu = s.dataPath.podMtu;
+  const out: ConnectionReport[] = [];
+  const seen = new Set<string>();
+  for (const c of s.mesh.connections()) {
+    if (!c.established && !c.target) continue;
+    if (c.target) seen.add(c.target);
+    const dp = c.established && c.peer ? s.dataPath.peerStatus(c.peer) : undefined;
+    out.push({
+      direction: c.outbound ? 'outbound' : 'inbound',
+      address: c.target ?? c.remote,
+      state: c.established ? 'established' : 'connecting',
+      peer: c.peer,
+      nickname: c.nickname,
+      datapath: dp?.overlay,
+      via: dp?.via,
+      healthy: dp?.healthy,
+      encrypted: dp?.encrypted ?? false,
+      mtu,
+    });
+  }
+  for (const t of s.mesh.targetList()) {
+    if (seen.has(t.addr) || t.state === 'established' || t.state === 'self') continue;
+    out.push({ direction: 'outbound', address: t.addr, state: t.error ? 'failed' : t.state === 'connecting' ? 'connecting' : 'retrying', peer: t.peer, nickname: t.peer ? nick.get(t.peer) : undefined, encrypted: false, mtu, info: t.error });
+  }
+  return out;
+}
+
+export function buildReport(s: ReportSources): Report {
+  const { allocator, ring } = s.ipam;
+  const all = allocator.list();
+  const gws = all.filter((a) => a.network === GATEWAY_NETWORK);
+  const pods = all.filter((a) => a.network !== GATEWAY_NETWORK).sort((a, b) => addrNum(a.address) - addrNum(b.address));
+  const self = s.router.name;
+  const peers = s.mesh.peers();
+  const nick = (n?: string) => peers.find((p) => p.name === n)?.nickname;
+  const rangeSize = 2 ** (32 - allocator.range.prefix);
+  const st = s.ipam.status();
+  return {
+    version: s.version,
+    router: { ...s.router, mtu: s.dataPath.podMtu, underlay: s.underlay.underlay, dataPath: s.underlay.underlay ? 'ok' : `no underlay: ${s.underlay.reason}` },
+    mesh: {
+      targets: s.mesh.targetList().filter((t) => t.explicit).map((t) => t.addr),
+      connections: connectionReports(s),
+      peers: [...peers]
+        .sort((a, b) => (a.name === self ? -1 : b.name === self ? 1 : a.nickname.localeCompare(b.nickname)))
+        .map((p) => ({ name: p.name, nickname: p.nickname, uid: p.uid, connections: p.conns, reachable: p.reachable })),
+    },
+    ipam: {
+      status: st.status,
+      reason: st.reason,
+      range: formatCidr(allocator.range),
+      defaultSubnet: formatCidr(allocator.defaultSubnet),
+      free: allocator.freeCount(),
+      owners: [...ring.sizes().entries()].map(([peer, size]) => ({
+        peer,
+        nickname: nick(peer),
+        size,
+        share: size / rangeSize,
+        reachable: peer === self || s.mesh.isReachable(peer),
+        free: s.ipam.freeOf(peer),
+      })),
+      gateways: gws.length,
+      attachments: [...gws, ...pods],
+    },
   };
 }

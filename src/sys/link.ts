@@ -171,3 +171,32 @@ export async function setMaster(dev: string, bridge: string): Promise<boolean> {
   }
 }
 
+
+/** An interface with its IPv4 addresses, as underlay discovery reads them. */
+export interface Ipv4Interface {
+  ifname: string;
+  mtu: number;
+  flags: string[];
+  /** Addresses without prefix length, primary first. */
+  addrs: string[];
+}
+
+export async function listIpv4Interfaces(opts: RunOptions = {}): Promise<Ipv4Interface[]> {
+  const raw = await ipJson<{ ifname: string; mtu: number; flags: string[]; addr_info: { local: string }[] }[]>(['-4', 'addr', 'show'], opts);
+  return raw.map((l) => ({ ifname: l.ifname, mtu: l.mtu, flags: l.flags ?? [], addrs: (l.addr_info ?? []).map((a) => a.local) }));
+}
+
+/** The route the kernel would take to `ip`: device and source address; undefined when it has none. */
+export async function routeGet(ip: string, opts: RunOptions = {}): Promise<{ dev: string; src?: string } | undefined> {
+  try {
+    const r = await ipJson<{ dev?: string; prefsrc?: string }[]>(['route', 'get', ip], opts);
+    return r[0]?.dev ? { dev: r[0].dev, src: r[0].prefsrc } : undefined;
+  } catch (e) {
+    if (e instanceof SysError) return undefined; // unreachable: no route
+    throw e;
+  }
+}
+
+export async function setLinkMtu(dev: string, mtu: number, opts: RunOptions = {}): Promise<void> {
+  await ipBatch([`link set ${dev} mtu ${mtu}`], opts);
+}

@@ -138,14 +138,31 @@ export class RouterProc {
     readonly host: Netns,
     readonly extraArgs: string[] = [],
     dir?: string,
+    /** Give the host an uplink with a default route first (see ensureUplink). */
+    readonly uplink = true,
   ) {
     this.dir = dir ?? mkdtempSync(join(tmpdir(), 'weft-test-'));
     this.socket = join(this.dir, 'weft.sock');
     this.stateDir = join(this.dir, 'state');
   }
 
+  /**
+   * Gives the host namespace an uplink, as a real host has: a veth pair with both ends inside
+   * it, an address on one end and the default route through it (nothing leaves the namespace).
+   * The router finds its underlay there.
+   */
+  private ensureUplink(): void {
+    if (this.host.tryRun('ip', ['link', 'show', 'wup0']).ok) return;
+    this.host.run('ip', ['link', 'add', 'wup0', 'type', 'veth', 'peer', 'name', 'wup1']);
+    this.host.run('ip', ['addr', 'add', '192.0.2.1/24', 'dev', 'wup0']);
+    this.host.run('ip', ['link', 'set', 'wup0', 'up']);
+    this.host.run('ip', ['link', 'set', 'wup1', 'up']);
+    if (!this.host.run('ip', ['-4', 'route', 'show', 'default']).trim()) this.host.run('ip', ['route', 'add', 'default', 'dev', 'wup0']);
+  }
+
   /** Starts the router and waits (up to 10 s) until its API answers. */
   async start(): Promise<void> {
+    if (this.uplink) this.ensureUplink();
     const args = ['--', WEFT, 'router', '--state-dir', this.stateDir, '--socket', this.socket, '--log-level', 'debug', ...this.extraArgs];
     const p = spawn('nsenter', [`--net=${this.host.path}`, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...this.env } });
     this.proc = p;

@@ -1,18 +1,45 @@
 /** The mesh over loopback: no root needed. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect } from 'node:net';
-import { Mesh } from '../../src/mesh/mesh';
+import { connect, type Socket } from 'node:net';
+import { Mesh, type MeshInit } from '../../src/mesh/mesh';
+import { DuplicateChannelError } from '../../src/mesh/gossip';
 import { createLogger } from '../../src/common/log';
 import { encodeFrame } from '../../src/mesh/frame';
 
 const log = createLogger({ name: 't', level: 'silent' });
 let port = 20000 + Math.floor(Math.random() * 20000);
 
-function mk(i: number, targets: string[] = [], extra: Partial<ConstructorParameters<typeof Mesh>[0]> = {}) {
-  const p = port++;
+interface Node {
+  mesh: Mesh;
+  port: number;
+  name: string;
+  /** Replaces the flags' targets. */
+  connect(addrs: string[]): void;
+}
+
+function mk(i: number, targets: string[] = [], extra: Partial<MeshInit> = {}, uid?: string, p = port++): Node {
   const name = `02:00:00:00:00:${i.toString(16).padStart(2, '0')}`;
-  return new Mesh({ name, nickname: `h${i}`, uid: `u${i}-${p}`, port: p, listenAddr: '127.0.0.1', advertise: `127.0.0.1:${p}`, targets, log, retryMinMs: 100, retryMaxMs: 500, heartbeatMs: 300, ...extra });
+  const mesh = new Mesh(
+    { self: { name, nickname: `h${i}`, uid: uid ?? `u${i}-${p}` }, log },
+    {
+      port: p,
+      listenAddr: '127.0.0.1',
+      advertise: `127.0.0.1:${p}`,
+      retryMinMs: 100,
+      retryMaxMs: 500,
+      heartbeatMs: 300,
+      refreshMs: 30_000,
+      handshakeMs: 2000,
+      maxConnections: 200,
+      maxPending: 64,
+      maxPendingPerHost: 16,
+      ...extra,
+    },
+  );
+  const all = [...targets];
+  mesh.setTargets('flags', all);
+  return { mesh, port: p, name, connect: (addrs) => mesh.setTargets('flags', [...all, ...addrs]) };
 }
 
 async function until(f: () => boolean, ms = 8000): Promise<void> {
@@ -23,22 +50,22 @@ async function until(f: () => boolean, ms = 8000): Promise<void> {
   }
 }
 
-const established = (m: Mesh) => m.connections().filter((c) => c.established).length;
+const established = (n: Node) => n.mesh.connections().filter((c) => c.established).length;
 
 test('chained connects close into a full mesh (4 peers, 12 connection ends)', async () => {
-  const ms: Mesh[] = [];
+  const ns: Node[] = [];
   try {
-    ms.push(mk(1));
-    await ms[0]!.start();
+    ns.push(mk(1));
+    await ns[0]!.mesh.start();
     for (let i = 2; i <= 4; i++) {
-      const m = mk(i, [`127.0.0.1:${ms[ms.length - 1]!.o.port}`]);
-      ms.push(m);
-      await m.start();
+      const n = mk(i, [`127.0.0.1:${ns[ns.length - 1]!.port}`]);
+      ns.push(n);
+      await n.mesh.start();
     }
-    await until(() => ms.every((m) => established(m) === 3 && m.peers().length === 4));
-    for (const m of ms) assert.equal(new Set(m.connections().filter((c) => c.established).map((c) => c.hello!.name)).size, 3, 'no duplicate connections kept');
+    await until(() => ns.every((n) => established(n) === 3 && n.mesh.peers().length === 4));
+    for (const n of ns) assert.equal(new Set(n.mesh.connections().filter((c) => c.established).map((c) => c.peer)).size, 3, 'no duplicate connections kept');
   } finally {
-    await Promise.all(ms.map((m) => m.stop()));
+    await Promise.all(ns.map((n) => n.mesh.stop()));
   }
 });
 
@@ -46,69 +73,75 @@ test('simultaneous dials resolve to one connection, the same on both sides', asy
   const a = mk(1);
   const b = mk(2);
   try {
-    a.connect([`127.0.0.1:${b.o.port}`]);
-    b.connect([`127.0.0.1:${a.o.port}`]);
-    await a.start();
-    await b.start();
-    await until(() => established(a) === 1 && established(b) === 1);
+    await a.mesh.start();
+    await b.mesh.start();
+    a.connect([`127.0.0.1:${b.port}`]);
+    b.connect([`127.0.0.1:${a.port}`]);
+    // both sides end with the same one: the connection dialled by the smaller name (a)
+    const agreed = () => {
+      const ca = a.mesh.connections();
+      const cb = b.mesh.connections();
+      return ca.length === 1 && cb.length === 1 && ca[0]!.established && cb[0]!.established && ca[0]!.outbound && !cb[0]!.outbound;
+    };
+    await until(agreed, 5000);
     await new Promise((r) => setTimeout(r, 300));
-    assert.equal(established(a), 1);
-    assert.equal(established(b), 1);
+    assert.ok(agreed(), 'and it stays that way');
+    assert.equal(b.mesh.targetList()[0]?.state, 'established', "b's own target counts as established through a's connection");
   } finally {
-    await a.stop();
-    await b.stop();
+    await a.mesh.stop();
+    await b.mesh.stop();
   }
 });
 
 test('self-connection and name collision are refused', async () => {
   const a = mk(1);
-  const clone = new Mesh({ ...a.o, port: port++, uid: 'other', advertise: undefined, targets: [] });
+  const clone = mk(1, [], { advertise: undefined }, 'other');
   try {
-    await a.start();
-    await clone.start();
-    a.connect([`127.0.0.1:${a.o.port}`]);
-    await until(() => a.targetList().some((t) => t.state === 'self'));
-    clone.connect([`127.0.0.1:${a.o.port}`]);
-    await until(() => clone.targetList().some((t) => /collision/.test(t.error ?? '')));
+    await a.mesh.start();
+    await clone.mesh.start();
+    a.connect([`127.0.0.1:${a.port}`]);
+    await until(() => a.mesh.targetList().some((t) => t.state === 'self'));
+    clone.connect([`127.0.0.1:${a.port}`]);
+    await until(() => clone.mesh.targetList().some((t) => /collision/.test(t.error ?? '')));
     assert.equal(established(a), 0);
   } finally {
-    await a.stop();
-    await clone.stop();
+    await a.mesh.stop();
+    await clone.mesh.stop();
   }
 });
 
 test('a peer that comes back is reconnected; unicast follows the mesh', async () => {
   const a = mk(1);
-  let b = mk(2, [`127.0.0.1:${a.o.port}`]);
-  const bPort = b.o.port;
+  let b = mk(2, [`127.0.0.1:${a.port}`]);
+  const bPort = b.port;
   try {
-    await a.start();
-    await b.start();
-    await until(() => a.isReachable(b.name));
+    await a.mesh.start();
+    await b.mesh.start();
+    await until(() => a.mesh.isReachable(b.name));
     const got: unknown[] = [];
-    b.onMessage('ping', (from, body) => got.push([from, body]));
-    assert.ok(a.send(b.name, 'ping', { n: 1 }));
+    b.mesh.onMessage('ping', (from, body) => got.push([from, body]));
+    assert.ok(a.mesh.send(b.name, 'ping', { n: 1 }));
     await until(() => got.length === 1);
     assert.deepEqual(got[0], [a.name, { n: 1 }]);
-    await b.stop();
+    await b.mesh.stop();
     await until(() => established(a) === 0);
-    b = new Mesh({ ...b.o, uid: 'restarted', port: bPort, targets: [] });
+    b = mk(2, [], {}, 'restarted', bPort);
     a.connect([`127.0.0.1:${bPort}`]);
-    await b.start();
+    await b.mesh.start();
     await until(() => established(a) === 1 && established(b) === 1);
   } finally {
-    await a.stop();
-    await b.stop();
+    await a.mesh.stop();
+    await b.mesh.stop();
   }
 });
 
 test('malformed and oversized frames close that connection; the router goes on', async () => {
   const a = mk(1);
   try {
-    await a.start();
+    await a.mesh.start();
     const send = (buf: Buffer) =>
       new Promise<boolean>((resolve) => {
-        const s = connect(a.o.port, '127.0.0.1', () => s.write(buf));
+        const s = connect(a.port, '127.0.0.1', () => s.write(buf));
         s.resume();
         s.on('close', () => resolve(true));
         s.on('error', () => resolve(true));
@@ -123,12 +156,12 @@ test('malformed and oversized frames close that connection; the router goes on',
     assert.ok(await send(encodeFrame({ t: 'hello', proto: 'nope' })), 'bad hello closes');
     const junk = Buffer.concat([Buffer.from([0, 0, 0, 3]), Buffer.from('{x]')]);
     assert.ok(await send(junk), 'non-JSON closes');
-    const b = mk(2, [`127.0.0.1:${a.o.port}`]);
-    await b.start();
+    const b = mk(2, [`127.0.0.1:${a.port}`]);
+    await b.mesh.start();
     await until(() => established(a) === 1);
-    await b.stop();
+    await b.mesh.stop();
   } finally {
-    await a.stop();
+    await a.mesh.stop();
   }
 });
 
@@ -137,15 +170,91 @@ test('the connection limit refuses more peers, and the refused one is told why',
   const b = mk(2);
   const c = mk(3);
   try {
-    await a.start();
-    await b.start();
-    await c.start();
-    b.connect([`127.0.0.1:${a.o.port}`]);
+    await a.mesh.start();
+    await b.mesh.start();
+    await c.mesh.start();
+    b.connect([`127.0.0.1:${a.port}`]);
     await until(() => established(a) === 1);
-    c.connect([`127.0.0.1:${a.o.port}`]);
-    await until(() => c.targetList().some((t) => /connection limit 1 reached/.test(t.error ?? '')));
+    c.connect([`127.0.0.1:${a.port}`]);
+    await until(() => c.mesh.targetList().some((t) => /connection limit 1 reached/.test(t.error ?? '')));
     assert.equal(established(a), 1);
+    assert.equal(established(c), 0, 'the refused peer never counted the connection as established');
   } finally {
-    await Promise.all([a.stop(), b.stop(), c.stop()]);
+    await Promise.all([a.mesh.stop(), b.mesh.stop(), c.mesh.stop()]);
+  }
+});
+
+test('a connection that never completes its handshake is closed at the deadline, and told why', async () => {
+  const a = mk(1, [], { handshakeMs: 300 });
+  try {
+    await a.mesh.start();
+    const s = connect(a.port, '127.0.0.1');
+    const chunks: Buffer[] = [];
+    s.on('data', (d) => chunks.push(d));
+    const closed = await new Promise<boolean>((resolve) => {
+      s.on('close', () => resolve(true));
+      s.on('error', () => resolve(true));
+      setTimeout(() => resolve(false), 5000).unref();
+    });
+    s.destroy();
+    assert.ok(closed, 'closed by the router');
+    const text = Buffer.concat(chunks).toString();
+    assert.match(text, /no handshake within 300 ms/);
+    assert.doesNotMatch(text, /"hello"/, 'the router said nothing about itself to a silent connection');
+  } finally {
+    await a.mesh.stop();
+  }
+});
+
+test('300 idle connections do not keep a real peer out', async () => {
+  const a = mk(1, [], { handshakeMs: 60_000, maxPending: 64, maxPendingPerHost: 400 });
+  const b = mk(2);
+  const idle: Socket[] = [];
+  try {
+    await a.mesh.start();
+    await Promise.all(
+      Array.from({ length: 300 }, () => new Promise<void>((resolve) => {
+        const s = connect(a.port, '127.0.0.1', () => resolve());
+        s.on('error', () => resolve());
+        s.resume();
+        idle.push(s);
+      })),
+    );
+    await b.mesh.start();
+    b.connect([`127.0.0.1:${a.port}`]);
+    await until(() => established(a) === 1 && established(b) === 1, 10_000);
+    assert.ok(a.mesh.connections().filter((c) => !c.established).length <= 64, 'pending connections stay bounded');
+  } finally {
+    for (const s of idle) s.destroy();
+    await a.mesh.stop();
+    await b.mesh.stop();
+  }
+});
+
+test('a gossip channel is registered once; a second registration of the name is an error', () => {
+  const a = mk(1);
+  const g = { full: () => ({}), merge: () => undefined };
+  a.mesh.channel('x', g);
+  assert.throws(() => a.mesh.channel('x', g), DuplicateChannelError);
+  assert.throws(() => a.mesh.channel('topology', g), DuplicateChannelError);
+});
+
+test('settled: a router has heard from the peers it was pointed at, or they failed three dials', async () => {
+  const a = mk(1);
+  const b = mk(2, [`127.0.0.1:${a.port}`]);
+  const dead = port++;
+  const c = mk(3, [`127.0.0.1:${dead}`], { retryMinMs: 50, retryMaxMs: 100 });
+  try {
+    assert.equal(a.mesh.settled().settled, true, 'no targets: nothing to wait for');
+    assert.deepEqual(b.mesh.settled(), { settled: false, waitingFor: [`127.0.0.1:${a.port}`] });
+    await a.mesh.start();
+    await b.mesh.start();
+    await until(() => b.mesh.settled().settled);
+    await c.mesh.start();
+    assert.equal(c.mesh.settled().settled, false);
+    await until(() => c.mesh.settled().settled, 5000);
+    assert.match(c.mesh.targetList()[0]!.error ?? '', /ECONNREFUSED|refused/);
+  } finally {
+    await Promise.all([a.mesh.stop(), b.mesh.stop(), c.mesh.stop()]);
   }
 });

@@ -1,0 +1,44 @@
+/**
+ * Unicast routes from the topology alone: a pure function, tested without sockets.
+ *
+ * Why it is this way: an edge counts only when both ends report it (a half-open or one-sided
+ * connection carries nothing), and the search visits neighbours in name order, so every router
+ * computing routes from the same topology gets the same next hops.
+ */
+
+/** What routing reads of a peer's topology entry. */
+export interface RouteEntry {
+  name: string;
+  /** Peers it reports established connections to. */
+  conns: readonly string[];
+}
+
+export interface RouteTable {
+  /** Next hop towards each reachable peer (the peer itself when directly connected). */
+  nextHop: Map<string, string>;
+  /** Hops to each reachable peer, this router at 0. */
+  distance: Map<string, number>;
+  /** Peers reachable from `self`, `self` included. */
+  reachable: Set<string>;
+}
+
+/** Breadth-first search from `self` over symmetric edges. */
+export function computeRoutes(self: string, entries: Iterable<RouteEntry>): RouteTable {
+  const conns = new Map<string, Set<string>>();
+  for (const e of entries) conns.set(e.name, new Set(e.conns));
+  const neighbours = (n: string): string[] =>
+    [...(conns.get(n) ?? [])].filter((m) => m !== n && conns.get(m)?.has(n)).sort();
+  const nextHop = new Map<string, string>();
+  const distance = new Map<string, number>([[self, 0]]);
+  const queue: string[] = [self];
+  for (let i = 0; i < queue.length; i++) {
+    const n = queue[i]!;
+    for (const m of neighbours(n)) {
+      if (distance.has(m)) continue;
+      distance.set(m, distance.get(n)! + 1);
+      nextHop.set(m, n === self ? m : nextHop.get(n)!);
+      queue.push(m);
+    }
+  }
+  return { nextHop, distance, reachable: new Set(distance.keys()) };
+}

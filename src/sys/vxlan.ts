@@ -1,0 +1,53 @@
+/** Kernel VXLAN devices and their forwarding database, through iproute2's `ip` and `bridge`. */
+import { run } from './exec';
+import { getLink, type LinkInfo } from './link';
+
+export interface VxlanSpec {
+  name: string;
+  vni: number;
+  port: number;
+  /** Source address of the encapsulated packets. */
+  local: string;
+  /** Underlay device, when known. */
+  dev?: string;
+}
+
+/** One forwarding entry of a VXLAN device. */
+export interface FdbEntry {
+  mac: string;
+  dst?: string;
+}
+
+/** The operations the fast data path needs; a fake stands in for it in unit tests. */
+export interface VxlanSys {
+  getLink(name: string): Promise<LinkInfo | undefined>;
+  create(spec: VxlanSpec): Promise<void>;
+  remove(name: string): Promise<void>;
+  /** MTU, master bridge, up. */
+  attach(name: string, mtu: number, bridge: string): Promise<void>;
+  listFdb(name: string): Promise<FdbEntry[]>;
+  /** Runs `bridge -batch` lines (fdb append|replace|del ...). */
+  applyFdb(lines: readonly string[]): Promise<void>;
+}
+
+export const vxlanSys: VxlanSys = {
+  getLink: (name) => getLink(name),
+  async create(s) {
+    const args = ['link', 'add', s.name, 'type', 'vxlan', 'id', String(s.vni), 'dstport', String(s.port), 'local', s.local];
+    if (s.dev) args.push('dev', s.dev);
+    await run('ip', args);
+  },
+  async remove(name) {
+    await run('ip', ['link', 'del', name]);
+  },
+  async attach(name, mtu, bridge) {
+    await run('ip', ['link', 'set', name, 'mtu', String(mtu), 'master', bridge, 'up']);
+  },
+  async listFdb(name) {
+    const { stdout } = await run('bridge', ['-json', 'fdb', 'show', 'dev', name]);
+    return stdout.trim() ? (JSON.parse(stdout) as FdbEntry[]) : [];
+  },
+  async applyFdb(lines) {
+    if (lines.length) await run('bridge', ['-batch', '-'], { input: lines.join('\n') + '\n' });
+  },
+};
