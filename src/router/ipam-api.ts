@@ -143,7 +143,6 @@ export class IpamApi {
 
   async gc(body: unknown): Promise<GcResponse> {
     const req = parse(gcRequestSchema, body);
-    if (req.network === GATEWAY_NETWORK) throw new BadRequestError(`network name ${GATEWAY_NETWORK} is reserved`);
     const released = this.allocator.gc(req.network, req.valid);
     if (released.length) {
       await this.commit(() => released.forEach((r) => this.allocator.restore(r)));

@@ -253,3 +253,38 @@ export function cniEnv(command: string, containerId: string, netns: string, ifna
 export function netConf(socket: string, extra: Record<string, unknown> = {}, cniVersion = '1.0.0') {
   return { cniVersion, name: 'weftnet', type: 'weft-net', socket, ...extra };
 }
+
+/**
+ * Resources a suite makes, removed in reverse order by `cleanup` (call it from `after`).
+ * `track` registers anything with a `destroy()` and returns it.
+ */
+export function scope(): { track: <T extends { destroy(): unknown }>(x: T) => T; defer: (f: () => unknown) => void; cleanup: () => Promise<void> } {
+  const fs: (() => unknown)[] = [];
+  return {
+    track: (x) => {
+      fs.push(() => x.destroy());
+      return x;
+    },
+    defer: (f) => void fs.push(f),
+    cleanup: async () => {
+      for (const f of fs.splice(0).reverse()) await f();
+    },
+  };
+}
+
+/** Host namespaces on an underlay bridge (in a namespace of its own): host i at `${net}.i/24`, device eth0. */
+export function underlayHosts(tag: string, n: number, net: string, track: (x: Netns) => Netns): Netns[] {
+  const ul = track(Netns.create(`${tag}u`));
+  ul.run('ip', ['link', 'add', 'ul0', 'type', 'bridge']);
+  ul.run('ip', ['link', 'set', 'ul0', 'up']);
+  const out: Netns[] = [];
+  for (let i = 1; i <= n; i++) {
+    const h = track(Netns.create(`${tag}${i}`));
+    ul.run('ip', ['link', 'add', `p${i}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', h.path]);
+    ul.run('ip', ['link', 'set', `p${i}`, 'master', 'ul0', 'up']);
+    h.run('ip', ['addr', 'add', `${net}.${i}/24`, 'dev', 'eth0']);
+    h.run('ip', ['link', 'set', 'eth0', 'up']);
+    out.push(h);
+  }
+  return out;
+}

@@ -4,28 +4,15 @@
  */
 import { describe, test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { cni, cniEnv, netConf, Netns, RouterProc, rootSkip, until, weftCli } from '../helpers/netns';
+import { cni, cniEnv, netConf, Netns, RouterProc, rootSkip, scope, underlayHosts, until, weftCli } from '../helpers/netns';
 
 const skip = rootSkip();
 const A = '02:0a:00:00:00:01';
 const B = '02:0b:00:00:00:02';
 const FAST = { WEFT_HEARTBEAT_MS: '300', WEFT_RETRY_MIN_MS: '200', WEFT_RETRY_MAX_MS: '1000', WEFT_SPACE_TIMEOUT_MS: '1500' };
 
-/** Host namespaces on an underlay bridge (in a namespace of its own): host i at 172.31.9.i. */
 function hosts(tag: string, n: number, track: (x: Netns) => Netns): Netns[] {
-  const ul = track(Netns.create(`wi${tag}u`));
-  ul.run('ip', ['link', 'add', 'ul0', 'type', 'bridge']);
-  ul.run('ip', ['link', 'set', 'ul0', 'up']);
-  const out: Netns[] = [];
-  for (let i = 1; i <= n; i++) {
-    const h = track(Netns.create(`wi${tag}${i}`));
-    ul.run('ip', ['link', 'add', `p${i}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', h.path]);
-    ul.run('ip', ['link', 'set', `p${i}`, 'master', 'ul0', 'up']);
-    h.run('ip', ['addr', 'add', `172.31.9.${i}/24`, 'dev', 'eth0']);
-    h.run('ip', ['link', 'set', 'eth0', 'up']);
-    out.push(h);
-  }
-  return out;
+  return underlayHosts(`wi${tag}`, n, '172.31.9', track);
 }
 
 function router(ns: Netns, addr: string, args: string[]): RouterProc {
@@ -37,14 +24,8 @@ function router(ns: Netns, addr: string, args: string[]): RouterProc {
 const owners = (r: RouterProc) => Object.fromEntries(r.report().ipam.owners.map((o: any) => [o.peer, o.size]));
 
 describe('--ipalloc-init and rmpeer', { skip, concurrency: false, timeout: 120_000 }, () => {
-  const cleanup: (() => Promise<void> | void)[] = [];
-  after(async () => {
-    for (const f of cleanup.reverse()) await f();
-  });
-  const track = <T extends RouterProc | Netns>(x: T): T => {
-    cleanup.push(() => x.destroy());
-    return x;
-  };
+  const { track, cleanup } = scope();
+  after(cleanup);
 
   test('alone with consensus=3: ADD fails with code 11 within the deadline, and status says why', async () => {
     const h = track(Netns.create('wi-solo'));

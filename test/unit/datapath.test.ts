@@ -1,0 +1,186 @@
+/** The data path's logic against fakes of the sys layer: FDB planning, the VXLAN overlay, underlay discovery. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createLogger } from '../../src/common/log';
+import { ConfigError } from '../../src/common/errors';
+import { newFdbMemory, planFdb, ZERO_MAC } from '../../src/datapath/fdb';
+import { FastDp, VXLAN_DEV } from '../../src/datapath/fastdp';
+import { discoverUnderlay, UnderlayFinder, type UnderlaySys } from '../../src/datapath/underlay';
+import type { OverlayPeer, Underlay } from '../../src/datapath/overlay';
+import type { FdbEntry, VxlanSys } from '../../src/sys/vxlan';
+import type { LinkInfo } from '../../src/sys/link';
+
+const log = createLogger({ name: 't', level: 'silent' });
+const GRACE = 60_000;
+const peer = (n: number, o: Partial<OverlayPeer> = {}): OverlayPeer => ({ name: `p${n}`, ip: `172.30.0.${10 + n}`, bridgeMac: `02:00:00:00:00:0${n}`, reachable: true, ...o });
+
+/** Applies `bridge -batch` lines to a table, as the kernel would. */
+function apply(table: FdbEntry[], lines: string[]): void {
+  for (const l of lines) {
+    const [, op, mac, , , , dst] = l.split(' ');
+    if (op === 'append') table.push({ mac: mac!, dst });
+    else if (op === 'replace') {
+      const i = table.findIndex((e) => e.mac === mac);
+      if (i >= 0) table.splice(i, 1);
+      table.push({ mac: mac!, dst });
+    } else if (op === 'del') table.splice(table.findIndex((e) => e.mac === mac && e.dst === dst), 1);
+  }
+}
+
+test('FDB: reachable peers get a flooding entry and one for their bridge MAC; a second pass changes nothing', () => {
+  const mem = newFdbMemory(0);
+  const table: FdbEntry[] = [];
+  const p = planFdb(VXLAN_DEV, table, [peer(1), peer(2)], mem, 1, GRACE);
+  assert.equal(p.added, 4);
+  apply(table, p.lines);
+  assert.deepEqual(
+    table.map((e) => `${e.mac} ${e.dst}`).sort(),
+    [`${ZERO_MAC} 172.30.0.11`, `${ZERO_MAC} 172.30.0.12`, '02:00:00:00:00:01 172.30.0.11', '02:00:00:00:00:02 172.30.0.12'].sort(),
+  );
+  assert.deepEqual(planFdb(VXLAN_DEV, table, [peer(1), peer(2)], mem, 2, GRACE).lines, []);
+});
+
+test('FDB: an unreachable peer keeps its entries for the grace period, then loses them', () => {
+  const mem = newFdbMemory(0);
+  const table: FdbEntry[] = [];
+  apply(table, planFdb(VXLAN_DEV, table, [peer(1)], mem, 0, GRACE).lines);
+  assert.deepEqual(planFdb(VXLAN_DEV, table, [peer(1, { reachable: false })], mem, 1000, GRACE).lines, [], 'kept while within the grace');
+  const late = planFdb(VXLAN_DEV, table, [peer(1, { reachable: false })], mem, 1000 + GRACE + 1, GRACE);
+  assert.equal(late.removed, 2);
+  apply(table, late.lines);
+  assert.deepEqual(table, []);
+  // back again: entries return
+  assert.equal(planFdb(VXLAN_DEV, table, [peer(1)], mem, 2000 + GRACE, GRACE).added, 2);
+});
+
+test('FDB: a peer no longer listed (removed, or moved to another overlay) loses its entries at once', () => {
+  const mem = newFdbMemory(0);
+  const table: FdbEntry[] = [];
+  apply(table, planFdb(VXLAN_DEV, table, [peer(1), peer(2)], mem, 0, GRACE).lines);
+  const p = planFdb(VXLAN_DEV, table, [peer(1)], mem, 10, GRACE);
+  assert.equal(p.removed, 2);
+  apply(table, p.lines);
+  assert.ok(table.every((e) => e.dst === '172.30.0.11'));
+});
+
+test('FDB: entries found at start are adopted for the grace period (a restart drops no traffic), then cleared', () => {
+  const table: FdbEntry[] = [{ mac: ZERO_MAC, dst: '172.30.0.99' }];
+  const mem = newFdbMemory(0);
+  assert.deepEqual(planFdb(VXLAN_DEV, table, [], mem, 1000, GRACE).lines, [], 'unknown, but the grace since start is not over');
+  assert.equal(planFdb(VXLAN_DEV, table, [], mem, GRACE + 1, GRACE).removed, 1);
+});
+
+test("FDB: destinations another overlay owns are never touched", () => {
+  const table: FdbEntry[] = [{ mac: ZERO_MAC, dst: '169.254.10.2' }];
+  const mem = newFdbMemory(0);
+  assert.deepEqual(planFdb(VXLAN_DEV, table, [], mem, GRACE * 10, GRACE, (d) => !d.startsWith('169.254.')).lines, []);
+});
+
+/** A VXLAN sys fake recording calls and holding one device and its table. */
+function fakeSys(initial?: Partial<LinkInfo>) {
+  const calls: string[] = [];
+  let link: LinkInfo | undefined = initial ? ({ ifname: VXLAN_DEV, address: '', mtu: 1450, operstate: 'UP', flags: ['UP'], ...initial } as LinkInfo) : undefined;
+  const table: FdbEntry[] = [];
+  const sys: VxlanSys = {
+    getLink: async () => link,
+    create: async (s) => {
+      calls.push(`create ${s.name} local ${s.local} dev ${s.dev}`);
+      link = { ifname: s.name, address: '', mtu: 1500, operstate: 'DOWN', flags: [], linkinfo: { info_kind: 'vxlan', info_data: { id: s.vni, port: s.port, local: s.local } } } as unknown as LinkInfo;
+    },
+    remove: async (n) => {
+      calls.push(`remove ${n}`);
+      link = undefined;
+    },
+    attach: async (n, mtu, br) => {
+      calls.push(`attach ${n} mtu ${mtu} ${br}`);
+      link = { ...link!, mtu, master: br, flags: ['UP'] };
+    },
+    listFdb: async () => [...table],
+    applyFdb: async (lines) => apply(table, [...lines]),
+  };
+  return { sys, calls, table, link: () => link };
+}
+
+const underlay: Underlay = { iface: 'eth0', ip: '172.30.0.11', mtu: 9000, how: 'default route' };
+
+test('fastdp: creates the device on the underlay, attaches it to the bridge at the pod MTU, programs peers', async () => {
+  const f = fakeSys();
+  const dp = new FastDp({ bridge: 'weave', underlay, podMtu: () => 8950, prober: { probe: async () => true }, log, sys: f.sys }, { graceMs: GRACE });
+  assert.equal(dp.podMtu(underlay), 8950, 'underlay less VXLAN overhead');
+  assert.match((await dp.verify())!, /missing/);
+  await dp.start();
+  assert.deepEqual(f.calls, [`create ${VXLAN_DEV} local 172.30.0.11 dev eth0`, `attach ${VXLAN_DEV} mtu 8950 weave`]);
+  assert.equal(await dp.verify(), undefined);
+  await dp.program([peer(2)]);
+  assert.equal(f.table.length, 2);
+  assert.equal(await dp.probe(peer(2)), false, 'no gateway published: nothing to probe');
+  assert.equal(await dp.probe(peer(2, { gateway: '10.40.0.1' })), true);
+});
+
+test('fastdp: a device with other settings is recreated; one that fits is adopted as it is', async () => {
+  const stale = fakeSys({ linkinfo: { info_kind: 'vxlan', info_data: { id: 6784, port: 6784, local: '10.9.9.9' } } as LinkInfo['linkinfo'], master: 'weave' });
+  await new FastDp({ bridge: 'weave', underlay, podMtu: () => 8950, prober: { probe: async () => true }, log, sys: stale.sys }, { graceMs: GRACE }).start();
+  assert.deepEqual(stale.calls.slice(0, 2), [`remove ${VXLAN_DEV}`, `create ${VXLAN_DEV} local 172.30.0.11 dev eth0`]);
+  const fits = fakeSys({ linkinfo: { info_kind: 'vxlan', info_data: { id: 6784, port: 6784, local: '172.30.0.11' } } as LinkInfo['linkinfo'], master: 'weave' });
+  await new FastDp({ bridge: 'weave', underlay, podMtu: () => 8950, prober: { probe: async () => true }, log, sys: fits.sys }, { graceMs: GRACE }).start();
+  assert.deepEqual(fits.calls, [`attach ${VXLAN_DEV} mtu 8950 weave`]);
+});
+
+/** An underlay sys fake. */
+function usys(o: { ifaces?: { ifname: string; mtu?: number; addrs: string[] }[]; dflt?: string; routes?: Record<string, { dev: string; src?: string }>; names?: Record<string, string> } = {}): UnderlaySys {
+  return {
+    interfaces: async () => (o.ifaces ?? []).map((i) => ({ ifname: i.ifname, mtu: i.mtu ?? 1500, flags: ['UP'], addrs: i.addrs })),
+    defaultRouteDev: async () => o.dflt,
+    routeGet: async (ip) => o.routes?.[ip],
+    resolve: async (h) => (/^\d+\.\d+\.\d+\.\d+$/.test(h) ? h : o.names?.[h]),
+  };
+}
+const ifaces = [
+  { ifname: 'lo', addrs: ['127.0.0.1'], mtu: 65536 },
+  { ifname: 'eth0', addrs: ['192.168.1.5'], mtu: 1500 },
+  { ifname: 'ens7', addrs: ['10.1.0.5', '10.1.0.6'], mtu: 9000 },
+  { ifname: 'weave', addrs: ['10.32.0.1'], mtu: 1450 },
+];
+const none = () => false;
+const own = (n: string) => n === 'weave';
+
+test('underlay: each option finds its interface; the first option given wins', async () => {
+  const sys = usys({ ifaces, dflt: 'eth0', routes: { '10.1.0.200': { dev: 'ens7', src: '10.1.0.6' } } });
+  assert.deepEqual(await discoverUnderlay({ peers: [], ownDevices: own, advertiseAddr: '10.1.0.6' }, sys), { underlay: { iface: 'ens7', ip: '10.1.0.6', mtu: 9000, how: 'advertise-addr' } });
+  assert.deepEqual(await discoverUnderlay({ peers: [], ownDevices: own, iface: 'ens7' }, sys), { underlay: { iface: 'ens7', ip: '10.1.0.5', mtu: 9000, how: 'iface' } });
+  assert.deepEqual(await discoverUnderlay({ peers: [], ownDevices: own, iface: 'en.*' }, sys), { underlay: { iface: 'ens7', ip: '10.1.0.5', mtu: 9000, how: 'iface' } }, 'a regular expression over names');
+  assert.deepEqual(await discoverUnderlay({ peers: [], ownDevices: own, ifaceCanReach: '10.1.0.200' }, sys), { underlay: { iface: 'ens7', ip: '10.1.0.6', mtu: 9000, how: 'iface-can-reach' } });
+  assert.deepEqual(await discoverUnderlay({ peers: [], ownDevices: own }, sys), { underlay: { iface: 'eth0', ip: '192.168.1.5', mtu: 1500, how: 'default route' } });
+});
+
+test('underlay: without a default route, the route towards the peers (names resolved) decides', async () => {
+  const sys = usys({ ifaces, routes: { '10.1.0.9': { dev: 'ens7', src: '10.1.0.5' } }, names: { node2: '10.1.0.9' } });
+  assert.deepEqual(await discoverUnderlay({ peers: ['unknown-host', 'node2:6783'], ownDevices: own }, sys), { underlay: { iface: 'ens7', ip: '10.1.0.5', mtu: 9000, how: 'route to peers' } });
+  const d = await discoverUnderlay({ peers: ['10.9.9.9'], ownDevices: own }, sys);
+  assert.match('reason' in d ? d.reason : '', /no default route and no route to the peers \(10\.9\.9\.9\)/);
+});
+
+test('underlay: an explicit option that finds nothing is an error naming the flag; weft\'s own devices are never the underlay', async () => {
+  const sys = usys({ ifaces, dflt: 'weave' });
+  await assert.rejects(discoverUnderlay({ peers: [], ownDevices: own, advertiseAddr: '10.32.0.1' }, sys), (e) => e instanceof ConfigError && e.field === '--advertise-addr');
+  await assert.rejects(discoverUnderlay({ peers: [], ownDevices: own, iface: 'wlan.*' }, sys), (e) => e instanceof ConfigError && e.field === '--iface');
+  await assert.rejects(discoverUnderlay({ peers: [], ownDevices: own, ifaceCanReach: '8.8.8.8' }, sys), (e) => e instanceof ConfigError && e.field === '--iface-can-reach');
+  const d = await discoverUnderlay({ peers: [], ownDevices: own }, sys);
+  assert.ok('reason' in d, 'the bridge holding the default route is not an underlay');
+  void none;
+});
+
+test('underlay finder: nothing at start, then learnt from the address a peer reached this host at', async () => {
+  const sys = usys({ ifaces });
+  const f = new UnderlayFinder({ log, sys, peers: () => [] }, { ownDevices: own, retryMs: 60_000 });
+  const found: Underlay[] = [];
+  f.events.on('found', (u) => found.push(u));
+  await f.start();
+  assert.equal(f.underlay, undefined);
+  assert.match(f.reason, /no default route and no peers/);
+  await f.learn('::ffff:10.32.0.1');
+  assert.equal(f.underlay, undefined, "weft's own bridge address teaches nothing");
+  await f.learn('::ffff:10.1.0.6');
+  assert.deepEqual(found, [{ iface: 'ens7', ip: '10.1.0.6', mtu: 9000, how: 'address a peer reached' }]);
+  await f.stop();
+});

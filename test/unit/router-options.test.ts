@@ -1,0 +1,70 @@
+/** `weft router` options: flags, WEFT_* variables, timing knobs, all validated in one place. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ConfigError } from '../../src/common/errors';
+import { envName, FLAGS, parseTimings, routerHelp, TIMINGS } from '../../src/router/options';
+import { routerOptions } from '../../src/cli/router-cmd';
+
+const fieldOf = (f: () => unknown) => {
+  try {
+    f();
+  } catch (e) {
+    assert.ok(e instanceof ConfigError, String(e));
+    return e.field;
+  }
+  assert.fail('no error');
+};
+
+test('defaults: consensus over the peers given plus one, the range, the bridge, 200 connections', () => {
+  const c = routerOptions(['10.0.0.2', '--peers', '10.0.0.3,10.0.0.4'], {})!;
+  assert.deepEqual(c.peers, ['10.0.0.2', '10.0.0.3', '10.0.0.4']);
+  assert.deepEqual(c.init, { mode: 'consensus', size: 4 });
+  assert.equal(c.ipallocRange, '10.32.0.0/12');
+  assert.equal(c.bridge, 'weave');
+  assert.equal(c.connLimit, 200);
+  assert.equal(c.masquerade, true);
+  assert.equal(c.timings.handshakeMs, 5000);
+});
+
+test('every flag reads a WEFT_* variable; a flag on the command line wins', () => {
+  const env = { WEFT_IPALLOC_RANGE: '10.0.0.0/8', WEFT_PEERS: 'a b,c', WEFT_NO_MASQ: 'true', WEFT_CONN_LIMIT: '7', WEFT_IFACE: 'eth.*', WEFT_BRIDGE: 'br9' };
+  const c = routerOptions(['--bridge', 'weave2'], env)!;
+  assert.equal(c.ipallocRange, '10.0.0.0/8');
+  assert.deepEqual(c.peers, ['a', 'b', 'c']);
+  assert.equal(c.masquerade, false);
+  assert.equal(c.connLimit, 7);
+  assert.equal(c.iface, 'eth.*');
+  assert.equal(c.bridge, 'weave2', 'the flag wins over WEFT_BRIDGE');
+  for (const flag of Object.keys(FLAGS)) assert.match(envName(flag), /^WEFT_[A-Z_]+$/);
+  assert.equal(envName('iface-can-reach'), 'WEFT_IFACE_CAN_REACH');
+});
+
+test('bad values name the flag, or the variable they came from', () => {
+  assert.equal(fieldOf(() => routerOptions(['--port', 'x'], {})), '--port');
+  assert.equal(fieldOf(() => routerOptions([], { WEFT_PORT: 'x' })), 'WEFT_PORT');
+  assert.equal(fieldOf(() => routerOptions([], { WEFT_NO_MASQ: 'maybe' })), 'WEFT_NO_MASQ');
+  assert.equal(fieldOf(() => routerOptions(['--mtu', '100'], {})), '--mtu');
+  assert.equal(fieldOf(() => routerOptions(['--advertise-addr', 'host1'], {})), '--advertise-addr');
+  assert.equal(fieldOf(() => routerOptions(['--iface-can-reach', 'x'], {})), '--iface-can-reach');
+  assert.equal(fieldOf(() => routerOptions(['--ipalloc-range', '10.0.0.0/33'], {})), '--ipalloc-range');
+  assert.equal(fieldOf(() => routerOptions(['--ipalloc-default-subnet', '192.168.0.0/24'], {})), '--ipalloc-default-subnet');
+  assert.equal(fieldOf(() => routerOptions(['--ipalloc-init', 'seed=nope'], {})), '--ipalloc-init');
+  assert.equal(fieldOf(() => routerOptions(['--log-level', 'loud'], {})), '--log-level');
+});
+
+test('timing knobs: defaults, overrides, and an error naming the variable for a bad value', () => {
+  const t = parseTimings({ WEFT_HEARTBEAT_MS: '300' });
+  assert.equal(t.heartbeatMs, 300);
+  assert.equal(t.retryMaxMs, 360_000);
+  for (const [name, dflt] of Object.values(TIMINGS)) assert.ok(dflt > 0, name);
+  assert.equal(fieldOf(() => parseTimings({ WEFT_PROBE_MS: '0' })), 'WEFT_PROBE_MS');
+  assert.equal(fieldOf(() => parseTimings({ WEFT_PROGRAM_MS: '1s' })), 'WEFT_PROGRAM_MS');
+  assert.equal(routerOptions([], { WEFT_SPACE_TIMEOUT_MS: '1500' })!.timings.spaceTimeoutMs, 1500);
+});
+
+test('the help lists every flag and says where the variables are', () => {
+  const h = routerHelp();
+  for (const flag of Object.keys(FLAGS)) assert.match(h, new RegExp(`--${flag}\\b`));
+  assert.match(h, /WEFT_IPALLOC_RANGE/);
+  assert.equal(routerOptions(['--help'], {}), undefined);
+});
