@@ -1,0 +1,207 @@
+/**
+ * `npm run sim -- --peers 100,300,1000`: the mesh, gossip and ring IPAM of N routers in one
+ * process, over an in-memory network, on a virtual clock (no sockets, no namespaces).
+ *
+ * For each size: routers start within the first second, each pointed at one earlier router
+ * (`--join random`, the default) or all at the first (`--join seed`); the run ends when every
+ * router knows every peer as reachable, all hold the same IPAM ring, and each has allocated one
+ * address from space of its own. Then one more router joins the converged mesh, and what that
+ * join cost every other router is measured. Printed per size: virtual seconds and wall seconds
+ * to convergence, bytes and frames sent per router (mean and max), heap per router, and the
+ * join's cost per existing router (mean and max bytes received and sent).
+ */
+import { mock } from 'node:test';
+import { parseArgs } from 'node:util';
+import { setImmediate as realImmediate } from 'node:timers';
+import { performance } from 'node:perf_hooks';
+import { createLogger } from '../../src/common/log';
+import { parseCidr } from '../../src/common/ip';
+import { IpamService, type IpamInit } from '../../src/ipam/service';
+import { Mesh } from '../../src/mesh/mesh';
+import { MemNet } from './memnet';
+
+const log = createLogger({ name: 'sim', level: 'silent' });
+const range = parseCidr('10.32.0.0/12')!;
+
+interface Peer {
+  i: number;
+  name: string;
+  ip: string;
+  mesh: Mesh;
+  ipam: IpamService;
+  out: { bytes: number; frames: number };
+  in: { bytes: number };
+  allocated: boolean;
+}
+
+const nameOf = (i: number) => `0a:00:00:${((i >> 16) & 255).toString(16).padStart(2, '0')}:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`;
+const ipOf = (i: number) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${(i & 255) + 1}`;
+
+function makePeer(net: MemNet, i: number, targets: string[], init: IpamInit): Peer {
+  const name = nameOf(i);
+  const ip = ipOf(i);
+  const out = { bytes: 0, frames: 0 };
+  const inn = { bytes: 0 };
+  const mesh = new Mesh(
+    {
+      self: { name, nickname: `p${i}`, uid: `u${i}` },
+      log,
+      transport: net.transport(ip),
+      traffic: (dir, kind, bytes) => {
+        if (dir === 'out') {
+          out.bytes += bytes;
+          out.frames++;
+        } else inn.bytes += bytes;
+      },
+    },
+    { port: 6783, listenAddr: ip, advertise: `${ip}:6783`, heartbeatMs: 5000, refreshMs: 30_000, retryMinMs: 1000, retryMaxMs: 60_000, handshakeMs: 5000, maxConnections: 200, maxPending: 64, maxPendingPerHost: 16 },
+  );
+  mesh.setTargets('flags', targets);
+  const ipam = new IpamService(
+    {
+      self: name,
+      mesh: {
+        channel: (n, g) => mesh.channel(n, g),
+        send: (to, ty, b) => mesh.send(to, ty, b),
+        onMessage: (ty, h) => mesh.onMessage(ty, h),
+        isReachable: (p) => mesh.isReachable(p),
+        settled: () => mesh.settled(),
+        watch: (fn) => {
+          mesh.events.on('reachability', fn);
+          mesh.events.on('synced', fn);
+        },
+      },
+      log,
+      commit: async () => undefined,
+    },
+    { range, defaultSubnet: range, init, spaceTimeoutMs: 30_000 },
+  );
+  return { i, name, ip, mesh, ipam, out, in: inn, allocated: false };
+}
+
+async function startPeer(p: Peer): Promise<void> {
+  await p.mesh.start();
+  await p.ipam.start();
+  void p.ipam
+    .allocate({ network: 'sim', containerId: `c${p.i}`, ifname: 'eth0' }, range, undefined, { bridge: 'weave' })
+    .then(() => (p.allocated = true))
+    .catch(() => undefined);
+}
+
+/** Advances virtual time in steps, letting I/O and promise chains run between steps. */
+async function advance(ms: number, step = 5): Promise<void> {
+  for (let t = 0; t < ms; t += step) {
+    mock.timers.tick(step);
+    await new Promise((r) => realImmediate(r));
+    await new Promise((r) => realImmediate(r));
+  }
+}
+
+function converged(peers: Peer[]): boolean {
+  const n = peers.length;
+  const ring0 = JSON.stringify([...peers[0]!.ipam.ring.sizes()].sort());
+  return peers.every((p) => {
+    if (!p.allocated) return false;
+    const view = p.mesh.peers();
+    if (view.length !== n || view.some((v) => !v.reachable)) return false;
+    return JSON.stringify([...p.ipam.ring.sizes()].sort()) === ring0;
+  });
+}
+
+const stats = (xs: number[]) => ({ mean: xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length), max: Math.max(0, ...xs) });
+const kb = (b: number) => `${(b / 1024).toFixed(1)} KiB`;
+
+async function simulate(n: number, join: string, limitS: number): Promise<Record<string, string | number>> {
+  const net = new MemNet();
+  const peers: Peer[] = [];
+  const wall0 = performance.now();
+  global.gc?.();
+  mock.timers.enable({ apis: ['setTimeout', 'setInterval', 'Date'], now: 1_700_000_000_000 });
+  const v0 = Date.now();
+  const heap0 = process.memoryUsage().heapUsed;
+  try {
+    for (let i = 0; i < n; i++) {
+      const to = i === 0 ? [] : [`${ipOf(join === 'seed' ? 0 : Math.floor(Math.random() * i))}:6783`];
+      peers.push(makePeer(net, i, to, i === 0 ? { mode: 'consensus', size: 1 } : { mode: 'consensus', size: 2 }));
+    }
+    // start within the first second, in index order
+    for (const p of peers) {
+      await startPeer(p);
+      await advance(Math.max(1, Math.floor(1000 / n)), 1);
+    }
+    let done = converged(peers);
+    while (!done && Date.now() - v0 < limitS * 1000) {
+      await advance(250);
+      done = converged(peers);
+    }
+    const virtS = (Date.now() - v0) / 1000;
+    const wallS = Math.round((performance.now() - wall0) / 100) / 10;
+    global.gc?.();
+    const heapPer = (process.memoryUsage().heapUsed - heap0) / n;
+    const sent = stats(peers.map((p) => p.out.bytes));
+    const frames = stats(peers.map((p) => p.out.frames));
+    const conns = stats(peers.map((p) => p.mesh.connections().filter((c) => c.established).length));
+    // a join into the converged mesh: what did it cost the others?
+    let joinRow: Record<string, string | number> = {};
+    if (done) {
+      await advance(35_000); // let periodic traffic settle so the measurement window holds the join only
+      const before = peers.map((p) => ({ out: p.out.bytes, in: p.in.bytes }));
+      const baseline = await (async () => {
+        await advance(10_000);
+        return peers.map((p, k) => ({ out: p.out.bytes - before[k]!.out, in: p.in.bytes - before[k]!.in }));
+      })();
+      const mid = peers.map((p) => ({ out: p.out.bytes, in: p.in.bytes }));
+      const newcomer = makePeer(net, n, [`${ipOf(Math.floor(Math.random() * n))}:6783`], { mode: 'consensus', size: 2 });
+      await startPeer(newcomer);
+      const all = [...peers, newcomer];
+      const j0 = Date.now();
+      while (!converged(all) && Date.now() - j0 < 60_000) await advance(250);
+      const joinS = (Date.now() - j0) / 1000;
+      await advance(Math.max(0, 10_000 - (Date.now() - j0)));
+      // cost over a 10 s window, less what the same window cost without a join
+      const cost = peers.map((p, k) => ({ in: p.in.bytes - mid[k]!.in - baseline[k]!.in, out: p.out.bytes - mid[k]!.out - baseline[k]!.out }));
+      const rin = stats(cost.map((c) => Math.max(0, c.in)));
+      const rout = stats(cost.map((c) => Math.max(0, c.out)));
+      joinRow = { 'join (virtual s)': joinS, 'join: received per router mean/max': `${kb(rin.mean)} / ${kb(rin.max)}`, 'join: sent per router mean/max': `${kb(rout.mean)} / ${kb(rout.max)}` };
+      peers.push(newcomer);
+    }
+    return {
+      peers: n,
+      converged: done ? 'yes' : `no (after ${limitS} s)`,
+      'virtual s': virtS,
+      'wall s': wallS,
+      'connections per router mean/max': `${conns.mean.toFixed(1)} / ${conns.max}`,
+      'sent per router mean/max': `${kb(sent.mean)} / ${kb(sent.max)}`,
+      'frames per router mean/max': `${frames.mean.toFixed(0)} / ${frames.max}`,
+      'heap per router': kb(heapPer),
+      ...joinRow,
+    };
+  } finally {
+    for (const p of peers) {
+      await p.ipam.stop();
+      await p.mesh.stop();
+    }
+    mock.timers.reset();
+  }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { peers: { type: 'string', default: '100,300,1000' }, join: { type: 'string', default: 'random' }, limit: { type: 'string', default: '300' } } });
+  const sizes = String(values.peers).split(',').map(Number);
+  const rows: Record<string, string | number>[] = [];
+  for (const n of sizes) {
+    process.stderr.write(`simulating ${n} routers (${values.join} join)...\n`);
+    const r = await simulate(n, String(values.join), Number(values.limit));
+    rows.push(r);
+    console.log(JSON.stringify(r));
+  }
+  console.table(rows);
+}
+
+main().then(
+  () => process.exit(0),
+  (e) => {
+    console.error(e);
+    process.exit(1);
+  },
+);
