@@ -10,7 +10,8 @@
  * it there (`ring`), and a router that finds the mark starts as an observer and takes the ring
  * from its peers by gossip. Registrations alone would not do: on a first start the routers
  * come up one after another, and all but the first would then wait as observers for a
- * consensus that needs their votes.
+ * consensus that needs their votes. A mark with no other router left in the record (all were
+ * reclaimed: the ring went with them) counts as no ring.
  */
 import type { IpamInit } from '../ipam/service';
 import type { KubeObject } from './client';
@@ -27,7 +28,8 @@ export interface BootstrapDecision {
  */
 export function ipamInitFromCluster(o: { self: string; nodes: readonly KubeObject[]; record: PeerRecord }): BootstrapDecision {
   const ring = o.record.ring;
-  if (ring && ring.by !== o.self) {
+  const holders = Object.entries(o.record.peers).filter(([p, e]) => p !== o.self && e.supersededBy === undefined).length;
+  if (ring && ring.by !== o.self && holders > 0) {
     return { init: { mode: 'observer' }, reason: `the cluster has a ring (marked by ${ring.by} at ${ring.at}); joining it` };
   }
   const n = Math.max(1, o.nodes.length);

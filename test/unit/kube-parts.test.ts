@@ -222,5 +222,8 @@ test('bootstrap: consensus over the listed Nodes on a first start; observer once
   assert.deepEqual(ipamInitFromCluster({ self: 'p1', nodes: nodes.slice(0, 1), record: rec }).init, { mode: 'observer' });
   // the router that marked it (restarting with its state lost) is no late joiner
   assert.equal(ipamInitFromCluster({ self: 'p0', nodes, record: rec }).init.mode, 'consensus');
+  // a mark with nobody else left in the record: the ring is gone, start one
+  delete rec.peers.p0;
+  assert.equal(ipamInitFromCluster({ self: 'p1', nodes, record: rec }).init.mode, 'consensus');
   assert.deepEqual(ipamInitFromCluster({ self: 'p1', nodes: [], record: emptyRecord() }).init, { mode: 'consensus', size: 1 });
 });
