@@ -275,3 +275,36 @@ test('an unauthenticated request is refused when the server wants a token; the k
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('the server also listens on a unix socket; the admin client applies and deletes objects through it, TCP clients see them', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-kube-'));
+  const socket = join(dir, 'api.sock');
+  const srv = await startApiServer({ port: 0, socket });
+  try {
+    const { applyObject, deleteObject, apiRequest } = await import('../../src/kube/apiserver/admin');
+    const { nodeFor } = await import('../../src/kube/apiserver/cli');
+    const { KubeApiError } = await import('../../src/common/errors');
+    const k8s = await loadK8s();
+    await writeKubeconfig(join(dir, 'kc'), srv.url);
+    const kc = new k8s.KubeConfig();
+    kc.loadFromFile(join(dir, 'kc'));
+    const core = kc.makeApiClient(k8s.CoreV1Api);
+    const t = { socket };
+    const created = await applyObject(t, nodeFor('h1', '172.30.0.11'));
+    assert.equal((await core.readNode({ name: 'h1' })).status!.addresses![0]!.address, '172.30.0.11');
+    // applying again replaces
+    const replaced = await applyObject(t, nodeFor('h1', '172.30.0.21'));
+    assert.ok(Number(replaced.metadata.resourceVersion) > Number(created.metadata.resourceVersion));
+    assert.equal((await core.readNode({ name: 'h1' })).status!.addresses![0]!.address, '172.30.0.21');
+    const cm = { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'c', namespace: 'kube-system' }, data: { k: 'v' } };
+    await applyObject(t, cm);
+    assert.equal((await core.readNamespacedConfigMap({ namespace: 'kube-system', name: 'c' })).data!.k, 'v');
+    assert.equal(await deleteObject(t, nodeFor('h1', '')), true);
+    assert.equal(await deleteObject(t, nodeFor('h1', '')), false);
+    await assert.rejects(apiRequest(t, 'GET', '/api/v1/nodes/h1'), (err: InstanceType<typeof KubeApiError>) => err.code === 404 && /not found/.test(err.message));
+    await assert.rejects(applyObject(t, { apiVersion: 'v2', kind: 'Node', metadata: { name: 'x' } }), /not served/);
+  } finally {
+    await srv.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -18,12 +18,14 @@ the sandbox only: no authorization beyond an optional token, no persistence.
 
 Options:
   --listen HOST:PORT     address to listen on (port 0: any free one)
+  --socket PATH          also listen on this unix socket (reachable from any namespace)
   --kubeconfig-out FILE  write a kubeconfig for clients (server URL, insecure-skip-tls-verify)
   --token T              require this bearer token (also written to the kubeconfig)
   --node NAME=IP         create a Node with this InternalIP at start (repeatable)
 
 Example:
-  weft kube-apiserver --listen 172.30.0.1:6443 --kubeconfig-out /run/weft-sandbox/kubeconfig \\
+  weft kube-apiserver --listen 172.30.0.1:6443 --socket /run/weft-sandbox/api.sock \\
+    --kubeconfig-out /run/weft-sandbox/kubeconfig \\
     --node h1=172.30.0.11 --node h2=172.30.0.12
 `;
 
@@ -54,6 +56,7 @@ export function parseListen(v: string | undefined): { host: string; port: number
 export async function startFromArgs(argv: string[], io: CliIo): Promise<RunningApiServer | undefined> {
   const { values: v } = parse(argv, {
     listen: { type: 'string' },
+    socket: { type: 'string' },
     'kubeconfig-out': { type: 'string' },
     token: { type: 'string' },
     node: { type: 'string', multiple: true },
@@ -69,7 +72,7 @@ export async function startFromArgs(argv: string[], io: CliIo): Promise<RunningA
     return nodeFor(m[1]!, m[2]!);
   });
   const token = v.token as string | undefined;
-  const srv = await startApiServer({ host, port, token });
+  const srv = await startApiServer({ host, port, token, socket: v.socket as string | undefined });
   try {
     for (const n of nodes) srv.store.create(resourceByPlural('nodes')!, undefined, n);
     const out = v['kubeconfig-out'] as string | undefined;
@@ -78,7 +81,7 @@ export async function startFromArgs(argv: string[], io: CliIo): Promise<RunningA
     await srv.close();
     throw e;
   }
-  io.out(`weft kube-apiserver: listening on ${srv.url}\n`);
+  io.out(`weft kube-apiserver: listening on ${srv.url}${srv.socket ? ` and ${srv.socket}` : ''}\n`);
   return srv;
 }
 

@@ -10,7 +10,9 @@
  * (`?watch=1`) answers 200 with its headers flushed at once (the client's informer waits for
  * them), then one JSON event per line.
  */
+import { promises as fs } from 'node:fs';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { nodeHttp } from '../../common/lazy';
 import { ObjectStore, type PatchType, type Selection } from './store';
 import { ApiError, apiVersionOf, badRequest, RESOURCES, resourceByPlural, type KubeObject, type ResourceType } from './types';
@@ -22,7 +24,10 @@ export interface ApiServerOptions {
   host?: string;
   /** TCP port (default 0: any free one). */
   port?: number;
-  /** Listen on this unix socket instead of TCP (for callers with their own HTTP client). */
+  /**
+   * Also (or, without host and port, only) listen on this unix socket: the sandbox reaches the
+   * server through it from the machine's namespace (see admin.ts), routers through TCP.
+   */
   socket?: string;
   /** When set, requests must carry `Authorization: Bearer TOKEN`. */
   token?: string;
@@ -124,8 +129,10 @@ function send(res: ServerResponse, code: number, body: unknown): void {
 
 /** A running test API server. */
 export interface RunningApiServer {
-  /** http://HOST:PORT (or the socket path for a unix socket). */
+  /** http://HOST:PORT, or the socket path when it listens only on a unix socket. */
   readonly url: string;
+  /** The unix socket, when it listens on one. */
+  readonly socket?: string;
   /** The objects, to add, change and delete directly (as kubelet or an operator would). */
   readonly store: ObjectStore;
   /** Requests served so far, as `METHOD path` (no query; ` watch` appended for watches), for tests that check what a client did. */
@@ -141,13 +148,15 @@ export async function startApiServer(o: ApiServerOptions = {}): Promise<RunningA
   const store = o.store ?? new ObjectStore(o.historyLimit);
   const requests: string[] = [];
   const endWatches = new Set<() => void>();
-  const server: Server = nodeHttp().createServer((req, res) => {
+  const serve = (req: IncomingMessage, res: ServerResponse) => {
     void handle(req, res).catch((e: unknown) => {
       const err = e instanceof ApiError ? e : new ApiError(500, 'InternalError', e instanceof Error ? e.message : String(e));
       if (!res.headersSent) send(res, err.code, err.status());
       else res.end();
     });
-  });
+  };
+  const tcp = o.socket === undefined || o.host !== undefined || o.port !== undefined;
+  const servers: Server[] = [];
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://x');
@@ -218,25 +227,46 @@ export async function startApiServer(o: ApiServerOptions = {}): Promise<RunningA
     if (secs > 0) timer = setTimeout(end, secs * 1000);
   }
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    if (o.socket) server.listen(o.socket, resolve);
-    else server.listen(o.port ?? 0, o.host ?? '127.0.0.1', resolve);
-  });
-  const addr = server.address();
-  const url = typeof addr === 'string' ? addr : `http://${addr!.family === 'IPv6' ? `[${addr!.address}]` : addr!.address}:${addr!.port}`;
+  const listen = (bind: (s: Server, done: () => void) => void) =>
+    new Promise<Server>((resolve, reject) => {
+      const s = nodeHttp().createServer(serve);
+      s.once('error', reject);
+      bind(s, () => resolve(s));
+    });
+  const close = async () => {
+    for (const end of [...endWatches]) end();
+    for (const s of servers) {
+      s.closeAllConnections();
+      await new Promise<void>((resolve) => s.close(() => resolve()));
+    }
+  };
+  let url = o.socket ?? '';
+  try {
+    if (tcp) {
+      const s = await listen((x, done) => x.listen(o.port ?? 0, o.host ?? '127.0.0.1', done));
+      servers.push(s);
+      const addr = s.address() as AddressInfo;
+      url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
+    }
+    if (o.socket !== undefined) {
+      const path = o.socket;
+      await fs.rm(path, { force: true });
+      servers.push(await listen((x, done) => x.listen(path, done)));
+      await fs.chmod(path, 0o600);
+    }
+  } catch (e) {
+    await close();
+    throw e;
+  }
   return {
     url,
+    socket: o.socket,
     store,
     requests,
     dropWatches: () => {
       for (const end of [...endWatches]) end();
     },
-    close: async () => {
-      for (const end of [...endWatches]) end();
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
+    close,
   };
 }
 
