@@ -227,3 +227,36 @@ test('bootstrap: consensus over the listed Nodes on a first start; observer once
   assert.equal(ipamInitFromCluster({ self: 'p1', nodes, record: rec }).init.mode, 'consensus');
   assert.deepEqual(ipamInitFromCluster({ self: 'p1', nodes: [], record: emptyRecord() }).init, { mode: 'consensus', size: 1 });
 });
+
+test('resource watch is generic: pods of one node by field selector, policies and namespaces across the cluster', async () => {
+  await withKube(async (e) => {
+    const s = e.srv.store;
+    s.create(R('namespaces'), undefined, { metadata: { name: 'x', labels: { team: 'a' } } });
+    const pod = (ns: string, name: string, node: string) => ({ metadata: { name, namespace: ns, labels: { app: name } }, spec: { nodeName: node, containers: [{ name: 'c', image: 'i', ports: [{ name: 'http', containerPort: 80 }] }] } });
+    s.create(R('pods'), 'x', pod('x', 'a', 'h1'));
+    s.create(R('pods'), 'default', pod('default', 'b', 'h2'));
+    s.create(R('networkpolicies'), 'x', { metadata: { name: 'deny', namespace: 'x' }, spec: { podSelector: {}, policyTypes: ['Ingress'] } });
+    const c = await e.client();
+    const pods = new ResourceWatch({ client: c, log: quiet }, { resource: 'pods', fieldSelector: 'spec.nodeName=h1' });
+    const pols = new ResourceWatch({ client: c, log: quiet }, { resource: 'networkpolicies' });
+    const nss = new ResourceWatch({ client: c, log: quiet }, { resource: 'namespaces', labelSelector: 'team' });
+    const all = [pods, pols, nss];
+    for (const w of all) await w.start();
+    try {
+      for (const w of all) await w.waitSynced(10_000);
+      assert.deepEqual(pods.list().map((p) => `${p.metadata.namespace}/${p.metadata.name}`), ['x/a']);
+      // plain JSON in wire names, as a watch event would carry it
+      assert.equal((pods.get('a', 'x')!.spec as { containers: { ports: { containerPort: number }[] }[] }).containers[0]!.ports[0]!.containerPort, 80);
+      assert.equal(typeof pods.get('a', 'x')!.metadata.creationTimestamp, 'string');
+      assert.deepEqual(pols.list().map((p) => p.metadata.name), ['deny']);
+      assert.deepEqual(nss.list().map((n) => n.metadata.name), ['x']);
+      s.create(R('pods'), 'default', pod('default', 'c', 'h1'));
+      s.delete(R('networkpolicies'), 'x', 'deny');
+      await until('the new pod', () => pods.get('c', 'default'));
+      await until('the policy gone', () => pols.list().length === 0);
+      assert.equal(pods.list().length, 2);
+    } finally {
+      for (const w of all) await w.stop();
+    }
+  });
+});
