@@ -1,7 +1,8 @@
 /**
  * The test API server as the sandbox will run it: `dist/weft kube-apiserver` inside one
  * network namespace, clients in another reaching it over a veth (as sandbox hosts reach the
- * underlay namespace), through the bundled client of `dist/weft kube-check`.
+ * underlay namespace), through the bundled client of `dist/weft kube-check`; and the machine's
+ * namespace changing objects through its unix socket (as `weft sandbox` will).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,6 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Netns, rootSkip, sh, uid, WEFT } from '../helpers/netns';
 import { until } from '../helpers/kube';
+import { applyObject, deleteObject } from '../../src/kube/apiserver/admin';
+import { nodeFor } from '../../src/kube/apiserver/cli';
 
 const skip = rootSkip();
 
@@ -27,13 +30,14 @@ test('dist/weft kube-apiserver in one namespace serves clients in another; kube-
     host.run('ip', ['addr', 'add', '192.168.251.11/24', 'dev', 'eth0']);
     host.run('ip', ['link', 'set', 'eth0', 'up']);
     const kubeconfig = join(dir, 'kubeconfig');
-    child = spawn('nsenter', [`--net=${server.path}`, '--', WEFT, 'kube-apiserver', '--listen', '192.168.251.1:6443', '--kubeconfig-out', kubeconfig, '--node', 'h1=192.168.251.11', '--node', 'h2=192.168.251.12'], {
+    const socket = join(dir, 'api.sock');
+    child = spawn('nsenter', [`--net=${server.path}`, '--', WEFT, 'kube-apiserver', '--listen', '192.168.251.1:6443', '--socket', socket, '--kubeconfig-out', kubeconfig, '--node', 'h1=192.168.251.11', '--node', 'h2=192.168.251.12'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
     child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
     child.stderr!.on('data', (b: Buffer) => (out += b.toString()));
-    await until('the server to listen', () => out.includes('listening on http://192.168.251.1:6443') && existsSync(kubeconfig), 20_000);
+    await until('the server to listen', () => out.includes(`listening on http://192.168.251.1:6443 and ${socket}`) && existsSync(kubeconfig), 20_000);
     assert.equal(JSON.parse(readFileSync(kubeconfig, 'utf8')).clusters[0].cluster.server, 'http://192.168.251.1:6443');
     // from the host namespace, with the single executable's own bundled client
     const check = JSON.parse(host.run(WEFT, ['kube-check', '--kubeconfig', kubeconfig, '--node-name', 'h1', '--json'], { timeoutMs: 30_000 }));
@@ -43,6 +47,11 @@ test('dist/weft kube-apiserver in one namespace serves clients in another; kube-
       { name: 'h2', address: '192.168.251.12', self: false },
     ]);
     assert.deepEqual(check.record.peers, {});
+    // the sandbox's way in from the machine's namespace: the unix socket
+    await applyObject({ socket }, nodeFor('h3', '192.168.251.13'));
+    await deleteObject({ socket }, nodeFor('h2', ''));
+    const after = JSON.parse(host.run(WEFT, ['kube-check', '--kubeconfig', kubeconfig, '--node-name', 'h1', '--json'], { timeoutMs: 30_000 }));
+    assert.deepEqual(after.nodes.map((n: { name: string; address: string }) => `${n.name}=${n.address}`), ['h1=192.168.251.11', 'h3=192.168.251.13']);
   } finally {
     if (child?.pid && child.exitCode === null) {
       child.kill('SIGTERM');
