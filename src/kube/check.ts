@@ -9,7 +9,7 @@ import type { CliIo } from '../cli/main';
 import { KubeClient, nodeName, ownNamespace } from './client';
 import { nodeAddress } from './peers';
 import { RecordStore } from './record';
-import { quietLogger } from './quiet';
+import { createLogger } from '../common/log';
 
 export const KUBE_CHECK_HELP = `Usage: weft kube-check [--kubeconfig FILE] [--node-name NAME] [--json]
 
@@ -28,7 +28,7 @@ export async function runKubeCheck(argv: string[], io: CliIo): Promise<number> {
   const namespace = ownNamespace();
   const list = await client.listSpec('nodes').list({});
   const nodes = list.items.map((n) => ({ name: n.metadata.name ?? '', address: nodeAddress(n) ?? null, self: n.metadata.name === self }));
-  const record = await new RecordStore({ api: client, log: quietLogger() }, { namespace }).read();
+  const record = await new RecordStore({ api: client, log: createLogger({ name: 'weft', level: 'silent' }) }, { namespace }).read();
   const out = { config: client.origin, server: client.server, nodeName: self, namespace, nodes, record };
   if (v.json) {
     io.out(`${JSON.stringify(out, null, 2)}\n`);

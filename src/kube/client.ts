@@ -40,6 +40,16 @@ export interface KubeConfigSource {
 /** How the configuration was found, for logs and status. */
 export type ConfigOrigin = 'kubeconfig' | 'in-cluster';
 
+/**
+ * Whether the router should run in Kubernetes mode: `--kubeconfig` given, or running in a pod
+ * (KUBERNETES_SERVICE_HOST set and a service account token mounted).
+ */
+export function kubeModeWanted(o: KubeConfigSource): boolean {
+  if (o.kubeconfig !== undefined) return true;
+  const env = o.env ?? process.env;
+  return !!env.KUBERNETES_SERVICE_HOST && existsSync(`${o.saPrefix ?? ''}${SERVICE_ACCOUNT_DIR}/token`);
+}
+
 /** In a pod (service host set and a token mounted) unless a kubeconfig is given. */
 export async function loadKubeConfig(o: KubeConfigSource): Promise<{ kc: K8sNs.KubeConfig; origin: ConfigOrigin }> {
   const k8s = await loadK8s();

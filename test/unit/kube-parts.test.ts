@@ -10,7 +10,7 @@ import { ConfigError, KubeApiError } from '../../src/common/errors';
 import { startApiServer } from '../../src/kube/apiserver/server';
 import { ObjectStore } from '../../src/kube/apiserver/store';
 import { ipamInitFromCluster } from '../../src/kube/bootstrap';
-import { KubeClient, loadKubeConfig, nodeName, ownNamespace, SERVICE_ACCOUNT_DIR, type KubeObject } from '../../src/kube/client';
+import { KubeClient, kubeModeWanted, loadKubeConfig, nodeName, ownNamespace, SERVICE_ACCOUNT_DIR, type KubeObject } from '../../src/kube/client';
 import { CONDITION_REASON, CONDITION_TYPE, NodeCondition } from '../../src/kube/condition';
 import { KubePeerSource, nodeAddress } from '../../src/kube/peers';
 import { emptyRecord } from '../../src/kube/record';
@@ -26,6 +26,8 @@ test('configuration: --kubeconfig wins; in a pod the service account; otherwise 
     assert.equal(origin, 'kubeconfig');
     assert.equal(kc.getCurrentCluster()!.server, e.srv.url);
     await assert.rejects(loadKubeConfig({ kubeconfig: join(e.dir, 'missing') }), (err: ConfigError) => err instanceof ConfigError && err.field === '--kubeconfig');
+    assert.equal(kubeModeWanted({ env: { KUBERNETES_SERVICE_HOST: '10.96.0.1' }, saPrefix: e.dir }), false, 'no token mounted yet');
+    assert.equal(kubeModeWanted({ kubeconfig: e.kubeconfig, env: {} }), true);
     await assert.rejects(loadKubeConfig({ env: {}, saPrefix: e.dir }), (err: ConfigError) => err instanceof ConfigError && err.field === '--kubeconfig' && /KUBERNETES_SERVICE_HOST/.test(err.message));
     // a pod: the service host from the environment, the token file from the mounted account
     const sa = join(e.dir, SERVICE_ACCOUNT_DIR);
@@ -34,6 +36,8 @@ test('configuration: --kubeconfig wins; in a pod the service account; otherwise 
     writeFileSync(join(sa, 'ca.crt'), '');
     writeFileSync(join(sa, 'namespace'), 'weft-ns\n');
     const before = process.env.KUBERNETES_SERVICE_HOST;
+    assert.equal(kubeModeWanted({ env: { KUBERNETES_SERVICE_HOST: '10.96.0.1' }, saPrefix: e.dir }), true);
+    assert.equal(kubeModeWanted({ env: {}, saPrefix: e.dir }), false);
     const pod = await loadKubeConfig({ env: { KUBERNETES_SERVICE_HOST: '10.96.0.1', KUBERNETES_SERVICE_PORT: '443' }, saPrefix: e.dir });
     assert.equal(pod.origin, 'in-cluster');
     assert.equal(pod.kc.getCurrentCluster()!.server, 'https://10.96.0.1:443');
