@@ -20,6 +20,7 @@ Commands:
   expose [CIDR]     give this host an address on the pod network
   hide [CIDR]       take exposed addresses away
   install-cni       install the plugin and a conflist for container runtimes
+  kube-check        what the Kubernetes mode sees: Nodes, their mesh addresses, the peer record
   sandbox           hosts, routers and pods in namespaces on this machine (weft sandbox --help)
   version           print the version
 
@@ -72,6 +73,16 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
           return 0;
         }
         return await runRouter(opts);
+      }
+      case 'kube-apiserver': {
+        // a test API server for the sandbox (hidden: not for production); loaded on demand
+        const { runKubeApiServer } = await import(/* webpackMode: "eager" */ '../kube/apiserver/cli');
+        return await runKubeApiServer(rest, io);
+      }
+      case 'kube-check': {
+        // loaded on demand: it brings the Kubernetes client, which no other command needs
+        const { runKubeCheck } = await import(/* webpackMode: "eager" */ '../kube/check');
+        return await runKubeCheck(rest, io);
       }
       case 'install-cni':
         return await installCni(rest, io);

@@ -108,6 +108,17 @@ export class BadRequestError extends WeftError {
   override readonly kind = 'bad-request';
 }
 
+/**
+ * The Kubernetes API refused a request or did not answer in time. `code` is the HTTP status
+ * (409 for a stale resourceVersion, 404 for a missing object), 0 when no answer came.
+ */
+export class KubeApiError extends WeftError {
+  override readonly kind = 'kube-api';
+  constructor(message: string, readonly code = 0, readonly reason?: string) {
+    super(message);
+  }
+}
+
 const byKind: Record<string, (msg: string) => WeftError> = {
   config: (m) => new ConfigError('', m),
   env: (m) => new EnvError('', m),
@@ -124,6 +135,7 @@ const byKind: Record<string, (msg: string) => WeftError> = {
   exists: (m) => new ExistsError(m),
   'address-not-found': (m) => new AddressNotFoundError(m),
   'bad-request': (m) => new BadRequestError(m),
+  'kube-api': (m) => new KubeApiError(m),
 };
 
 /** Wire form of an error in router API responses. */
