@@ -39,6 +39,15 @@ export function formatStatus(r: Report): string {
   out += row('Connections', `${conns.length}${conns.length ? ` (${breakdown})` : ''}`);
   out += row('Peers', `${r.mesh.peers.length} (with ${plural(edges, 'established connection')})`);
   out += row('TrustedSubnets', 'none');
+  const k = r.kubernetes;
+  if (k) {
+    out += '\n' + row('Service', 'kubernetes');
+    out += row('Node', k.nodeName);
+    out += row('Peers', k.source);
+    const l = k.lastReclaim;
+    out += row('LastReclaim', l ? `${l.peer} (node ${l.node}, ${l.addresses} addresses) by ${l.by}${l.byNode ? ` (node ${l.byNode})` : ''} at ${l.at}` : 'none');
+    if (k.claims) out += row('Reclaiming', `${k.claims} in progress`);
+  }
   out += '\n' + row('Service', 'ipam');
   out += row('Status', r.ipam.status + (r.ipam.reason ? ` (${r.ipam.reason})` : ''));
   out += row('Range', r.ipam.range);

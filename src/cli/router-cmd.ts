@@ -15,7 +15,8 @@ export function routerOptions(argv: string[], env: NodeJS.ProcessEnv = process.e
 }
 
 export async function runRouter(config: RouterConfig): Promise<number> {
-  const router = new Router(config);
+  let fatal: (why: string) => void = () => undefined;
+  const router = new Router(config, (why) => fatal(why));
   try {
     await router.start();
   } catch (e) {
@@ -35,6 +36,11 @@ export async function runRouter(config: RouterConfig): Promise<number> {
         },
         () => process.exit(1),
       );
+    };
+    // a part found the router cannot go on as it is: stop cleanly, exit non-zero, be restarted
+    fatal = (why) => {
+      router.log.error({ why }, 'stopping: restart required');
+      void router.stop().finally(() => process.exit(2));
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));

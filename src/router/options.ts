@@ -19,7 +19,7 @@ type Kind = 'string' | 'int' | 'bool' | 'list';
 interface FlagSpec {
   kind: Kind;
   help: string;
-  /** Shown in the help; the parsed default lives in DEFAULTS. */
+  /** Shown in the help; the parsed default lives in ROUTER_DEFAULTS. */
   arg?: string;
 }
 
@@ -42,6 +42,8 @@ export const FLAGS = {
   iface: { kind: 'string', arg: 'NAME|REGEX', help: 'underlay interface, by name or regular expression' },
   'iface-can-reach': { kind: 'string', arg: 'IP', help: 'underlay: the interface of the route to IP' },
   'conn-limit': { kind: 'int', arg: 'N', help: 'established mesh connections at most (default 200)' },
+  kubeconfig: { kind: 'string', arg: 'FILE', help: 'Kubernetes mode from this kubeconfig (in a pod: the in-cluster configuration)' },
+  'node-name': { kind: 'string', arg: 'NAME', help: 'this Node in Kubernetes mode (default NODE_NAME, else the host name)' },
   'no-masq': { kind: 'bool', help: 'do not masquerade pod egress' },
   'log-level': { kind: 'string', arg: 'LEVEL', help: 'trace|debug|info|warn|error (default info)' },
   'log-file': { kind: 'string', arg: 'F', help: 'log to a file instead of stderr' },
@@ -86,6 +88,8 @@ const optionsSchema = z.object({
   iface: z.optional(z.string()),
   ifaceCanReach: z.optional(z.string().check(z.regex(/^\d{1,3}(\.\d{1,3}){3}$/, 'must be an IPv4 address'))),
   connLimit: z.int().check(z.minimum(1), z.maximum(10_000)),
+  kubeconfig: z.optional(z.string()),
+  nodeName: z.optional(z.string().check(z.regex(/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/, 'must be a Kubernetes Node name'))),
   masquerade: z.boolean(),
   logLevel: z.enum(LEVELS as unknown as [Level, ...Level[]]),
   logFile: z.optional(z.string()),
@@ -102,7 +106,7 @@ export interface RouterConfig extends RouterOptions {
   timings: Timings;
 }
 
-export const DEFAULTS = {
+export const ROUTER_DEFAULTS = {
   stateDir: DEFAULT_STATE_DIR,
   socket: DEFAULT_SOCKET,
   ipallocRange: '10.32.0.0/12',
@@ -179,10 +183,10 @@ export function routerConfig(values: Record<string, unknown>, positionals: reado
     }
     raw[camel(flag)] = v;
   }
-  const level = (raw.logLevel as string | undefined) ?? DEFAULTS.logLevel;
+  const level = (raw.logLevel as string | undefined) ?? ROUTER_DEFAULTS.logLevel;
   if (!isLevel(level)) throw new ConfigError('--log-level', `"${level}" is not one of trace, debug, info, warn, error, fatal, silent`);
   const r = optionsSchema.safeParse({
-    ...DEFAULTS,
+    ...ROUTER_DEFAULTS,
     ...raw,
     peers: [...positionals, ...((raw.peers as string[] | undefined) ?? [])],
     masquerade: !(raw.noMasq ?? false),

@@ -52,9 +52,24 @@ export interface OwnerReport {
   free?: number;
 }
 
+/** Kubernetes mode, as `weft status` shows it. */
+export interface KubeReport {
+  /** "kubernetes: 5 nodes". */
+  source: string;
+  nodeName: string;
+  /** The last takeover of a deleted Node's space the record shows, by any router. */
+  lastReclaim?: { peer: string; node: string; by: string; byNode?: string; at: string; addresses: number; previousHolder?: string };
+  /** Takeovers in progress. */
+  claims: number;
+  /** Peers in the record. */
+  peers: number;
+}
+
 /** Field names are stable: scripts read them. */
 export interface Report {
   version: string;
+  /** Present in Kubernetes mode. */
+  kubernetes?: KubeReport;
   router: {
     /** 48-bit peer name, MAC notation. */
     name: string;
@@ -103,6 +118,7 @@ export interface ReportSources {
   ipam: Pick<IpamService, 'allocator' | 'ring' | 'status' | 'freeOf'>;
   dataPath: { podMtu: number; peerStatus(peer: string): OverlayPeerStatus | undefined };
   underlay: { underlay?: Underlay; reason: string };
+  kubernetes?: KubeReport;
 }
 
 const addrNum = (a: string) => parseAddrWithPrefix(a)?.addr ?? 0;
@@ -149,6 +165,7 @@ export function buildReport(s: ReportSources): Report {
   const st = s.ipam.status();
   return {
     version: s.version,
+    ...(s.kubernetes ? { kubernetes: s.kubernetes } : {}),
     router: { ...s.router, mtu: s.dataPath.podMtu, underlay: s.underlay.underlay, dataPath: s.underlay.underlay ? 'ok' : `no underlay: ${s.underlay.reason}` },
     mesh: {
       targets: s.mesh.targetList().filter((t) => t.explicit).map((t) => t.addr),

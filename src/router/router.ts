@@ -26,6 +26,9 @@ import { Mesh } from '../mesh/mesh';
 import { StaticPeerSource } from '../mesh/peer-source';
 import { derivedMac, loadPeerName } from '../mesh/peername';
 import { detectBackend, Iptables } from '../sys/iptables';
+import { KubeMode } from '../kube/mode';
+import { kubeModeWanted } from '../kube/client';
+import type { PeerSource } from '../mesh/peer-source';
 import { ControlApi } from './control-api';
 import { ApiServer } from './http';
 import { IpamApi } from './ipam-api';
@@ -40,16 +43,20 @@ export const VERSION = '0.1.0';
 /** Devices weft makes itself: never the underlay. */
 const ownDevice = (bridge: string) => (ifname: string) => ifname === bridge || ifname === VXLAN_DEV || ifname.startsWith('vethwe');
 
-/** Opens the state files; an IPAM state of another range is refused, naming the flag. */
-async function openStores(o: RouterConfig, ipamSnapshot: () => IpamFile, exposeSnapshot: () => { exposed: string[] }) {
+/**
+ * Opens the state files; an IPAM state of another range is refused, naming the flag. With
+ * `wipe` (Kubernetes mode: this peer's space was reclaimed) what is on disk is not used.
+ */
+async function openStores(o: RouterConfig, wipe: boolean, ipamSnapshot: () => IpamFile, exposeSnapshot: () => { exposed: string[] }) {
   const ipam = await JsonStore.open<IpamFile>(o.stateDir, 'ipam.json', ipamSnapshot);
+  const exposed = await JsonStore.open<{ exposed: string[] }>(o.stateDir, 'expose.json', exposeSnapshot);
+  if (wipe) return { ipam: { ...ipam, data: undefined }, exposed: { ...exposed, data: undefined } };
   if (ipam.data && ipam.data.range !== formatCidr(o.range)) {
     throw new ConfigError(
       '--ipalloc-range',
       `${o.ipallocRange} differs from ${ipam.data.range} recorded in ${ipam.store.path}; pods still hold addresses from it. Start with --ipalloc-range ${ipam.data.range}, or remove the file once no pod uses it`,
     );
   }
-  const exposed = await JsonStore.open<{ exposed: string[] }>(o.stateDir, 'expose.json', exposeSnapshot);
   return { ipam, exposed };
 }
 
@@ -57,7 +64,11 @@ export class Router {
   readonly log: Logger;
   private readonly started: Startable[] = [];
 
-  constructor(readonly o: RouterConfig) {
+  /** `fatal`: the router cannot go on as it is and must be restarted (its state was reclaimed). */
+  constructor(
+    readonly o: RouterConfig,
+    private readonly fatal: (why: string) => void = () => undefined,
+  ) {
     this.log = createLogger({ name: 'weft-router', level: o.logLevel, file: o.logFile });
   }
 
@@ -83,6 +94,12 @@ export class Router {
     const self = { name: await loadPeerName(o.stateDir, o.name), nickname, uid: randomBytes(8).toString('hex') };
     const bridgeMac = derivedMac(`${self.name}/${o.bridge}`);
 
+    // Kubernetes mode: the Node list first; whether the state on disk is still ours, and how a ring starts
+    const kube = kubeModeWanted({ kubeconfig: o.kubeconfig }) ? await KubeMode.connect({ kubeconfig: o.kubeconfig, nodeName: o.nodeName, log }) : undefined;
+    if (kube) this.started.push({ start: async () => undefined, stop: () => kube.stop() });
+    const decided = await kube?.prepare(self.name, o.ipallocInit !== undefined ? o.init : undefined);
+    const wipe = decided?.state.decision === 'wipe';
+
     const mesh = new Mesh(
       { self, log: child('mesh'), traffic: (d, k, b) => metrics.traffic(d, k, b) },
       {
@@ -100,8 +117,9 @@ export class Router {
       },
     );
     const staticPeers = new StaticPeerSource({ targets: mesh, normalise: (a) => mesh.normalise(a) }, o.peers);
+    const peerSources: PeerSource[] = [staticPeers, ...(kube ? [kube.peerSource(mesh)] : [])];
 
-    const stores = await openStores(o, () => ipam.snapshot(), () => ({ exposed }));
+    const stores = await openStores(o, wipe, () => ipam.snapshot(), () => ({ exposed }));
     let exposed = stores.exposed.data?.exposed ?? [];
     const commit = () => stores.ipam.store.commit();
     const ipam: IpamService = new IpamService(
@@ -121,9 +139,14 @@ export class Router {
         log: child('ipam'),
         commit,
       },
-      { range: o.range, defaultSubnet: o.defaultSubnet, init: o.init, spaceTimeoutMs: t.spaceTimeoutMs },
+      { range: o.range, defaultSubnet: o.defaultSubnet, init: decided?.bootstrap.init ?? o.init, spaceTimeoutMs: t.spaceTimeoutMs },
     );
     if (stores.ipam.data) ipam.load(stores.ipam.data);
+    if (wipe) {
+      log.warn({ why: decided!.state.reason }, 'starting with empty IPAM state: this peer\'s space belongs to others now');
+      await commit();
+      await stores.exposed.store.commit();
+    }
 
     const underlay = new UnderlayFinder(
       { log: child('underlay'), peers: () => staticPeers.list() },
@@ -161,7 +184,8 @@ export class Router {
     const report = () =>
       buildReport({
         version: VERSION,
-        router: { name: self.name, nickname, bridge: o.bridge, bridgeMac, socket: o.socket, encryption: false, port: o.port, peerSources: [staticPeers.describe()] },
+        router: { name: self.name, nickname, bridge: o.bridge, bridgeMac, socket: o.socket, encryption: false, port: o.port, peerSources: peerSources.map((p) => p.describe()) },
+        kubernetes: kube?.status(),
         mesh,
         ipam,
         dataPath,
@@ -216,8 +240,21 @@ export class Router {
     if (underlay.underlay) await useUnderlay(underlay.underlay);
     await this.up(dataPath);
     await this.up(mesh);
-    await this.up(staticPeers);
+    for (const src of peerSources) await this.up(src);
     await this.up(ipam);
+    if (kube) {
+      const reclaimer = await this.up(
+        kube.reclaimer({
+          self: self.name,
+          ipam: { rmpeer: (p) => ipam.rmpeer(p), ringReady: () => ipam.ring.initialised() },
+          mesh,
+          onSelfReclaimed: (by) => this.fatal(`this peer's space was reclaimed by ${by} (its Node was deleted); restarting with empty state`),
+        }),
+      );
+      const onRing = () => ipam.ring.initialised() && (ipam.off('change', onRing), reclaimer.kick());
+      ipam.on('change', onRing);
+      onRing();
+    }
     await this.up(spool);
     await api.listen(o.socket);
     this.started.push({ start: async () => undefined, stop: () => api.close() });
@@ -225,6 +262,7 @@ export class Router {
     await spool.publishStateDir();
     await this.up(bridge);
     await this.up(new Repair({ host, bridge, dataPath, log }, { everyMs: t.programMs }));
+    if (kube) await this.up(new WhenReady(() => readiness({ host, dataPath, ipam, underlay }), () => void kube.condition().dataPathReady(), 1000));
     log.info(
       { peer: self.name, nickname, socket: o.socket, range: formatCidr(o.range), mtu: dataPath.podMtu, underlay: underlay.underlay, allocations: ipam.allocator.list().length },
       'router started',
@@ -238,6 +276,31 @@ export class Router {
     await fs.rm(this.o.socket, { force: true });
     this.log.info({}, 'router stopped');
     this.log.flush();
+  }
+}
+
+/** Calls `onReady` once `check` first finds nothing missing (a Node's NetworkUnavailable=False). */
+class WhenReady implements Startable {
+  private timer: NodeJS.Timeout | undefined;
+  constructor(
+    private readonly check: () => Promise<string[]>,
+    private readonly onReady: () => void,
+    private readonly everyMs: number,
+  ) {}
+  async start(): Promise<void> {
+    this.timer = setInterval(() => {
+      void this.check().then((missing) => {
+        if (missing.length || !this.timer) return;
+        clearInterval(this.timer);
+        this.timer = undefined;
+        this.onReady();
+      });
+    }, this.everyMs);
+    this.timer.unref();
+  }
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    this.timer = undefined;
   }
 }
 
