@@ -149,7 +149,7 @@ export class Router {
     }
 
     const underlay = new UnderlayFinder(
-      { log: child('underlay'), peers: () => staticPeers.list() },
+      { log: child('underlay'), peers: () => mesh.targetList().filter((t) => t.explicit).map((t) => t.addr) },
       { advertiseAddr: o.advertiseAddr, iface: o.iface, ifaceCanReach: o.ifaceCanReach, ownDevices: ownDevice(o.bridge), retryMs: t.underlayRetryMs },
     );
     const prober = new Prober({ log: child('probe') });

@@ -160,7 +160,7 @@ export class RouterProc {
     if (!this.host.run('ip', ['-4', 'route', 'show', 'default']).trim()) this.host.run('ip', ['route', 'add', 'default', 'dev', 'wup0']);
   }
 
-  /** Starts the router and waits (up to 10 s) until its API answers. */
+  /** Starts the router and waits (up to 30 s: a loaded machine starts slowly) until its API answers. */
   async start(): Promise<void> {
     if (this.uplink) this.ensureUplink();
     const args = ['--', WEFT, 'router', '--state-dir', this.stateDir, '--socket', this.socket, '--log-level', 'debug', ...this.extraArgs];
@@ -168,14 +168,14 @@ export class RouterProc {
     this.proc = p;
     p.stdout!.on('data', (d) => (this.log += d));
     p.stderr!.on('data', (d) => (this.log += d));
-    const deadline = Date.now() + 10_000;
+    const deadline = Date.now() + 30_000;
     while (Date.now() < deadline) {
       if (p.exitCode !== null) throw new Error(`router exited ${p.exitCode}: ${this.log}`);
       const r = tryRun(WEFT, ['--socket', this.socket, 'report'], 5000);
       if (r.ok) return;
       await sleep(50);
     }
-    throw new Error(`router did not answer within 10 s: ${this.log}`);
+    throw new Error(`router did not answer within 30 s: ${this.log}`);
   }
 
   report(): any {
@@ -215,10 +215,10 @@ export function weftCli(socket: string, args: string[]): { code: number; out: st
 }
 
 /** Polls until `f` holds or the deadline passes; returns whether it held. */
-export async function until(f: () => boolean, ms = 10_000, every = 100): Promise<boolean> {
+export async function until(f: () => boolean | Promise<boolean>, ms = 10_000, every = 100): Promise<boolean> {
   const end = Date.now() + ms;
   for (;;) {
-    if (f()) return true;
+    if (await f()) return true;
     if (Date.now() > end) return false;
     await sleep(every);
   }
@@ -272,8 +272,11 @@ export function scope(): { track: <T extends { destroy(): unknown }>(x: T) => T;
   };
 }
 
-/** Host namespaces on an underlay bridge (in a namespace of its own): host i at `${net}.i/24`, device eth0. */
-export function underlayHosts(tag: string, n: number, net: string, track: (x: Netns) => Netns): Netns[] {
+/**
+ * Host namespaces on an underlay bridge `ul0` (in a namespace of its own, `ul`): host i at
+ * `${net}.i/24`, device eth0.
+ */
+export function underlayHosts(tag: string, n: number, net: string, track: (x: Netns) => Netns): Netns[] & { ul: Netns } {
   const ul = track(Netns.create(`${tag}u`));
   ul.run('ip', ['link', 'add', 'ul0', 'type', 'bridge']);
   ul.run('ip', ['link', 'set', 'ul0', 'up']);
@@ -286,5 +289,5 @@ export function underlayHosts(tag: string, n: number, net: string, track: (x: Ne
     h.run('ip', ['link', 'set', 'eth0', 'up']);
     out.push(h);
   }
-  return out;
+  return Object.assign(out, { ul });
 }
