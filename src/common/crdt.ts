@@ -12,12 +12,24 @@
 export type Versioned<T> = T & { v: number };
 export type MapData<T> = Record<string, Versioned<T>>;
 
+/** JSON with object keys sorted, so equal values serialise alike whatever order their keys came in. */
+export function canonical(x: unknown): string {
+  if (x === null || typeof x !== 'object') return JSON.stringify(x) ?? 'null';
+  if (Array.isArray(x)) return `[${x.map(canonical).join(',')}]`;
+  const o = x as Record<string, unknown>;
+  return `{${Object.keys(o)
+    .filter((k) => o[k] !== undefined)
+    .sort()
+    .map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`)
+    .join(',')}}`;
+}
+
 /** True when `a` should replace `b`. */
 export function wins<T>(a: Versioned<T>, b: Versioned<T> | undefined): boolean {
   if (!b) return true;
   if (a.v !== b.v) return a.v > b.v;
-  const sa = JSON.stringify(a);
-  const sb = JSON.stringify(b);
+  const sa = canonical(a);
+  const sb = canonical(b);
   return sa !== sb && sa > sb;
 }
 

@@ -8,7 +8,8 @@
  */
 import type { PeerTargets } from './peer-source';
 
-export type TargetState = 'connecting' | 'established' | 'retrying' | 'failed' | 'self';
+/** 'idle': known, but not dialled now (the mesh is large and this peer is not a preferred neighbour). */
+export type TargetState = 'connecting' | 'established' | 'retrying' | 'failed' | 'self' | 'idle';
 
 /** The source name of addresses learnt from gossip. */
 export const GOSSIP_SOURCE = 'gossip';
@@ -46,6 +47,8 @@ export interface ConnectionMakerComponents {
   /** The peer's full state arrived here at least once since this router started. */
   heardFrom(peer: string): boolean;
   isReachable(peer: string): boolean;
+  /** Whether to dial this target now (false for peers not wanted in a large mesh). */
+  wanted(t: { addr: string; peer?: string; explicit: boolean }): boolean;
 }
 
 export interface ConnectionMakerInit {
@@ -139,6 +142,11 @@ export class ConnectionMaker implements PeerTargets {
         this.targets.delete(t.addr);
         continue;
       }
+      if (!this.c.wanted({ addr: t.addr, peer: t.peer, explicit: this.explicit(t) })) {
+        t.state = 'idle';
+        continue;
+      }
+      if (t.state === 'idle') t.state = 'retrying';
       if (t.nextTry > now || !this.c.canDial()) continue;
       t.state = 'connecting';
       t.attempts++;
@@ -209,7 +217,7 @@ export class ConnectionMaker implements PeerTargets {
    */
   settled(): { settled: boolean; waitingFor: string[] } {
     const waitingFor = [...this.targets.values()]
-      .filter((t) => this.explicit(t) && t.state !== 'self' && t.failures < SETTLE_FAILURES && !(t.peer && this.c.heardFrom(t.peer)))
+      .filter((t) => this.explicit(t) && t.state !== 'self' && t.state !== 'idle' && t.failures < SETTLE_FAILURES && !(t.peer && this.c.heardFrom(t.peer)))
       .map((t) => t.addr);
     return { settled: waitingFor.length === 0, waitingFor };
   }

@@ -58,6 +58,8 @@ export class Connection {
   readonly openedAt = Date.now();
   hello: Hello | undefined;
   established = false;
+  /** When the handshake completed. */
+  establishedAt = 0;
   /** The peer's full state has arrived (it sent `sync` after it). */
   synced = false;
   lastRecv = Date.now();
@@ -102,6 +104,7 @@ export class Connection {
     clearTimeout(this.handshakeTimer);
     this.sendHello();
     this.established = true;
+    this.establishedAt = Date.now();
   }
 
   /** This side's address on the connection. */

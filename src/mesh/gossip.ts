@@ -2,17 +2,21 @@
  * Gossip channels (after weaveworks/mesh's Gossip/Gossiper pair).
  *
  * Why it is this way: every channel is a versioned-map CRDT (`src/common/crdt.ts`), so the
- * mesh only moves maps: a change goes out as a delta, batched for a few milliseconds; a router
- * passes on the part of a delta that was new to it, so state floods a partially connected mesh
- * too; a new connection gets the full state of every channel, and all of it is re-sent
- * periodically to heal anything lost. A channel is registered once and handed back as a typed
- * handle; a second registration of a name is a programming error.
+ * mesh only moves maps. A local change goes out as a delta to every neighbour, batched for a
+ * few milliseconds. A router passes on the part of a delta that was new to it, but not to
+ * neighbours of the router it came from: that one reached them itself (the originator sends to
+ * all its neighbours, and every relay skips only neighbours its sender has), so each delta
+ * crosses the mesh about once per router instead of once per connection. Routers in sync are
+ * kept so by digests: a hash per bucket of keys, exchanged when a connection opens and then
+ * periodically; only buckets that differ are sent, so a new connection to a peer that knows
+ * the same costs a digest, not the whole state. A channel is registered once and handed back
+ * as a typed handle; a second registration of a name is a programming error.
  */
-import { combine, type MapData } from '../common/crdt';
+import { canonical, combine, type MapData } from '../common/crdt';
 
 /** The state behind a channel. */
 export interface Gossiper<T> {
-  /** The whole state, for new peers and the periodic refresh. */
+  /** The whole state (for digests and the buckets a peer lacks). */
   full(): MapData<T>;
   /** Merges what a peer sent; returns the delta that was new here, or undefined. */
   merge(data: MapData<T>, from: string): MapData<T> | undefined;
@@ -25,25 +29,82 @@ export interface ChannelHandle<T> {
   gossip(delta: MapData<T>): void;
 }
 
-/** A gossip frame on the wire. */
+/** A gossip frame on the wire; `a` marks an answer to a digest (sent to one peer only). */
 export interface GossipFrame {
   t: 'gossip';
   ch: string;
   data: MapData<unknown>;
+  a?: boolean;
+}
+
+/** A digest frame: for each channel, per bucket, a hash of the keys and versions in it. */
+export interface DigestFrame {
+  t: 'digest';
+  d: { ch: string; h: number[] }[];
 }
 
 export interface GossipComponents {
-  /** Sends a frame to every established connection. */
-  broadcast(frame: GossipFrame): void;
+  /** Sends a frame to every established connection whose peer `skip` does not exclude. */
+  broadcast(frame: GossipFrame, skip?: (peer: string) => boolean): void;
+  /** Whether `a` reports a connection to `b` (the relay rule). */
+  adjacent(a: string, b: string): boolean;
 }
 
 export class DuplicateChannelError extends Error {}
 
 export const BATCH_MS = 20;
+export const BUCKETS = 64;
+
+/** 32-bit FNV-1a. */
+function fnv(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}
+
+const bucketOf = (key: string) => fnv(key) % BUCKETS;
+
+/**
+ * Per bucket, the sum of the hashes of each key with its whole entry: independent of order and
+ * cheap to compare. The value counts, not only the version, so even two values under one
+ * version (a fault) are found and settled by the merge's tie-break.
+ */
+export function digestOf(data: MapData<unknown>): number[] {
+  const h = new Array<number>(BUCKETS).fill(0);
+  for (const [k, e] of Object.entries(data)) {
+    const b = bucketOf(k);
+    h[b] = (h[b]! + fnv(`${k}#${canonical(e)}`)) >>> 0;
+  }
+  return h;
+}
+
+/** The entries of `data` in the buckets where `theirs` differs from ours. */
+export function missingFrom(data: MapData<unknown>, theirs: readonly number[]): MapData<unknown> | undefined {
+  const ours = digestOf(data);
+  const differ = new Set<number>();
+  for (let b = 0; b < BUCKETS; b++) if (ours[b] !== theirs[b]) differ.add(b);
+  if (differ.size === 0) return undefined;
+  const out: MapData<unknown> = {};
+  let any = false;
+  for (const [k, e] of Object.entries(data)) {
+    if (!differ.has(bucketOf(k))) continue;
+    out[k] = e;
+    any = true;
+  }
+  return any ? out : undefined;
+}
 
 export class Gossip {
   private readonly channels = new Map<string, Gossiper<unknown>>();
-  private readonly pending = new Map<string, MapData<unknown>>();
+  /**
+   * Batched deltas by channel, by the peer they came from ('' for local changes) and by how far
+   * they go: 'tree' by the relay rule, 'all' to every neighbour but the sender (what came in a
+   * digest answer: its sender gave it to us alone).
+   */
+  private readonly pending = new Map<string, { ch: string; from: string; all: boolean; data: MapData<unknown> }>();
   private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly c: GossipComponents) {}
@@ -51,12 +112,13 @@ export class Gossip {
   register<T>(name: string, g: Gossiper<T>): ChannelHandle<T> {
     if (this.channels.has(name)) throw new DuplicateChannelError(`gossip channel "${name}" is registered already`);
     this.channels.set(name, g as Gossiper<unknown>);
-    return { name, gossip: (delta) => this.queue(name, delta as MapData<unknown>) };
+    return { name, gossip: (delta) => this.queue(name, '', false, delta as MapData<unknown>) };
   }
 
-  private queue(name: string, delta: MapData<unknown>): void {
-    const prev = this.pending.get(name);
-    this.pending.set(name, prev ? combine(prev, delta) : delta);
+  private queue(ch: string, from: string, all: boolean, delta: MapData<unknown>): void {
+    const key = `${ch}\0${from}\0${all}`;
+    const prev = this.pending.get(key);
+    this.pending.set(key, { ch, from, all, data: prev ? combine(prev.data, delta) : delta });
     this.timer ??= setTimeout(() => this.flush(), BATCH_MS);
   }
 
@@ -64,21 +126,36 @@ export class Gossip {
   flush(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    for (const [ch, data] of this.pending) this.c.broadcast({ t: 'gossip', ch, data });
+    for (const { ch, from, all, data } of this.pending.values()) {
+      const skip = !from ? undefined : all ? (peer: string) => peer === from : (peer: string) => peer === from || this.c.adjacent(from, peer);
+      this.c.broadcast({ t: 'gossip', ch, data }, skip);
+    }
     this.pending.clear();
   }
 
   /** A frame from a peer: merged, and what was new passed on. Unknown channels are ignored. */
-  receive(ch: string, data: MapData<unknown>, from: string): void {
-    const g = this.channels.get(ch);
+  receive(f: { ch: string; data: MapData<unknown>; a?: boolean }, from: string): void {
+    const g = this.channels.get(f.ch);
     if (!g) return;
-    const delta = g.merge(data, from);
-    if (delta) this.queue(ch, delta);
+    const delta = g.merge(f.data, from);
+    if (delta) this.queue(f.ch, from, f.a === true, delta);
   }
 
-  /** Every channel's whole state, for a new connection. */
-  fullFrames(): GossipFrame[] {
-    return [...this.channels].map(([ch, g]) => ({ t: 'gossip', ch, data: g.full() }));
+  /** This router's digest of every channel. */
+  digest(): DigestFrame {
+    return { t: 'digest', d: [...this.channels].map(([ch, g]) => ({ ch, h: digestOf(g.full()) })) };
+  }
+
+  /** Answers a peer's digest: for each channel, the entries in the buckets where we differ. */
+  answer(d: DigestFrame): GossipFrame[] {
+    const out: GossipFrame[] = [];
+    for (const { ch, h } of d.d) {
+      const g = this.channels.get(ch);
+      if (!g || h.length !== BUCKETS) continue;
+      const data = missingFrom(g.full(), h);
+      if (data) out.push({ t: 'gossip', ch, data, a: true });
+    }
+    return out;
   }
 
   stop(): void {

@@ -19,10 +19,11 @@ import type { Logger } from '../common/log';
 import { Connection, kindOf, type ConnectionHandler, type SelfIdentity } from './connection';
 import { ConnectionMaker, GOSSIP_SOURCE, type TargetView } from './connection-maker';
 import { encodeFrame } from './frame';
-import { Gossip, type ChannelHandle, type GossipFrame, type Gossiper } from './gossip';
+import { Gossip, type ChannelHandle, type DigestFrame, type GossipFrame, type Gossiper } from './gossip';
 import type { PeerTargets } from './peer-source';
 import type { Hello, Message } from './protocol';
 import type { RouteTable } from './routes';
+import { NeighbourRing } from './neighbours';
 import { Topology, type PeerMeta, type PeerView } from './topology';
 import { tcpTransport, type MeshTransport, type TransportSocket } from './transport';
 
@@ -53,7 +54,15 @@ export interface MeshInit {
   /** Connections still in their handshake at most, and per remote host. */
   maxPending: number;
   maxPendingPerHost: number;
+  /** Up to this many peers the mesh is full; beyond, each router keeps its preferred neighbours (default 100). */
+  fullMeshUpTo?: number;
+  /** In a large mesh, how long a connection lives before it may be dropped as not preferred (default 10 s). */
+  pruneAfterMs?: number;
 }
+
+/** Connections a router keeps at least, whatever the neighbour plan says. */
+export const MIN_DEGREE = 3;
+const QUIET = new Set(['duplicate connection', 'connection to self', 'not a preferred neighbour']);
 
 export interface MeshEvents {
   /** The topology changed (any entry). */
@@ -101,8 +110,8 @@ export class Mesh implements Startable, PeerTargets {
   ) {
     this.transport = c.transport ?? tcpTransport;
     this.advertise = o.advertise;
-    this.topology = new Topology(c.self, (reach) => this.onTopology(reach));
-    this.gossip = new Gossip({ broadcast: (f) => this.broadcast(f) });
+    this.topology = new Topology(c.self, () => this.topologyChanged());
+    this.gossip = new Gossip({ broadcast: (f, skip) => this.broadcast(f, skip), adjacent: (a, b) => this.topology.reportsEdge(a, b) });
     this.topoChannel = this.gossip.register('topology', this.topology as Gossiper<unknown>);
     this.maker = new ConnectionMaker(
       {
@@ -111,6 +120,7 @@ export class Mesh implements Startable, PeerTargets {
         connectedTo: (p) => this.connTo(p) !== undefined,
         heardFrom: (p) => this.heard.has(p),
         isReachable: (p) => this.topology.isReachable(p),
+        wanted: (t) => this.wanted(t),
       },
       { defaultPort: o.port, retryMinMs: o.retryMinMs, retryMaxMs: o.retryMaxMs },
     );
@@ -218,7 +228,10 @@ export class Mesh implements Startable, PeerTargets {
     };
     every(250, () => !this.stopped && this.maker.tick());
     every(this.o.heartbeatMs, () => this.heartbeat());
-    every(this.o.refreshMs, () => this.conns.forEach((c) => c.established && this.sendFull(c)));
+    every(this.o.refreshMs, () => {
+      const d = this.gossip.digest();
+      for (const c of this.conns) if (c.established) c.write(d);
+    });
     this.maker.tick();
   }
 
@@ -226,6 +239,7 @@ export class Mesh implements Startable, PeerTargets {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
     this.gossip.stop();
+    clearTimeout(this.topoTimer);
     for (const c of this.conns) c.close('router stopping', false);
     await this.closeServer?.();
   }
@@ -319,20 +333,21 @@ export class Mesh implements Startable, PeerTargets {
     c.establish();
     if (c.target) this.maker.established(c.target, h.name);
     this.c.log.info({ peer: h.name, nickname: h.nickname, remote: c.remote, outbound: c.outbound }, 'connection established');
-    this.sendFull(c);
+    // what each side lacks comes in answer to its digest; `sync` marks the answer complete
+    c.write(this.gossip.digest());
     this.publishSelf();
     this.events.emit('connection', h.name, c.localAddress);
-  }
-
-  private sendFull(c: Connection): void {
-    for (const f of this.gossip.fullFrames()) c.write(f);
-    c.write({ t: 'sync' });
   }
 
   private onMessageFrame(c: Connection, m: Message): void {
     switch (m.t) {
       case 'gossip':
-        this.gossip.receive(m.ch, m.data as MapData<unknown>, c.hello!.name);
+        this.gossip.receive(m as GossipFrame, c.hello!.name);
+        this.reassertOwn();
+        break;
+      case 'digest':
+        for (const f of this.gossip.answer(m)) c.write(f);
+        c.write({ t: 'sync' });
         break;
       case 'msg':
         if (m.to === this.name) this.handlers.get(m.type)?.(m.from, m.body);
@@ -350,7 +365,7 @@ export class Mesh implements Startable, PeerTargets {
 
   private onClosed(c: Connection, reason: string, info: { wasEstablished: boolean; refused: boolean }): void {
     this.conns.delete(c);
-    const quiet = reason === 'duplicate connection' || reason === 'connection to self';
+    const quiet = QUIET.has(reason);
     if (c.target) this.maker.closed(c.target, reason, quiet);
     if (info.wasEstablished) {
       this.c.log.info({ peer: c.hello?.name, remote: c.remote, reason }, 'connection closed');
@@ -366,19 +381,42 @@ export class Mesh implements Startable, PeerTargets {
 
   private heartbeat(): void {
     const now = Date.now();
+    let established = this.establishedCount();
     for (const c of this.conns) {
       if (!c.established) continue;
       if (now - c.lastRecv > 3 * this.o.heartbeatMs) c.close(`no heartbeat for ${Math.round((now - c.lastRecv) / 1000)} s`, true);
-      else c.write({ t: 'hb' });
+      else if (this.ring && established > MIN_DEGREE && now - c.establishedAt > (this.o.pruneAfterMs ?? 10_000) && !this.ring.wanted(this.name, c.hello!.name)) {
+        // a large mesh: neither end prefers this connection, and both compute the same
+        c.close('not a preferred neighbour', false);
+        established--;
+      } else c.write({ t: 'hb' });
     }
+  }
+
+  // ---- a large mesh ---------------------------------------------------------------------
+
+  /** The neighbour ring while the mesh is larger than a full mesh may be (see neighbours.ts). */
+  private ring: NeighbourRing | undefined;
+  private readonly nameByAddr = new Map<string, string>();
+
+  private wanted(t: { addr: string; peer?: string; explicit: boolean }): boolean {
+    if (!this.ring) return true;
+    const peer = t.peer ?? this.nameByAddr.get(t.addr);
+    if (peer) return this.ring.wanted(this.name, peer);
+    // an address not yet known by name: only to get into the mesh at all
+    return t.explicit && this.establishedCount() < MIN_DEGREE;
   }
 
   // ---- gossip and unicast ---------------------------------------------------------------
 
-  private broadcast(f: GossipFrame): void {
-    const frame = encodeFrame(f);
+  private broadcast(f: GossipFrame, skip?: (peer: string) => boolean): void {
+    let frame: Buffer | undefined;
     const kind = kindOf(f);
-    for (const c of this.conns) if (c.established) c.writeEncoded(frame, kind);
+    for (const c of this.conns) {
+      if (!c.established || (skip && skip(c.hello!.name))) continue;
+      frame ??= encodeFrame(f);
+      c.writeEncoded(frame, kind);
+    }
   }
 
   private forward(m: Unicast): boolean {
@@ -389,20 +427,50 @@ export class Mesh implements Startable, PeerTargets {
     return true;
   }
 
+  /** Writes this router's entry and connections. */
   private publishSelf(): void {
     const conns = new Set<string>();
     for (const c of this.conns) if (c.established && c.hello) conns.add(c.hello.name);
     const { name, nickname, uid } = this.c.self;
-    this.topoChannel.gossip(this.topology.setSelf({ name, nickname, uid, addr: this.advertise, conns: [...conns].sort(), meta: this.meta }));
+    const d = this.topology.setSelf({ name, nickname, uid, addr: this.advertise, conns: [...conns].sort(), meta: this.meta });
+    if (d) this.topoChannel.gossip(d);
   }
 
-  private onTopology(reachabilityChanged: boolean): void {
-    // dial peers we learn of, as the seeds' "connect to one, join them all"
-    for (const e of this.topology.peers()) {
+  /** Gossips this router's keys written again over stale copies of them (see Topology.answerStale). */
+  private reassertOwn(): void {
+    const d = this.topology.takeReassertion();
+    if (d) this.topoChannel.gossip(d);
+  }
+
+  private topoTimer: NodeJS.Timeout | undefined;
+  private lastReachable: ReadonlySet<string> = new Set();
+
+  /** Topology changes come in bursts: react once per burst. */
+  private topologyChanged(): void {
+    if (this.topoTimer || this.stopped) return;
+    this.topoTimer = setTimeout(() => {
+      this.topoTimer = undefined;
+      this.onTopology();
+    }, 0);
+  }
+
+  private onTopology(): void {
+    const peers = this.topology.peers();
+    const reachable = peers.filter((e) => e.reachable);
+    const explicit = this.maker.list().filter((t) => t.explicit).length;
+    this.ring = Math.max(reachable.length, explicit + 1) > (this.o.fullMeshUpTo ?? 100) ? new NeighbourRing(reachable.map((e) => e.name)) : undefined;
+    this.nameByAddr.clear();
+    // dial peers we learn of, as the seeds' "connect to one, join them all" (all, or the preferred ones)
+    for (const e of peers) {
+      if (e.addr) this.nameByAddr.set(this.maker.normalise(e.addr), e.name);
       if (e.name === this.name || !e.addr || !e.reachable) continue;
+      if (this.ring && !this.ring.wanted(this.name, e.name)) continue;
       if (!this.connTo(e.name) && !this.maker.has(e.addr)) this.maker.learn(e.addr);
     }
-    if (reachabilityChanged) this.events.emit('reachability', this.topology.routes.reachable);
+    const now = this.topology.routes.reachable;
+    const before = this.lastReachable;
+    this.lastReachable = now;
+    if (before.size !== now.size || [...now].some((n) => !before.has(n))) this.events.emit('reachability', now);
     this.events.emit('topology');
   }
 }

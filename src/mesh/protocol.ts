@@ -27,6 +27,14 @@ export const gossipSchema = z.object({
   t: z.literal('gossip'),
   ch: z.string().check(z.maxLength(32)),
   data: z.record(z.string(), z.looseObject({ v: z.number() })),
+  /** An answer to a digest (sent to one peer). */
+  a: z.optional(z.boolean()),
+});
+
+/** For each channel, per bucket of its keys, a hash of keys and versions (see gossip.ts). */
+export const digestSchema = z.object({
+  t: z.literal('digest'),
+  d: z.array(z.object({ ch: z.string().check(z.maxLength(32)), h: z.array(z.int()).check(z.maxLength(1024)) })).check(z.maxLength(64)),
 });
 
 /** A message for one peer, forwarded hop by hop along mesh routes. */
@@ -41,11 +49,11 @@ export const unicastSchema = z.object({
 
 export const heartbeatSchema = z.object({ t: z.literal('hb') });
 
-/** Sent once after the full state that follows the handshake: the peer now knows what we know. */
+/** Sent after answering the peer's first digests: the peer now has what we have and it lacked. */
 export const syncSchema = z.object({ t: z.literal('sync') });
 
 /** Sent before closing on purpose, so the far end logs why. */
 export const byeSchema = z.object({ t: z.literal('bye'), reason: z.string().check(z.maxLength(512)) });
 
-export const messageSchema = z.discriminatedUnion('t', [gossipSchema, unicastSchema, heartbeatSchema, syncSchema, byeSchema, helloSchema]);
+export const messageSchema = z.discriminatedUnion('t', [gossipSchema, digestSchema, unicastSchema, heartbeatSchema, syncSchema, byeSchema, helloSchema]);
 export type Message = z.infer<typeof messageSchema>;

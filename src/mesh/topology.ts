@@ -1,13 +1,17 @@
 /**
- * The topology channel: every peer's own entry (name, nickname, address, established
- * connections, and what other parts publish about it), and the routes derived from it.
+ * The topology channel: every peer's own entry (name, nickname, address, what other parts
+ * publish about it) and its connections, and the routes derived from them.
  *
- * A peer's entry is its own to write: a copy of this router's entry coming back from an older
- * incarnation (another UID) is ignored, and the periodic refresh re-asserts the current one.
- * What parts publish (`meta`) has a schema; an entry whose meta does not fit it is refused.
+ * Why it is this way: a peer's entry and each of its connections are separate keys of the map
+ * (`p:NAME`, `e:FROM>TO`), so a new connection costs the mesh a few dozen bytes, not the whole
+ * connection list of every peer (in a full mesh of N, a join would otherwise move N lists of N
+ * names to every router). Each key has one writer, the peer it names first; a copy of one of
+ * this router's own keys coming back from an older incarnation is answered by writing this
+ * router's current value over it. What parts publish (`meta`) has a schema; an entry that does
+ * not fit it is refused. Routes are recomputed lazily, when asked for after a change.
  */
 import * as z from 'zod/mini';
-import { VersionedMap, type MapData, type Versioned } from '../common/crdt';
+import { canonical, VersionedMap, type MapData, type Versioned } from '../common/crdt';
 import { computeRoutes, type RouteTable } from './routes';
 import type { Gossiper } from './gossip';
 
@@ -25,7 +29,7 @@ export const peerMetaSchema = z.looseObject({
 });
 export type PeerMeta = z.infer<typeof peerMetaSchema>;
 
-/** A peer's own entry in the topology channel. */
+/** A peer as the rest of the router sees it. */
 export interface PeerEntry {
   name: string;
   nickname: string;
@@ -38,81 +42,171 @@ export interface PeerEntry {
   meta: PeerMeta;
 }
 
-const entrySchema = z.looseObject({
-  name: z.string(),
-  nickname: z.string(),
-  uid: z.string(),
-  addr: z.optional(z.string()),
-  conns: z.array(z.string()),
-  meta: peerMetaSchema,
-  v: z.number(),
-});
-
 export interface PeerView extends PeerEntry {
   reachable: boolean;
 }
 
-export class Topology implements Gossiper<PeerEntry> {
-  readonly map = new VersionedMap<PeerEntry>();
-  private table: RouteTable;
+const peerSchema = z.object({ nickname: z.string(), uid: z.string(), addr: z.optional(z.string()), meta: peerMetaSchema, v: z.number() });
+const edgeSchema = z.object({ up: z.boolean(), v: z.number() });
+
+type PeerValue = Omit<PeerEntry, 'name' | 'conns'>;
+type EdgeValue = { up: boolean };
+/** A value of the channel: a peer (`p:NAME`) or a connection (`e:FROM>TO`). */
+export type TopoValue = PeerValue | EdgeValue;
+
+const peerKey = (n: string) => `p:${n}`;
+const edgeKey = (a: string, b: string) => `e:${a}>${b}`;
+/** The peer that writes a key. */
+const writerOf = (k: string) => (k.startsWith('p:') ? k.slice(2) : k.slice(2, k.indexOf('>')));
+
+export class Topology implements Gossiper<TopoValue> {
+  private readonly map = new VersionedMap<TopoValue>();
+  /** Up edges by writer (derived from the map). */
+  private readonly out = new Map<string, Set<string>>();
+  private table: RouteTable | undefined;
+  private mine = new Set<string>();
 
   constructor(
     private readonly self: { name: string; uid: string },
-    /** Called after routes were recomputed, with whether the reachable set changed. */
-    private readonly changed: (reachabilityChanged: boolean) => void,
-  ) {
-    this.table = computeRoutes(self.name, []);
-  }
+    /** Called after a change (routes not yet recomputed). */
+    private readonly changed: () => void,
+  ) {}
 
-  full(): MapData<PeerEntry> {
+  full(): MapData<TopoValue> {
     return this.map.toData();
   }
 
-  merge(data: MapData<PeerEntry>): MapData<PeerEntry> | undefined {
-    const valid: MapData<PeerEntry> = {};
+  merge(data: MapData<TopoValue>, _from?: string): MapData<TopoValue> | undefined {
+    const valid: MapData<TopoValue> = {};
     for (const [k, e] of Object.entries(data)) {
-      if (k === this.self.name && e.uid !== this.self.uid) continue;
-      const p = entrySchema.safeParse(e);
-      if (p.success && p.data.name === k) valid[k] = p.data as Versioned<PeerEntry>;
+      const isPeer = k.startsWith('p:');
+      if (!isPeer && !(k.startsWith('e:') && k.includes('>'))) continue;
+      const p = (isPeer ? peerSchema : edgeSchema).safeParse(e);
+      if (!p.success) continue;
+      if (writerOf(k) === this.self.name) this.answerStale(k, p.data as Versioned<TopoValue>);
+      else valid[k] = p.data as Versioned<TopoValue>;
     }
     const delta = this.map.merge(valid);
-    if (delta) this.recompute();
+    if (delta) {
+      for (const k of Object.keys(delta)) this.index(k);
+      this.touch();
+    }
     return delta;
   }
 
-  /** Writes this router's own entry; returns it as a delta to gossip. */
-  setSelf(e: PeerEntry): MapData<PeerEntry> {
-    const v = this.map.set(e.name, e);
-    this.recompute();
-    return { [e.name]: v };
+  /** Own keys written again over stale copies, waiting to be gossiped (see takeReassertion). */
+  private reassert: MapData<TopoValue> | undefined;
+
+  /**
+   * One of this router's own keys came from elsewhere: an older incarnation's copy. When it
+   * differs from ours, ours (or, for a connection we do not have, a tombstone) is written again
+   * at a version above it, so every router drops the stale copy.
+   */
+  private answerStale(k: string, theirs: Versioned<TopoValue>): void {
+    const cur = this.map.get(k);
+    if (cur && canonical(cur) === canonical(theirs)) return;
+    if (cur && cur.v > theirs.v) {
+      (this.reassert ??= {})[k] = cur;
+      return;
+    }
+    const value: TopoValue = cur ? { ...cur } : { up: false };
+    const e = { ...value, v: Math.max(theirs.v, cur?.v ?? 0) + 1 } as Versioned<TopoValue>;
+    this.map.put(k, e);
+    this.index(k);
+    (this.reassert ??= {})[k] = e;
   }
 
-  /** Drops a peer's entry (after `weft rmpeer`). */
+  /** The own keys to gossip again, once. */
+  takeReassertion(): MapData<TopoValue> | undefined {
+    const r = this.reassert;
+    this.reassert = undefined;
+    return r;
+  }
+
+  /** Writes this router's own entry and connections; returns the delta to gossip (undefined when unchanged). */
+  setSelf(e: PeerEntry): MapData<TopoValue> | undefined {
+    const delta: MapData<TopoValue> = {};
+    const pk = peerKey(e.name);
+    const value: PeerValue = { nickname: e.nickname, uid: e.uid, addr: e.addr, meta: e.meta };
+    const cur = this.map.get(pk) as Versioned<PeerValue> | undefined;
+    if (!cur || canonical({ nickname: cur.nickname, uid: cur.uid, addr: cur.addr, meta: cur.meta }) !== canonical(value)) {
+      delta[pk] = this.map.set(pk, value);
+    }
+    const want = new Set(e.conns);
+    for (const peer of new Set([...want, ...this.mine])) {
+      const k = edgeKey(e.name, peer);
+      const up = want.has(peer);
+      const had = this.map.get(k) as Versioned<EdgeValue> | undefined;
+      if (had?.up === up) continue;
+      if (!had && !up) continue;
+      delta[k] = this.map.set(k, { up });
+      this.index(k);
+    }
+    this.mine = want;
+    if (Object.keys(delta).length === 0) return undefined;
+    this.touch();
+    return delta;
+  }
+
+  /** Forgets a peer and its connections (after `weft rmpeer`). */
   remove(name: string): void {
-    this.map.delete(name);
-    this.recompute();
+    for (const k of this.map.keys()) if (writerOf(k) === name) this.map.delete(k);
+    this.out.delete(name);
+    this.touch();
   }
 
-  get(name: string): Versioned<PeerEntry> | undefined {
-    return this.map.get(name);
+  private index(k: string): void {
+    if (!k.startsWith('e:')) return;
+    const a = k.slice(2, k.indexOf('>'));
+    const b = k.slice(k.indexOf('>') + 1);
+    const up = (this.map.get(k) as EdgeValue | undefined)?.up ?? false;
+    let s = this.out.get(a);
+    if (up) (s ??= this.out.set(a, new Set()).get(a)!).add(b);
+    else s?.delete(b);
+  }
+
+  private touch(): void {
+    this.table = undefined;
+    this.changed();
+  }
+
+  /** Whether `a` reports an established connection to `b`. */
+  reportsEdge(a: string, b: string): boolean {
+    return this.out.get(a)?.has(b) ?? false;
   }
 
   get routes(): RouteTable {
+    this.table ??= computeRoutes(
+      this.self.name,
+      this.names().map((name) => ({ name, conns: [...(this.out.get(name) ?? [])] })),
+    );
     return this.table;
   }
 
   isReachable(peer: string): boolean {
-    return this.table.reachable.has(peer);
+    return this.routes.reachable.has(peer);
+  }
+
+  private names(): string[] {
+    return this.map
+      .keys()
+      .filter((k) => k.startsWith('p:'))
+      .map((k) => k.slice(2));
+  }
+
+  get(name: string): PeerEntry | undefined {
+    const p = this.map.get(peerKey(name)) as Versioned<PeerValue> | undefined;
+    if (!p) return undefined;
+    return { name, nickname: p.nickname, uid: p.uid, addr: p.addr, meta: p.meta, conns: [...(this.out.get(name) ?? [])].sort() };
+  }
+
+  /** How many peers are known, this router included. */
+  get size(): number {
+    return this.names().length;
   }
 
   peers(): PeerView[] {
-    return this.map.values().map((e) => ({ ...e, reachable: this.table.reachable.has(e.name) }));
-  }
-
-  private recompute(): void {
-    const before = this.table.reachable;
-    this.table = computeRoutes(this.self.name, this.map.values());
-    const now = this.table.reachable;
-    this.changed(before.size !== now.size || [...now].some((n) => !before.has(n)));
+    const reach = this.routes.reachable;
+    return this.names().map((n) => ({ ...this.get(n)!, reachable: reach.has(n) }));
   }
 }

@@ -1,0 +1,140 @@
+/** Gossip without sockets: digests, the relay rule, and the topology's per-connection keys. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { VersionedMap, type MapData } from '../../src/common/crdt';
+import { BUCKETS, digestOf, Gossip, missingFrom, type ChannelHandle, type GossipFrame } from '../../src/mesh/gossip';
+import { Topology } from '../../src/mesh/topology';
+
+const entries = fc.dictionary(fc.stringMatching(/^k[a-z0-9]{0,5}$/), fc.record({ v: fc.integer({ min: 1, max: 9 }), x: fc.integer() }), { maxKeys: 60 });
+
+test('digests: equal states have equal digests whatever the order; what one side lacks is in the buckets that differ', () => {
+  fc.assert(
+    fc.property(entries, entries, (a, b) => {
+      const rev = Object.fromEntries(Object.entries(a).reverse());
+      assert.deepEqual(digestOf(a), digestOf(rev));
+      assert.equal(digestOf(a).length, BUCKETS);
+      // A answers B's digest, B answers A's: afterwards both hold the merge of both
+      const ma = new VersionedMap<{ x: number }>();
+      const mb = new VersionedMap<{ x: number }>();
+      ma.merge(structuredClone(a) as MapData<{ x: number }>);
+      mb.merge(structuredClone(b) as MapData<{ x: number }>);
+      const toB = missingFrom(ma.toData(), digestOf(mb.toData()));
+      const toA = missingFrom(mb.toData(), digestOf(ma.toData()));
+      if (toB) mb.merge(structuredClone(toB) as MapData<{ x: number }>);
+      if (toA) ma.merge(structuredClone(toA) as MapData<{ x: number }>);
+      const both = new VersionedMap<{ x: number }>();
+      both.merge(structuredClone(a) as MapData<{ x: number }>);
+      both.merge(structuredClone(b) as MapData<{ x: number }>);
+      const byKey = (o: object) => JSON.stringify(Object.entries(o).sort((x, y) => (x[0] < y[0] ? -1 : 1)));
+      const sorted = (m: VersionedMap<{ x: number }>) => byKey(m.toData());
+      assert.equal(sorted(ma), sorted(both));
+      assert.equal(sorted(mb), sorted(both));
+    }),
+    { numRuns: 300 },
+  );
+  assert.equal(missingFrom({ k: { v: 1 } }, digestOf({ k: { v: 1 } })), undefined, 'in sync: nothing to send');
+});
+
+/**
+ * Routers on a graph, each with a Gossip whose broadcast delivers synchronously to neighbours:
+ * counts how often each router receives one change.
+ */
+function network(edges: [string, string][]) {
+  const names = [...new Set(edges.flat())].sort();
+  const adj = new Map(names.map((n) => [n, new Set<string>()]));
+  for (const [a, b] of edges) {
+    adj.get(a)!.add(b);
+    adj.get(b)!.add(a);
+  }
+  const got = new Map(names.map((n) => [n, 0]));
+  const maps = new Map(names.map((n) => [n, new VersionedMap<{ x: number }>()]));
+  const gossips = new Map<string, Gossip>();
+  const handles = new Map<string, ChannelHandle<{ x: number }>>();
+  for (const n of names) {
+    const g = new Gossip({
+      broadcast: (f: GossipFrame, skip) => {
+        for (const m of adj.get(n)!) {
+          if (skip?.(m)) continue;
+          got.set(m, got.get(m)! + 1);
+          gossips.get(m)!.receive(structuredClone(f), n);
+        }
+      },
+      adjacent: (a, b) => adj.get(a)?.has(b) ?? false,
+    });
+    handles.set(n, g.register<{ x: number }>('c', { full: () => maps.get(n)!.toData(), merge: (d) => maps.get(n)!.merge(d) }));
+    gossips.set(n, g);
+  }
+  const spread = (origin: string) => {
+    const m = maps.get(origin)!;
+    handles.get(origin)!.gossip({ k: m.set('k', { x: 1 }) });
+    // flush until quiet
+    for (let round = 0; round < names.length + 2; round++) for (const g of gossips.values()) g.flush();
+  };
+  return { names, got, maps, spread, stop: () => gossips.forEach((g) => g.stop()) };
+}
+
+test('relay rule: in a full mesh each router receives a change once; a chain still carries it to the end', () => {
+  const full = network([
+    ['a', 'b'], ['a', 'c'], ['a', 'd'], ['b', 'c'], ['b', 'd'], ['c', 'd'],
+  ]);
+  full.spread('a');
+  assert.deepEqual(Object.fromEntries(full.got), { a: 0, b: 1, c: 1, d: 1 });
+  full.stop();
+  const chain = network([['a', 'b'], ['b', 'c'], ['c', 'd'], ['d', 'e']]);
+  chain.spread('a');
+  for (const n of chain.names) assert.equal(chain.maps.get(n)!.get('k')?.x, 1, `${n} has it`);
+  chain.stop();
+});
+
+test('relay rule: on any connected graph every router gets the change, with fewer deliveries than flooding', () => {
+  fc.assert(
+    fc.property(fc.uniqueArray(fc.tuple(fc.integer({ min: 0, max: 9 }), fc.integer({ min: 0, max: 9 })), { minLength: 9, maxLength: 40 }), fc.integer({ min: 0, max: 9 }), (pairs, o) => {
+      const edges = pairs.filter(([x, y]) => x !== y).map(([x, y]) => [`n${x}`, `n${y}`] as [string, string]);
+      // connect everything through a spine so the graph is connected
+      for (let i = 1; i < 10; i++) edges.push([`n${i - 1}`, `n${i}`]);
+      const net = network(edges);
+      net.spread(`n${o}`);
+      for (const n of net.names) assert.equal(net.maps.get(n)!.get('k')?.x, 1, `${n} has it`);
+      const flooding = [...new Set(edges.map(([a, b]) => [a, b].sort().join('-')))].length * 2;
+      const deliveries = [...net.got.values()].reduce((a, b) => a + b, 0);
+      assert.ok(deliveries <= flooding, `${deliveries} deliveries, flooding would be ${flooding}`);
+      net.stop();
+    }),
+    { numRuns: 200 },
+  );
+});
+
+test('topology: a connection is a key of its own; a new connection costs one small delta', () => {
+  const t = new Topology({ name: 'a', uid: 'u1' }, () => undefined);
+  const d1 = t.setSelf({ name: 'a', nickname: 'A', uid: 'u1', conns: ['b', 'c'], meta: {} })!;
+  assert.deepEqual(Object.keys(d1).sort(), ['e:a>b', 'e:a>c', 'p:a']);
+  const d2 = t.setSelf({ name: 'a', nickname: 'A', uid: 'u1', conns: ['b', 'c', 'd'], meta: {} })!;
+  assert.deepEqual(Object.keys(d2), ['e:a>d'], 'only the new connection');
+  const d3 = t.setSelf({ name: 'a', nickname: 'A', uid: 'u1', conns: ['c', 'd'], meta: {} })!;
+  assert.deepEqual(d3, { 'e:a>b': { up: false, v: d3['e:a>b']!.v } }, 'a dropped connection is a tombstone');
+  assert.equal(t.setSelf({ name: 'a', nickname: 'A', uid: 'u1', conns: ['c', 'd'], meta: {} }), undefined, 'no change, no delta');
+});
+
+test('topology: routes need both ends; a stale copy of our own key is written over, never taken', () => {
+  const t = new Topology({ name: 'a', uid: 'new' }, () => undefined);
+  t.setSelf({ name: 'a', nickname: 'A', uid: 'new', conns: ['b'], meta: {} });
+  t.merge({ 'p:b': { nickname: 'B', uid: 'x', meta: {}, v: 5 }, 'e:b>a': { up: true, v: 5 }, 'e:b>c': { up: true, v: 5 }, 'p:c': { nickname: 'C', uid: 'y', meta: {}, v: 5 } } as never);
+  assert.ok(t.isReachable('b'));
+  assert.equal(t.isReachable('c'), false, 'c does not report b');
+  t.merge({ 'e:c>b': { up: true, v: 6 } } as never);
+  assert.ok(t.isReachable('c'));
+  assert.equal(t.routes.nextHop.get('c'), 'b');
+  // an older incarnation of a reported a connection to z: buried under a tombstone above it
+  t.merge({ 'e:a>z': { up: true, v: 10 ** 15 } } as never);
+  assert.deepEqual(t.full()['e:a>z'], { up: false, v: 10 ** 15 + 1 });
+  assert.deepEqual(t.takeReassertion(), { 'e:a>z': { up: false, v: 10 ** 15 + 1 } });
+  assert.equal(t.takeReassertion(), undefined, 'once');
+  assert.equal(t.reportsEdge('a', 'z'), false);
+  // the same copy of our own current key coming back changes nothing
+  t.merge({ 'e:a>b': t.full()['e:a>b'] } as never);
+  assert.equal(t.takeReassertion(), undefined);
+  // a malformed entry is refused
+  assert.equal(t.merge({ 'p:q': { nickname: 1, v: 3 } } as never), undefined);
+  assert.equal(t.merge({ 'p:r': { nickname: 'R', uid: 'u', meta: { underlay: 'not-an-ip' }, v: 3 } } as never), undefined, 'meta has a schema');
+});
