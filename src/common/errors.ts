@@ -88,6 +88,21 @@ export class BadRequestError extends WeftError {
   override readonly kind = 'bad-request';
 }
 
+/**
+ * A Kubernetes object (Pod, Namespace, NetworkPolicy) is malformed. `object` names it
+ * (`NetworkPolicy x/deny`), `field` is the dotted path inside it (`spec.ingress.0.ports.1.endPort`).
+ */
+export class ObjectError extends WeftError {
+  override readonly kind = 'invalid-object';
+  constructor(
+    readonly object: string,
+    readonly field: string,
+    message: string,
+  ) {
+    super(`${object}: ${field ? `${field}: ` : ''}${message}`);
+  }
+}
+
 const byKind: Record<string, (msg: string) => WeftError> = {
   config: (m) => new ConfigError('', m),
   env: (m) => new EnvError('', m),
@@ -100,6 +115,7 @@ const byKind: Record<string, (msg: string) => WeftError> = {
   'check-failed': (m) => new CheckFailedError(m),
   sys: (m) => new SysError(m),
   'bad-request': (m) => new BadRequestError(m),
+  'invalid-object': (m) => new ObjectError('', '', m),
 };
 
 /** Wire form of an error in router API responses. */

@@ -1,0 +1,299 @@
+/**
+ * NetworkPolicy semantics, compiled: from the cluster's pods, namespaces and policies and the
+ * pods local to this host, the elements of the kernel's sets (see ruleset.ts). Pure; no I/O.
+ *
+ * Only pods on this host get elements: their ingress (as destination) and their egress (as
+ * source) are enforced here, which covers traffic across hosts too, since each end's host checks
+ * its own pod. Selectors match cluster-wide.
+ *
+ * The semantics, as the API defines them:
+ * - A pod is isolated for ingress (egress) when a policy with Ingress (Egress) in its effective
+ *   policyTypes selects it; an isolated pod accepts what any of those policies' rules allows
+ *   (policies add up), a pod no policy isolates accepts everything.
+ * - A rule with no peers allows every source (destination); with no ports, every protocol and
+ *   port. A peer with podSelector alone selects pods of the policy's namespace; with
+ *   namespaceSelector alone every pod of the selected namespaces; with both, the selected pods
+ *   of the selected namespaces. ipBlock matches addresses, `except` cut out.
+ * - A named port is resolved on the pod that receives the traffic (the isolated pod for ingress,
+ *   each destination pod for egress), by name and protocol; on a pod that does not declare it,
+ *   it matches nothing (and the rest of the policy still applies).
+ * - A pod can always reach itself; the node and its pods always reach each other (ruleset).
+ * - hostNetwork pods and pods that have finished (Succeeded, Failed) are neither selected nor
+ *   peers.
+ */
+import { formatIPv4, parseIPv4, parseCidr, lastOf } from '../common/ip';
+import { matches } from './selector';
+import { cidrMinus, disjointCover, mergeIntervals, type Box, type Interval } from './intervals';
+import { PROTO_NUMBER, METADATA_NAME_LABEL, type NetworkPolicy, type Peer, type Pod, type PolicyInput, type PolicyPort, type PolicyRule, type Protocol } from './model';
+import { SET_NAMES, type Elements, type SetName } from './ruleset';
+
+/** A local pod that at least one policy selects. */
+export interface SelectedPod {
+  namespace: string;
+  name: string;
+  ip: string;
+  /** Policies (namespace/name) isolating it for ingress; empty when none. */
+  ingress: string[];
+  egress: string[];
+}
+
+export interface PolicySummary {
+  namespace: string;
+  name: string;
+  ingress: boolean;
+  egress: boolean;
+  /** Local pods it selects. */
+  selected: number;
+}
+
+export interface PolicyPlan {
+  /** Sorted element strings per static set. */
+  elements: Elements;
+  pods: SelectedPod[];
+  policies: PolicySummary[];
+  /** Named ports a selected local pod does not declare, and the like; at most 50. */
+  warnings: string[];
+  /** Every known pod address -> "namespace/name" (for the blocked-connection log). */
+  names: Map<string, string>;
+}
+
+const ALL_IPS: Interval = [0, 0xffffffff];
+const ALL_PROTOS: Interval = [0, 255];
+const ALL_PORTS: Interval = [0, 65535];
+const MAX_WARNINGS = 50;
+
+/** A pod as the compiler sees it: the API object and the addresses it holds. */
+interface Known {
+  pod: Pod;
+  key: string;
+  ips: number[];
+}
+
+/** Ports of a rule, resolved for one receiving pod: protocol ranges x port ranges. */
+type PortBox = readonly [Interval, Interval];
+
+class Builder {
+  readonly hash: Record<SetName, Set<string>> = Object.fromEntries(SET_NAMES.map((n) => [n, new Set<string>()])) as Record<SetName, Set<string>>;
+  /** Interval boxes per (set, first key), covered disjointly at the end. */
+  readonly ranges = { in_range: new Map<number, Box[]>(), out_range: new Map<number, Box[]>() };
+  readonly allowAll = { ingress: new Set<number>(), egress: new Set<number>() };
+  readonly warnings: string[] = [];
+  private dropped = 0;
+
+  add(set: SetName, ...parts: (number | string)[]): void {
+    this.hash[set].add(parts.join(' . '));
+  }
+  range(set: 'in_range' | 'out_range', key: number, box: Box): void {
+    const m = this.ranges[set];
+    (m.get(key) ?? m.set(key, []).get(key)!).push(box);
+  }
+  warn(s: string): void {
+    if (this.warnings.length < MAX_WARNINGS) this.warnings.push(s);
+    else this.dropped++;
+  }
+  finish(): string[] {
+    return this.dropped ? [...this.warnings, `(${this.dropped} more)`] : this.warnings;
+  }
+}
+
+const ip = formatIPv4;
+const iv = ([lo, hi]: Interval, fmt: (n: number) => string | number = (n) => n) => (lo === hi ? `${fmt(lo)}` : `${fmt(lo)}-${fmt(hi)}`);
+
+export function compile(input: PolicyInput): PolicyPlan {
+  const b = new Builder();
+  const nsLabels = new Map(input.namespaces.map((n) => [n.name, n.labels]));
+  const labelsOfNs = (ns: string) => nsLabels.get(ns) ?? { [METADATA_NAME_LABEL]: ns };
+
+  // who holds which address: a local attachment is the freshest word on its own address
+  const localByIp = new Map(input.local.map((l) => [l.ip, l]));
+  const localKeyIp = new Map<string, string>();
+  for (const l of input.local) if (l.namespace && l.name) localKeyIp.set(`${l.namespace}/${l.name}`, l.ip);
+  const known: Known[] = [];
+  for (const pod of input.pods) {
+    if (pod.hostNetwork || pod.phase === 'Succeeded' || pod.phase === 'Failed') continue;
+    const key = `${pod.namespace}/${pod.name}`;
+    const ips = new Set<string>();
+    for (const a of pod.ips) {
+      const l = localByIp.get(a);
+      if (!l || !l.namespace || !l.name || (l.namespace === pod.namespace && l.name === pod.name)) ips.add(a);
+    }
+    const mine = localKeyIp.get(key);
+    if (mine) ips.add(mine);
+    known.push({ pod, key, ips: [...ips].map((a) => parseIPv4(a)).filter((n): n is number => n !== undefined) });
+  }
+  const names = new Map<string, string>();
+  for (const k of known) for (const a of k.ips) names.set(ip(a), k.key);
+  const localIps = new Set([...localByIp.keys()].map((a) => parseIPv4(a)).filter((n): n is number => n !== undefined));
+  const localPods = known.filter((k) => k.ips.some((a) => localIps.has(a)));
+
+  // peers resolve to the same pods for every target: once per policy and peer
+  const nsMatchCache = new Map<object, Map<string, boolean>>();
+  const peerPods = (policy: NetworkPolicy, peer: Extract<Peer, { kind: 'pods' }>): Known[] => {
+    const nsSel = peer.namespaceSelector;
+    let nsCache = nsSel ? nsMatchCache.get(nsSel) : undefined;
+    if (nsSel && !nsCache) nsMatchCache.set(nsSel, (nsCache = new Map()));
+    const nsOk = (ns: string) => {
+      if (!nsSel) return ns === policy.namespace;
+      let v = nsCache!.get(ns);
+      if (v === undefined) nsCache!.set(ns, (v = matches(nsSel, labelsOfNs(ns))));
+      return v;
+    };
+    return known.filter((k) => nsOk(k.pod.namespace) && (!peer.podSelector || matches(peer.podSelector, k.pod.labels)));
+  };
+  const peerCache = new Map<object, Known[]>();
+  const podsOf = (policy: NetworkPolicy, peer: Extract<Peer, { kind: 'pods' }>) => peerCache.get(peer) ?? peerCache.set(peer, peerPods(policy, peer)).get(peer)!;
+
+  /** The protocol x port boxes of `ports` as received by `on` (named ports resolved there); undefined ports: everything. */
+  const portBoxes = (ports: readonly PolicyPort[] | undefined, on: Pod | undefined): PortBox[] => {
+    if (!ports) return [[ALL_PROTOS, ALL_PORTS]];
+    const out: PortBox[] = [];
+    for (const p of ports) {
+      const proto: Interval = [PROTO_NUMBER[p.protocol], PROTO_NUMBER[p.protocol]];
+      if (p.port === undefined) out.push([proto, ALL_PORTS]);
+      else if (typeof p.port === 'number') out.push([proto, [p.port, p.endPort ?? p.port]]);
+      else if (on) for (const n of namedPort(on, p.port, p.protocol)) out.push([proto, [n, n]]);
+    }
+    return out;
+  };
+
+  const policies: PolicySummary[] = [];
+  const selected = new Map<number, SelectedPod>();
+  for (const policy of input.policies) {
+    const pkey = `${policy.namespace}/${policy.name}`;
+    const targets = localPods.filter((k) => k.pod.namespace === policy.namespace && matches(policy.podSelector, k.pod.labels));
+    policies.push({ namespace: policy.namespace, name: policy.name, ingress: policy.ingress, egress: policy.egress, selected: targets.length });
+    for (const t of targets) {
+      for (const a of t.ips.filter((x) => localIps.has(x))) {
+        const sp = selected.get(a) ?? selected.set(a, { namespace: t.pod.namespace, name: t.pod.name, ip: ip(a), ingress: [], egress: [] }).get(a)!;
+        if (policy.ingress) {
+          sp.ingress.push(pkey);
+          for (const r of policy.ingressRules) ingressRule(a, t, r, policy);
+        }
+        if (policy.egress) {
+          sp.egress.push(pkey);
+          for (const r of policy.egressRules) egressRule(a, r, policy);
+        }
+      }
+    }
+  }
+
+  function ingressRule(dst: number, t: Known, rule: PolicyRule, policy: NetworkPolicy): void {
+    const boxes = portBoxes(rule.ports, t.pod);
+    if (rule.ports) warnUndeclared(rule.ports, t.pod, policy);
+    if (!rule.peers) {
+      for (const pb of boxes) {
+        if (isAll(pb)) b.allowAll.ingress.add(dst);
+        else if (isPoint(pb)) b.add('in_any_port', ip(dst), pb[0][0], pb[1][0]);
+        else b.range('in_range', dst, [ALL_IPS, ...pb]);
+      }
+      return;
+    }
+    for (const peer of rule.peers) {
+      if (peer.kind === 'pods') {
+        for (const q of podsOf(policy, peer)) for (const src of q.ips) for (const pb of boxes) podElement('in', dst, src, pb);
+      } else if (peer.kind === 'ipBlock') {
+        for (const span of cidrMinus(peer.cidr, peer.except)) for (const pb of boxes) b.range('in_range', dst, [span, ...pb]);
+      }
+    }
+  }
+
+  function egressRule(src: number, rule: PolicyRule, policy: NetworkPolicy): void {
+    // numeric ports are the same for every destination; named ones resolve on each destination pod
+    const named = (rule.ports ?? []).filter((p) => typeof p.port === 'string');
+    const numBoxes = portBoxes(rule.ports?.filter((p) => typeof p.port !== 'string'), undefined);
+    const toPod = (q: Known, within?: readonly Interval[]) => {
+      const boxes = named.length ? portBoxes(named, q.pod) : [];
+      for (const dst of q.ips) {
+        if (within && !within.some(([lo, hi]) => dst >= lo && dst <= hi)) continue;
+        for (const pb of boxes) podElement('out', src, dst, pb);
+      }
+    };
+    if (!rule.peers) {
+      for (const pb of numBoxes) {
+        if (isAll(pb)) b.allowAll.egress.add(src);
+        else if (isPoint(pb)) b.add('out_any_port', ip(src), pb[0][0], pb[1][0]);
+        else b.range('out_range', src, [ALL_IPS, ...pb]);
+      }
+      if (named.length) for (const q of known) toPod(q);
+      return;
+    }
+    for (const peer of rule.peers) {
+      if (peer.kind === 'pods') {
+        for (const q of podsOf(policy, peer)) {
+          for (const dst of q.ips) for (const pb of numBoxes) podElement('out', src, dst, pb);
+          toPod(q);
+        }
+      } else if (peer.kind === 'ipBlock') {
+        const spans = cidrMinus(peer.cidr, peer.except);
+        for (const span of spans) for (const pb of numBoxes) b.range('out_range', src, [span, ...pb]);
+        // a named port in an ipBlock means the pods inside it that declare the name
+        if (named.length) for (const q of known) toPod(q, spans);
+      }
+    }
+  }
+
+  /** One allowed (local, peer pod) pair: a hash element when it is one port or all, else a box. */
+  function podElement(dir: 'in' | 'out', local: number, peer: number, pb: PortBox): void {
+    if (isAll(pb)) b.add(`${dir}_pod_any`, ip(local), ip(peer));
+    else if (isPoint(pb)) b.add(`${dir}_pod_port`, ip(local), ip(peer), pb[0][0], pb[1][0]);
+    else b.range(`${dir}_range`, local, [[peer, peer], ...pb]);
+  }
+
+  function warnUndeclared(ports: readonly PolicyPort[], pod: Pod, policy: NetworkPolicy): void {
+    for (const p of ports) {
+      if (typeof p.port === 'string' && namedPort(pod, p.port, p.protocol).length === 0) {
+        b.warn(`NetworkPolicy ${policy.namespace}/${policy.name}: pod ${pod.namespace}/${pod.name} declares no ${p.protocol} port named "${p.port}": that port matches nothing there`);
+      }
+    }
+  }
+
+  // isolation: a pod allowed everything in a direction is not isolated in it
+  const ingressIso = new Set<number>();
+  const egressIso = new Set<number>();
+  for (const [a, sp] of selected) {
+    if (sp.ingress.length && !b.allowAll.ingress.has(a)) ingressIso.add(a);
+    if (sp.egress.length && !b.allowAll.egress.has(a)) egressIso.add(a);
+  }
+  for (const a of ingressIso) {
+    b.add('ingress_isolated', ip(a));
+    b.add('in_pod_any', ip(a), ip(a)); // a pod always reaches itself
+  }
+  for (const a of egressIso) {
+    b.add('egress_isolated', ip(a));
+    b.add('out_pod_any', ip(a), ip(a));
+  }
+  for (const a of new Set([...ingressIso, ...egressIso])) b.add('isolated', ip(a));
+  for (const a of input.nodeAddresses) if (parseIPv4(a) !== undefined) b.add('node_addrs', a);
+  const exempt = mergeIntervals((input.exempt ?? []).map((c) => parseCidr(c)).filter((c) => c !== undefined).map((c) => [c.base, lastOf(c)] as const));
+  for (const span of exempt) b.add('exempt', iv(span, ip));
+
+  for (const [set, iso] of [['in_range', ingressIso], ['out_range', egressIso]] as const) {
+    for (const [key, boxes] of b.ranges[set]) {
+      if (!iso.has(key)) continue;
+      for (const [addrs, protos, ports] of disjointCover(boxes)) b.add(set, ip(key), iv(addrs!, ip), iv(protos!), iv(ports!));
+    }
+  }
+  // elements of pods that turned out not isolated in that direction are dead weight
+  const prune = (set: SetName, iso: Set<number>) => {
+    for (const e of b.hash[set]) if (!iso.has(parseIPv4(e.slice(0, e.indexOf(' ')))!)) b.hash[set].delete(e);
+  };
+  for (const s of ['in_pod_any', 'in_pod_port', 'in_any_port'] as const) prune(s, ingressIso);
+  for (const s of ['out_pod_any', 'out_pod_port', 'out_any_port'] as const) prune(s, egressIso);
+
+  const elements = Object.fromEntries(SET_NAMES.map((n) => [n, [...b.hash[n]].sort()])) as unknown as Elements;
+  return {
+    elements,
+    pods: [...selected.values()].sort((x, y) => (x.namespace + x.name).localeCompare(y.namespace + y.name)),
+    policies,
+    warnings: b.finish(),
+    names,
+  };
+}
+
+const isAll = (pb: PortBox) => pb[0][0] === ALL_PROTOS[0] && pb[0][1] === ALL_PROTOS[1] && pb[1][0] === ALL_PORTS[0] && pb[1][1] === ALL_PORTS[1];
+const isPoint = (pb: PortBox) => pb[0][0] === pb[0][1] && pb[1][0] === pb[1][1];
+
+/** The numbers a pod's containers give to a port name, for one protocol. */
+export function namedPort(pod: Pod, name: string, protocol: Protocol): number[] {
+  return [...new Set(pod.ports.filter((p) => p.name === name && p.protocol === protocol).map((p) => p.port))];
+}
