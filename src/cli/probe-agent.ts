@@ -5,7 +5,11 @@
  *   weft probe-agent serve tcp:80 tcp:81 udp:80 udp:81   echo servers; prints "ready" once listening, runs until killed
  *   weft probe-agent probe [--timeout-ms N] < targets.json   probes a JSON array of {protocol, host, port, timeoutMs?} at once;
  *                                                        prints the results as a JSON array
+ *   weft probe-agent agent SPEC...                        serves like `serve`, and probes for every line of stdin
+ *                                                        ({"id", "targets": [...]}), answering {"id", "results": [...]}
+ *                                                        on stdout: one process per pod for a whole test run
  */
+import { createInterface } from 'node:readline';
 import { ConfigError } from '../common/errors';
 import { parse, intFlag } from './args';
 import type { CliIo } from './main';
@@ -13,6 +17,7 @@ import { parseServeSpec, probeAll, serve, type ProbeTarget } from '../policy/pro
 
 export const PROBE_AGENT_HELP = `Usage: weft probe-agent serve SPEC...        (SPEC: tcp:PORT or udp:PORT)
        weft probe-agent probe [--timeout-ms N] < targets.json
+       weft probe-agent agent SPEC...        (serve, and probe per line of stdin)
 `;
 
 async function readStdin(): Promise<string> {
@@ -23,7 +28,7 @@ async function readStdin(): Promise<string> {
 
 export async function runProbeAgent(argv: string[], io: CliIo): Promise<number> {
   const [mode, ...rest] = argv;
-  if (mode === 'serve') {
+  if (mode === 'serve' || mode === 'agent') {
     const { positionals } = parse(rest, {});
     if (!positionals.length) throw new ConfigError('SPEC', 'give at least one tcp:PORT or udp:PORT');
     const specs = positionals.map((s) => {
@@ -37,6 +42,20 @@ export async function runProbeAgent(argv: string[], io: CliIo): Promise<number> 
     io.out('ready\n');
     await new Promise<void>((resolve) => {
       for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => resolve());
+      if (mode === 'agent') {
+        const lines = createInterface({ input: process.stdin });
+        lines.on('line', (line) => {
+          let req: { id?: unknown; targets?: ProbeTarget[] };
+          try {
+            req = JSON.parse(line) as typeof req;
+          } catch {
+            io.out(JSON.stringify({ error: `not JSON: ${line.slice(0, 100)}` }) + '\n');
+            return;
+          }
+          void probeAll(req.targets ?? []).then((results) => io.out(JSON.stringify({ id: req.id, results }) + '\n'));
+        });
+        lines.on('close', () => resolve());
+      }
     });
     await close();
     return 0;

@@ -52,8 +52,8 @@ export class BlockedLog {
     private readonly burst: number,
   ) {}
 
-  /** Lists both sets, logs what is new (at most `burst` lines), forgets what expired. */
-  async poll(names: ReadonlyMap<string, string>): Promise<void> {
+  /** Lists both sets, logs what is new (at most `burst` lines), forgets what expired; returns what is new. */
+  async poll(names: ReadonlyMap<string, string>): Promise<BlockedConnection[]> {
     const now = new Date().toISOString();
     const present = new Set<string>();
     const fresh: BlockedConnection[] = [];
@@ -77,7 +77,8 @@ export class BlockedLog {
       );
     }
     if (fresh.length > this.burst) this.log.warn({ suppressed: fresh.length - this.burst }, `network policy blocked ${fresh.length - this.burst} more connections (not logged one by one)`);
-    this.recentList = [...fresh.reverse(), ...this.recentList].slice(0, 20);
+    this.recentList = [...[...fresh].reverse(), ...this.recentList].slice(0, 20);
+    return fresh;
   }
 
   /** The latest blocked connections, newest first (at most 20). */

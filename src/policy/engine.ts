@@ -210,9 +210,13 @@ export class PolicyEngine implements Startable {
     return { kind: 'full', changes: full() };
   }
 
-  /** Puts the table back when chains, rules or sets are missing (someone flushed or deleted them). */
+  /**
+   * Checks that the table still has every chain with its rules and every set; when not (someone
+   * flushed or deleted them), writes the last state again, whole. Returns what is wrong, or
+   * undefined. Before the first update there is nothing of this run's to check.
+   */
   async verify(): Promise<string | undefined> {
-    if (!this.applied || this.running) return undefined;
+    if (!this.lastInput) return undefined;
     let problem: string | undefined;
     try {
       const objs = await this.c.nft.json(['-t', 'list', 'table', FAMILY, TABLE]).catch(() => []);
@@ -229,14 +233,11 @@ export class PolicyEngine implements Startable {
     } catch (e) {
       problem = (e as Error).message;
     }
-    if (problem && this.applied && !this.running && this.started) {
+    if (problem && this.started && !this.pending && !this.running) {
       this.c.log.warn({ problem }, 'policy table damaged; writing it again');
       this.applied = undefined;
-      if (!this.pending && this.lastInput) {
-        // the last state again, through the normal path
-        this.pending = { input: this.lastInput, since: performance.now(), waiters: [] };
-        this.schedule(0);
-      }
+      this.pending = { input: this.lastInput, since: performance.now(), waiters: [] };
+      this.schedule(0);
     }
     return problem;
   }
@@ -265,10 +266,9 @@ export class PolicyEngine implements Startable {
     };
   }
 
-  /** Collects blocked connections now (the timer does it every `blockedPollMs`). */
-  async pollBlocked(): Promise<BlockedConnection[]> {
-    await this.blockedLog.poll(this.plan?.names ?? new Map());
-    return this.blockedLog.recent();
+  /** Collects blocked connections now (the timer does it every `blockedPollMs`); returns those not seen before. */
+  pollBlocked(): Promise<BlockedConnection[]> {
+    return this.blockedLog.poll(this.plan?.names ?? new Map());
   }
 
   /** Removes weft's policy table: every pod is open again. For uninstalling, not for restarts. */

@@ -8,6 +8,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { Netns, ROOT, WEFT, sh, uid } from './netns';
 import { Nft } from '../../src/sys/nft';
@@ -90,6 +91,8 @@ export class PolicyLab {
   readonly pods: LabPod[] = [];
   readonly namespaceLabels = new Map<string, Record<string, string>>();
   private readonly servers: ChildProcess[] = [];
+  /** The TCP/UDP agent serving in each namespace, which also probes from there. */
+  private readonly agents = new Map<string, Agent>();
   private readonly prefix = `wpol${uid()}`;
   private vethSeq = 0;
 
@@ -155,7 +158,13 @@ export class PolicyLab {
     const tcpUdp = specs.filter((s) => s.protocol !== 'sctp').map((s) => `${s.protocol}:${s.port}`);
     const sctp = specs.filter((s) => s.protocol === 'sctp').map((s) => String(s.port));
     const starts: Promise<void>[] = [];
-    if (tcpUdp.length) starts.push(this.startServer(ns, [WEFT, 'probe-agent', 'serve', ...tcpUdp]));
+    if (tcpUdp.length) {
+      if (this.agents.has(ns.path)) throw new Error(`${ns.name} has its agent already`);
+      const agent = new Agent(ns, tcpUdp);
+      this.agents.set(ns.path, agent);
+      this.servers.push(agent.child);
+      starts.push(agent.ready);
+    }
     if (sctp.length) starts.push(this.startServer(ns, ['python3', SCTP_PROBE, 'serve', ...sctp]));
     await Promise.all(starts);
   }
@@ -233,8 +242,10 @@ export class PolicyLab {
     const results: { connected: boolean; error?: string }[] = new Array(targets.length);
     const runs: Promise<void>[] = [];
     if (tcpUdp.length) {
+      const agent = this.agents.get(ns.path);
+      const asked = tcpUdp.map((x) => x.t);
       runs.push(
-        runJson(ns, [WEFT, 'probe-agent', 'probe'], tcpUdp.map((x) => x.t)).then((r: { connected: boolean; error?: string }[]) => {
+        (agent ? agent.probe(asked) : runJson(ns, [WEFT, 'probe-agent', 'probe'], asked)).then((r: { connected: boolean; error?: string }[]) => {
           r.forEach((x, k) => (results[tcpUdp[k]!.i] = x));
           const refused = r.find((x) => x.error === 'refused');
           if (refused) throw new Error(`probe from ${ns.name}: ${JSON.stringify(refused)}: nothing listens there (test set-up)`);
@@ -253,6 +264,54 @@ export class PolicyLab {
     for (const s of this.servers) if (s.exitCode === null && s.signalCode === null) s.kill('SIGKILL');
     for (const p of this.pods) p.ns.destroy();
     for (const h of this.hosts) h.ns.destroy();
+  }
+}
+
+/** `weft probe-agent agent` in a namespace: serves there, and probes from there on request. */
+class Agent {
+  readonly child: ChildProcess;
+  readonly ready: Promise<void>;
+  private seq = 0;
+  private readonly waiting = new Map<number, (r: any[]) => void>();
+
+  constructor(
+    readonly ns: Netns,
+    specs: string[],
+  ) {
+    this.child = spawn('nsenter', [`--net=${ns.path}`, '--', WEFT, 'probe-agent', 'agent', ...specs], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let log = '';
+    this.child.stderr!.on('data', (d) => (log += d));
+    this.ready = new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`probe agent in ${ns.name}: not ready within 10 s: ${log}`)), 10_000);
+      createInterface({ input: this.child.stdout! }).on('line', (line) => {
+        if (line === 'ready') {
+          clearTimeout(timer);
+          return resolve();
+        }
+        const m = JSON.parse(line) as { id: number; results: any[] };
+        this.waiting.get(m.id)?.(m.results);
+        this.waiting.delete(m.id);
+      });
+      this.child.on('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`probe agent in ${ns.name} exited ${code}: ${log}`));
+        for (const w of this.waiting.values()) w([]);
+      });
+    });
+    this.ready.catch(() => undefined);
+  }
+
+  probe(targets: unknown[]): Promise<any[]> {
+    const id = ++this.seq;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`probe agent in ${this.ns.name}: no answer within 30 s`)), 30_000);
+      this.waiting.set(id, (r) => {
+        clearTimeout(timer);
+        if (r.length !== targets.length) reject(new Error(`probe agent in ${this.ns.name} ended`));
+        else resolve(r);
+      });
+      this.child.stdin!.write(JSON.stringify({ id, targets }) + '\n');
+    });
   }
 }
 
