@@ -7,45 +7,12 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { labSkip, PolicyLab, specName, SUBNET, type LabPod, type PortSpec } from '../helpers/policy-lab';
-import { compare, formatTruth, Truth } from '../../src/policy/matrix';
+import { labSkip, memoryLogger, PolicyLab, SUBNET, type LabPod } from '../helpers/policy-lab';
+import { check, inNs, ipOf, np, NS, sel, upstreamLayout, SCTP, type Case } from '../helpers/policy-cases';
 import { FAMILY, TABLE } from '../../src/policy/ruleset';
 import { PolicyEngine } from '../../src/policy/engine';
-import { memoryLogger } from '../helpers/policy-lab';
 
 const skip = labSkip();
-const NS = ['x', 'y', 'z'];
-const NAMES = ['a', 'b', 'c'];
-const TCP_UDP: PortSpec[] = [
-  { protocol: 'tcp', port: 80 },
-  { protocol: 'tcp', port: 81 },
-  { protocol: 'udp', port: 80 },
-  { protocol: 'udp', port: 81 },
-];
-const SCTP: PortSpec[] = [
-  { protocol: 'sctp', port: 80 },
-  { protocol: 'sctp', port: 81 },
-];
-const ipOf = (key: string) => `${SUBNET}.${10 * (NS.indexOf(key[0]!) + 1) + NAMES.indexOf(key[2]!)}`;
-const portsOf = (key: string) =>
-  // x/b declares only its TCP ports: named UDP ports match nothing on it
-  (key === 'x/b' ? TCP_UDP.filter((s) => s.protocol === 'tcp') : [...TCP_UDP, ...SCTP]).map((s) => ({ name: `serve-${s.port}-${s.protocol}`, containerPort: s.port, protocol: s.protocol.toUpperCase() }));
-
-/** A NetworkPolicy object. */
-const np = (namespace: string, name: string, spec: Record<string, unknown>) => ({ apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { namespace, name }, spec });
-const sel = (labels: Record<string, string>) => ({ matchLabels: labels });
-
-type Expect = (t: Truth, spec: PortSpec) => void;
-
-interface Case {
-  name: string;
-  policies: unknown[];
-  expect: Expect;
-  specs?: PortSpec[];
-}
-
-const inNs = (ns: string) => (p: string) => p.startsWith(`${ns}/`);
-
 const CASES: Case[] = [
   { name: 'no policy: every pod reaches every pod', policies: [], expect: () => undefined },
   {
@@ -196,37 +163,11 @@ const CASES: Case[] = [
   },
 ];
 
-async function check(lab: PolicyLab, c: Case): Promise<void> {
-  await lab.apply(c.policies);
-  const specs = c.specs ?? TCP_UDP;
-  const keys = lab.pods.map((p) => p.key);
-  const expected = new Map(
-    specs.map((s) => {
-      const t = new Truth(keys);
-      c.expect(t, s);
-      return [specName(s), t.loopback()];
-    }),
-  );
-  const observed = await lab.matrix(specs, expected);
-  const report: string[] = [];
-  for (const s of specs) {
-    const e = expected.get(specName(s))!;
-    const o = observed.get(specName(s))!;
-    if (compare(e, o).length) report.push(`observed (! = differs from expected):\n${formatTruth(o, specName(s), e)}expected:\n${formatTruth(e, specName(s))}`);
-  }
-  assert.equal(report.length, 0, `${c.name}\n${report.join('\n')}`);
-}
-
 describe('NetworkPolicy on one host: the upstream matrix', { skip, concurrency: false }, () => {
   let lab: PolicyLab;
   before(async () => {
     lab = await PolicyLab.create(1);
-    for (const ns of NS) lab.namespaceLabels.set(ns, { ns });
-    for (const key of NS.flatMap((n) => NAMES.map((p) => `${n}/${p}`))) {
-      const [ns, name] = key.split('/') as [string, string];
-      lab.addPod(0, ns, name, ipOf(key), { pod: name, ...(name === 'c' ? { tier: 'db' } : {}) }, portsOf(key));
-    }
-    await Promise.all(lab.pods.map((p) => lab.serve(p, [...TCP_UDP, ...SCTP])));
+    await upstreamLayout(lab, () => 0);
   });
   after(async () => {
     await lab?.destroy();
