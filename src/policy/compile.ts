@@ -69,6 +69,13 @@ interface Known {
   ips: number[];
 }
 
+/** The pods a peer selects, with their addresses; `key` identifies the selection. */
+interface PeerPods {
+  key: string;
+  pods: Known[];
+  ips: number[];
+}
+
 /** Ports of a rule, resolved for one receiving pod: protocol ranges x port ranges. */
 type PortBox = readonly [Interval, Interval];
 
@@ -80,8 +87,17 @@ class Builder {
   readonly warnings: string[] = [];
   private dropped = 0;
 
-  add(set: SetName, ...parts: (number | string)[]): void {
-    this.hash[set].add(parts.join(' . '));
+  /**
+   * Elements keyed by the local pod, kept nested (local -> peer -> protocol . port) until the end:
+   * many policies allow the same pairs, and nested maps of short, shared strings dedupe them far
+   * cheaper than whole element strings would.
+   */
+  readonly podAny = { in: new Map<string, Set<string>>(), out: new Map<string, Set<string>>() };
+  readonly podPort = { in: new Map<string, Map<string, Set<string>>>(), out: new Map<string, Map<string, Set<string>>>() };
+  readonly anyPort = { in: new Map<string, Set<string>>(), out: new Map<string, Set<string>>() };
+
+  add(set: SetName, key: string): void {
+    this.hash[set].add(key);
   }
   range(set: 'in_range' | 'out_range', key: number, box: Box): void {
     const m = this.ranges[set];
@@ -96,7 +112,36 @@ class Builder {
   }
 }
 
-const ip = formatIPv4;
+/** Formatting addresses is most of the compiler's work on big clusters: once per address. */
+const ipText = new Map<number, string>();
+function ip(n: number): string {
+  let s = ipText.get(n);
+  if (s === undefined) {
+    if (ipText.size > 1_000_000) ipText.clear();
+    ipText.set(n, (s = formatIPv4(n)));
+  }
+  return s;
+}
+/** Dotted quads the model already validated; anything else is undefined. */
+function num(s: string): number | undefined {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
+  if (!m) return parseIPv4(s);
+  const [a, b, c, d] = [Number(m[1]), Number(m[2]), Number(m[3]), Number(m[4])];
+  return a > 255 || b > 255 || c > 255 || d > 255 ? undefined : ((a << 24) | (b << 16) | (c << 8) | d) >>> 0;
+}
+const suffixText = new Map<number, string>();
+/** "6 . 80": one shared string per protocol and port. */
+function suffix(proto: number, port: number): string {
+  const k = proto * 65536 + port;
+  let s = suffixText.get(k);
+  if (s === undefined) suffixText.set(k, (s = `${proto} . ${port}`));
+  return s;
+}
+function inner<K, V>(m: Map<K, V>, k: K, make: () => V): V {
+  let v = m.get(k);
+  if (v === undefined) m.set(k, (v = make()));
+  return v;
+}
 const iv = ([lo, hi]: Interval, fmt: (n: number) => string | number = (n) => n) => (lo === hi ? `${fmt(lo)}` : `${fmt(lo)}-${fmt(hi)}`);
 
 export function compile(input: PolicyInput): PolicyPlan {
@@ -119,29 +164,65 @@ export function compile(input: PolicyInput): PolicyPlan {
     }
     const mine = localKeyIp.get(key);
     if (mine) ips.add(mine);
-    known.push({ pod, key, ips: [...ips].map((a) => parseIPv4(a)).filter((n): n is number => n !== undefined) });
+    known.push({ pod, key, ips: [...ips].map(num).filter((n): n is number => n !== undefined) });
   }
   const names = new Map<string, string>();
   for (const k of known) for (const a of k.ips) names.set(ip(a), k.key);
-  const localIps = new Set([...localByIp.keys()].map((a) => parseIPv4(a)).filter((n): n is number => n !== undefined));
+  const localIps = new Set([...localByIp.keys()].map(num).filter((n): n is number => n !== undefined));
   const localPods = known.filter((k) => k.ips.some((a) => localIps.has(a)));
 
-  // peers resolve to the same pods for every target: once per policy and peer
-  const nsMatchCache = new Map<object, Map<string, boolean>>();
-  const peerPods = (policy: NetworkPolicy, peer: Extract<Peer, { kind: 'pods' }>): Known[] => {
+  // peers resolve to the same pods for every target and often for many policies: once per content
+  const nsMatchCache = new Map<string, boolean>();
+  const peerCache = new Map<string, PeerPods>();
+  const podsOf = (policy: NetworkPolicy, peer: Extract<Peer, { kind: 'pods' }>): PeerPods => {
     const nsSel = peer.namespaceSelector;
-    let nsCache = nsSel ? nsMatchCache.get(nsSel) : undefined;
-    if (nsSel && !nsCache) nsMatchCache.set(nsSel, (nsCache = new Map()));
+    const nsKey = nsSel ? JSON.stringify(nsSel) : `=${policy.namespace}`;
+    const key = `${nsKey}|${JSON.stringify(peer.podSelector ?? null)}`;
+    const hit = peerCache.get(key);
+    if (hit) return hit;
     const nsOk = (ns: string) => {
       if (!nsSel) return ns === policy.namespace;
-      let v = nsCache!.get(ns);
-      if (v === undefined) nsCache!.set(ns, (v = matches(nsSel, labelsOfNs(ns))));
+      const k = `${nsKey}|${ns}`;
+      let v = nsMatchCache.get(k);
+      if (v === undefined) nsMatchCache.set(k, (v = matches(nsSel, labelsOfNs(ns))));
       return v;
     };
-    return known.filter((k) => nsOk(k.pod.namespace) && (!peer.podSelector || matches(peer.podSelector, k.pod.labels)));
+    const pods = known.filter((k) => nsOk(k.pod.namespace) && (!peer.podSelector || matches(peer.podSelector, k.pod.labels)));
+    const out = { key, pods, ips: pods.flatMap((k) => k.ips) };
+    peerCache.set(key, out);
+    return out;
   };
-  const peerCache = new Map<object, Known[]>();
-  const podsOf = (policy: NetworkPolicy, peer: Extract<Peer, { kind: 'pods' }>) => peerCache.get(peer) ?? peerCache.set(peer, peerPods(policy, peer)).get(peer)!;
+
+  // many policies repeat the same (local pod, peers, ports): each such triple is added once
+  const done = new Set<string>();
+  const once = (k: string) => !done.has(k) && !!done.add(k);
+  /** Pod peers with numeric (or resolved) ports for one local pod. */
+  const addPeers = (dir: 'in' | 'out', local: number, peers: PeerPods, boxes: readonly PortBox[]) => {
+    if (!boxes.length || !once(`${dir}|${local}|${peers.key}|${JSON.stringify(boxes)}`)) return;
+    const l = ip(local);
+    const points: string[] = [];
+    for (const pb of boxes) {
+      if (isAll(pb)) {
+        const set = inner(b.podAny[dir], l, () => new Set<string>());
+        for (const a of peers.ips) set.add(ip(a));
+      } else if (isPoint(pb)) points.push(suffix(pb[0][0], pb[1][0]));
+      else for (const a of peers.ips) b.range(`${dir}_range`, local, [[a, a], ...pb]);
+    }
+    if (points.length) {
+      const m = inner(b.podPort[dir], l, () => new Map<string, Set<string>>());
+      for (const a of peers.ips) {
+        const set = inner(m, ip(a), () => new Set<string>());
+        for (const x of points) set.add(x);
+      }
+    }
+  };
+  /** An ipBlock's addresses with ports, for one local pod. */
+  const spansCache = new Map<object, Interval[]>();
+  const spansOf = (peer: Extract<Peer, { kind: 'ipBlock' }>) => spansCache.get(peer) ?? spansCache.set(peer, cidrMinus(peer.cidr, peer.except)).get(peer)!;
+  const addBlock = (dir: 'in' | 'out', local: number, spans: readonly Interval[], boxes: readonly PortBox[]) => {
+    if (!boxes.length || !once(`${dir}|${local}|${JSON.stringify(spans)}|${JSON.stringify(boxes)}`)) return;
+    for (const span of spans) for (const pb of boxes) b.range(`${dir}_range`, local, [span, ...pb]);
+  };
 
   /** The protocol x port boxes of `ports` as received by `on` (named ports resolved there); undefined ports: everything. */
   const portBoxes = (ports: readonly PolicyPort[] | undefined, on: Pod | undefined): PortBox[] => {
@@ -183,16 +264,16 @@ export function compile(input: PolicyInput): PolicyPlan {
     if (!rule.peers) {
       for (const pb of boxes) {
         if (isAll(pb)) b.allowAll.ingress.add(dst);
-        else if (isPoint(pb)) b.add('in_any_port', ip(dst), pb[0][0], pb[1][0]);
+        else if (isPoint(pb)) inner(b.anyPort.in, ip(dst), () => new Set()).add(suffix(pb[0][0], pb[1][0]));
         else b.range('in_range', dst, [ALL_IPS, ...pb]);
       }
       return;
     }
     for (const peer of rule.peers) {
       if (peer.kind === 'pods') {
-        for (const q of podsOf(policy, peer)) for (const src of q.ips) for (const pb of boxes) podElement('in', dst, src, pb);
+        addPeers('in', dst, podsOf(policy, peer), boxes);
       } else if (peer.kind === 'ipBlock') {
-        for (const span of cidrMinus(peer.cidr, peer.except)) for (const pb of boxes) b.range('in_range', dst, [span, ...pb]);
+        addBlock('in', dst, spansOf(peer), boxes);
       }
     }
   }
@@ -211,7 +292,7 @@ export function compile(input: PolicyInput): PolicyPlan {
     if (!rule.peers) {
       for (const pb of numBoxes) {
         if (isAll(pb)) b.allowAll.egress.add(src);
-        else if (isPoint(pb)) b.add('out_any_port', ip(src), pb[0][0], pb[1][0]);
+        else if (isPoint(pb)) inner(b.anyPort.out, ip(src), () => new Set()).add(suffix(pb[0][0], pb[1][0]));
         else b.range('out_range', src, [ALL_IPS, ...pb]);
       }
       if (named.length) for (const q of known) toPod(q);
@@ -219,13 +300,12 @@ export function compile(input: PolicyInput): PolicyPlan {
     }
     for (const peer of rule.peers) {
       if (peer.kind === 'pods') {
-        for (const q of podsOf(policy, peer)) {
-          for (const dst of q.ips) for (const pb of numBoxes) podElement('out', src, dst, pb);
-          toPod(q);
-        }
+        const peers = podsOf(policy, peer);
+        addPeers('out', src, peers, numBoxes);
+        if (named.length) for (const q of peers.pods) toPod(q);
       } else if (peer.kind === 'ipBlock') {
-        const spans = cidrMinus(peer.cidr, peer.except);
-        for (const span of spans) for (const pb of numBoxes) b.range('out_range', src, [span, ...pb]);
+        const spans = spansOf(peer);
+        addBlock('out', src, spans, numBoxes);
         // a named port in an ipBlock means the pods inside it that declare the name
         if (named.length) for (const q of known) toPod(q, spans);
       }
@@ -234,8 +314,8 @@ export function compile(input: PolicyInput): PolicyPlan {
 
   /** One allowed (local, peer pod) pair: a hash element when it is one port or all, else a box. */
   function podElement(dir: 'in' | 'out', local: number, peer: number, pb: PortBox): void {
-    if (isAll(pb)) b.add(`${dir}_pod_any`, ip(local), ip(peer));
-    else if (isPoint(pb)) b.add(`${dir}_pod_port`, ip(local), ip(peer), pb[0][0], pb[1][0]);
+    if (isAll(pb)) inner(b.podAny[dir], ip(local), () => new Set()).add(ip(peer));
+    else if (isPoint(pb)) inner(inner(b.podPort[dir], ip(local), () => new Map()), ip(peer), () => new Set()).add(suffix(pb[0][0], pb[1][0]));
     else b.range(`${dir}_range`, local, [[peer, peer], ...pb]);
   }
 
@@ -256,29 +336,32 @@ export function compile(input: PolicyInput): PolicyPlan {
   }
   for (const a of ingressIso) {
     b.add('ingress_isolated', ip(a));
-    b.add('in_pod_any', ip(a), ip(a)); // a pod always reaches itself
+    inner(b.podAny.in, ip(a), () => new Set()).add(ip(a)); // a pod always reaches itself
   }
   for (const a of egressIso) {
     b.add('egress_isolated', ip(a));
-    b.add('out_pod_any', ip(a), ip(a));
+    inner(b.podAny.out, ip(a), () => new Set()).add(ip(a));
   }
   for (const a of new Set([...ingressIso, ...egressIso])) b.add('isolated', ip(a));
-  for (const a of input.nodeAddresses) if (parseIPv4(a) !== undefined) b.add('node_addrs', a);
+  for (const a of input.nodeAddresses) if (num(a) !== undefined) b.add('node_addrs', a);
   const exempt = mergeIntervals((input.exempt ?? []).map((c) => parseCidr(c)).filter((c) => c !== undefined).map((c) => [c.base, lastOf(c)] as const));
   for (const span of exempt) b.add('exempt', iv(span, ip));
 
   for (const [set, iso] of [['in_range', ingressIso], ['out_range', egressIso]] as const) {
     for (const [key, boxes] of b.ranges[set]) {
       if (!iso.has(key)) continue;
-      for (const [addrs, protos, ports] of disjointCover(boxes)) b.add(set, ip(key), iv(addrs!, ip), iv(protos!), iv(ports!));
+      for (const [addrs, protos, ports] of disjointCover(boxes)) b.add(set, `${ip(key)} . ${iv(addrs!, ip)} . ${iv(protos!)} . ${iv(ports!)}`);
     }
   }
-  // elements of pods that turned out not isolated in that direction are dead weight
-  const prune = (set: SetName, iso: Set<number>) => {
-    for (const e of b.hash[set]) if (!iso.has(parseIPv4(e.slice(0, e.indexOf(' ')))!)) b.hash[set].delete(e);
-  };
-  for (const s of ['in_pod_any', 'in_pod_port', 'in_any_port'] as const) prune(s, ingressIso);
-  for (const s of ['out_pod_any', 'out_pod_port', 'out_any_port'] as const) prune(s, egressIso);
+  // flatten, leaving out pods that turned out not isolated in that direction
+  for (const [dir, iso] of [['in', ingressIso], ['out', egressIso]] as const) {
+    const keep = new Set([...iso].map(ip));
+    for (const [local, peers] of b.podAny[dir]) if (keep.has(local)) for (const peer of peers) b.add(`${dir}_pod_any`, `${local} . ${peer}`);
+    for (const [local, peers] of b.podPort[dir]) {
+      if (keep.has(local)) for (const [peer, ports] of peers) for (const pp of ports) b.add(`${dir}_pod_port`, `${local} . ${peer} . ${pp}`);
+    }
+    for (const [local, ports] of b.anyPort[dir]) if (keep.has(local)) for (const pp of ports) b.add(`${dir}_any_port`, `${local} . ${pp}`);
+  }
 
   const elements = Object.fromEntries(SET_NAMES.map((n) => [n, [...b.hash[n]].sort()])) as unknown as Elements;
   return {

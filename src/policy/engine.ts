@@ -18,7 +18,7 @@ import type { Nft } from '../sys/nft';
 import { BlockedLog, type BlockedConnection } from './blocked';
 import { compile, type PolicyPlan, type PolicySummary, type SelectedPod } from './compile';
 import type { PolicyInput } from './model';
-import { CHAINS, COUNTERS, FAMILY, RULE_COUNT, SET_NAMES, STATIC_SETS, TABLE, renderDiff, renderFull, renderRemove, type Elements } from './ruleset';
+import { CHAINS, DROP_COUNT_SETS, FAMILY, RULE_COUNT, SET_NAMES, STATIC_SETS, TABLE, renderDiff, renderFull, renderRemove, type Elements } from './ruleset';
 
 /** What the engine uses from the rest of the router. */
 export interface PolicyEngineComponents {
@@ -78,6 +78,10 @@ interface Waiter {
   reject(e: Error): void;
 }
 
+/** Every this many verify rounds, the rules are counted too (on a big table that costs seconds of nft). */
+const DEEP_EVERY = 30;
+const sum = (r: Record<string, number>) => Object.values(r).reduce((a, b) => a + b, 0);
+
 export class PolicyEngine implements Startable {
   private readonly timers = new Timers();
   private readonly blockedLog: BlockedLog;
@@ -93,6 +97,7 @@ export class PolicyEngine implements Startable {
   private lastApply?: PolicyStatus['lastApply'];
   private lastError?: string;
   private keptFromBefore = false;
+  private verifyRound = 0;
   private started = false;
 
   constructor(
@@ -145,8 +150,8 @@ export class PolicyEngine implements Startable {
     if (!this.pending || this.running) return; // the running apply schedules again when done
     if (this.flushTimer) clearTimeout(this.flushTimer);
     const ceiling = this.pending.since + this.init.maxDelayMs - performance.now();
+    // not unref'd: a caller awaiting update() must not see the process exit under it
     this.flushTimer = setTimeout(() => void this.flush(), Math.max(0, Math.min(delayMs, ceiling)));
-    this.flushTimer.unref();
   }
 
   private async flush(): Promise<void> {
@@ -219,17 +224,20 @@ export class PolicyEngine implements Startable {
     if (!this.lastInput) return undefined;
     let problem: string | undefined;
     try {
-      const objs = await this.c.nft.json(['-t', 'list', 'table', FAMILY, TABLE]).catch(() => []);
-      const rules = new Map<string, number>();
-      const sets = new Set<string>();
-      for (const o of objs) {
-        if (o.rule) rules.set(String(o.rule.chain), (rules.get(String(o.rule.chain)) ?? 0) + 1);
-        if (o.set) sets.add(String(o.set.name));
+      // chains and sets are cheap to list; rules are not (nft 1.0.6 reads every set element to
+      // list them), so those are counted only every DEEP_EVERY rounds, or always on a small table
+      const chains = new Set((await this.c.nft.json(['-t', 'list', 'chains', FAMILY])).filter((o) => o.chain?.table === TABLE).map((o) => String(o.chain!.name)));
+      const sets = new Set((await this.c.nft.json(['-t', 'list', 'sets', 'table', FAMILY, TABLE]).catch(() => [])).map((o) => String(o.set?.name)));
+      const missingChain = Object.keys(CHAINS).find((c) => !chains.has(c));
+      const missingSet = SET_NAMES.find((s) => !sets.has(s));
+      if (missingChain) problem = `chain ${missingChain} is missing`;
+      else if (missingSet) problem = `set ${missingSet} is missing`;
+      else if (this.verifyRound++ % DEEP_EVERY === 0 || this.elementCount() < 2000) {
+        const rules = new Map<string, number>();
+        for (const o of await this.c.nft.json(['-t', 'list', 'table', FAMILY, TABLE])) if (o.rule) rules.set(String(o.rule.chain), (rules.get(String(o.rule.chain)) ?? 0) + 1);
+        const bad = Object.entries(CHAINS).find(([name, r]) => rules.get(name) !== r.length);
+        if (bad) problem = `chain ${bad[0]} has ${rules.get(bad[0]) ?? 0} rules, not ${bad[1].length}`;
       }
-      const badChain = Object.entries(CHAINS).find(([name, r]) => rules.get(name) !== r.length);
-      const badSet = SET_NAMES.find((s) => !sets.has(s));
-      if (badChain) problem = `chain ${badChain[0]} has ${rules.get(badChain[0]) ?? 0} rules, not ${badChain[1].length}`;
-      else if (badSet) problem = `set ${badSet} is missing`;
     } catch (e) {
       problem = (e as Error).message;
     }
@@ -242,10 +250,25 @@ export class PolicyEngine implements Startable {
     return problem;
   }
 
+  private elementCount(): number {
+    return this.plan ? Object.values(this.plan.elements).reduce((n, e) => n + e.length, 0) : 0;
+  }
+
   /** Packets dropped per direction, from the kernel's counters (0 when the table is absent). */
   async drops(): Promise<{ ingress: number; egress: number }> {
-    const c = await this.c.nft.counters(FAMILY, TABLE);
-    return { ingress: c.get(COUNTERS.ingress)?.packets ?? 0, egress: c.get(COUNTERS.egress)?.packets ?? 0 };
+    const [ingress, egress] = await Promise.all([this.dropsBy('ingress'), this.dropsBy('egress')]);
+    return { ingress: sum(ingress), egress: sum(egress) };
+  }
+
+  /** Packets dropped in one direction, per protocol ('tcp', 'udp', 'sctp', 'icmp', or a number). */
+  async dropsBy(direction: 'ingress' | 'egress'): Promise<Record<string, number>> {
+    const set = await this.c.nft.listSet(FAMILY, TABLE, DROP_COUNT_SETS[direction]);
+    const out: Record<string, number> = {};
+    for (const e of set?.elem ?? []) {
+      const el = (e as { elem?: { val?: unknown; counter?: { packets?: number } } }).elem;
+      if (el?.val !== undefined) out[String(el.val)] = (out[String(el.val)] ?? 0) + Number(el.counter?.packets ?? 0);
+    }
+    return out;
   }
 
   async status(): Promise<PolicyStatus> {
