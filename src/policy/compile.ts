@@ -88,13 +88,21 @@ class Builder {
   private dropped = 0;
 
   /**
-   * Elements keyed by the local pod, kept nested (local -> peer -> protocol . port) until the end:
-   * many policies allow the same pairs, and nested maps of short, shared strings dedupe them far
-   * cheaper than whole element strings would.
+   * Elements keyed by the local pod, kept nested (local -> peer -> protocol*65536+port, all
+   * small integers) until the end: many policies allow the same pairs, and nested maps of
+   * integers dedupe them far cheaper than whole element strings would.
    */
-  readonly podAny = { in: new Map<string, Set<string>>(), out: new Map<string, Set<string>>() };
-  readonly podPort = { in: new Map<string, Map<string, Set<string>>>(), out: new Map<string, Map<string, Set<string>>>() };
-  readonly anyPort = { in: new Map<string, Set<string>>(), out: new Map<string, Set<string>>() };
+  readonly podAny = { in: new Map<number, Set<number>>(), out: new Map<number, Set<number>>() };
+  readonly podPort = { in: new Map<number, Map<number, Set<number>>>(), out: new Map<number, Map<number, Set<number>>>() };
+  readonly anyPort = { in: new Map<number, Set<number>>(), out: new Map<number, Set<number>>() };
+  /** Addresses as small integers (V8 hashes those fastest), and back. */
+  private readonly index = new Map<number, number>();
+  readonly addrs: number[] = [];
+  ix(addr: number): number {
+    let i = this.index.get(addr);
+    if (i === undefined) this.index.set(addr, (i = this.addrs.push(addr) - 1));
+    return i;
+  }
 
   add(set: SetName, key: string): void {
     this.hash[set].add(key);
@@ -129,14 +137,8 @@ function num(s: string): number | undefined {
   const [a, b, c, d] = [Number(m[1]), Number(m[2]), Number(m[3]), Number(m[4])];
   return a > 255 || b > 255 || c > 255 || d > 255 ? undefined : ((a << 24) | (b << 16) | (c << 8) | d) >>> 0;
 }
-const suffixText = new Map<number, string>();
-/** "6 . 80": one shared string per protocol and port. */
-function suffix(proto: number, port: number): string {
-  const k = proto * 65536 + port;
-  let s = suffixText.get(k);
-  if (s === undefined) suffixText.set(k, (s = `${proto} . ${port}`));
-  return s;
-}
+const pk = (pb: PortBox) => pb[0][0] * 65536 + pb[1][0];
+const pkText = (k: number) => `${Math.floor(k / 65536)} . ${k % 65536}`;
 function inner<K, V>(m: Map<K, V>, k: K, make: () => V): V {
   let v = m.get(k);
   if (v === undefined) m.set(k, (v = make()));
@@ -199,19 +201,19 @@ export function compile(input: PolicyInput): PolicyPlan {
   /** Pod peers with numeric (or resolved) ports for one local pod. */
   const addPeers = (dir: 'in' | 'out', local: number, peers: PeerPods, boxes: readonly PortBox[]) => {
     if (!boxes.length || !once(`${dir}|${local}|${peers.key}|${JSON.stringify(boxes)}`)) return;
-    const l = ip(local);
-    const points: string[] = [];
+    const l = b.ix(local);
+    const points: number[] = [];
     for (const pb of boxes) {
       if (isAll(pb)) {
-        const set = inner(b.podAny[dir], l, () => new Set<string>());
-        for (const a of peers.ips) set.add(ip(a));
-      } else if (isPoint(pb)) points.push(suffix(pb[0][0], pb[1][0]));
+        const set = inner(b.podAny[dir], l, () => new Set<number>());
+        for (const a of peers.ips) set.add(b.ix(a));
+      } else if (isPoint(pb)) points.push(pk(pb));
       else for (const a of peers.ips) b.range(`${dir}_range`, local, [[a, a], ...pb]);
     }
     if (points.length) {
-      const m = inner(b.podPort[dir], l, () => new Map<string, Set<string>>());
+      const m = inner(b.podPort[dir], l, () => new Map<number, Set<number>>());
       for (const a of peers.ips) {
-        const set = inner(m, ip(a), () => new Set<string>());
+        const set = inner(m, b.ix(a), () => new Set<number>());
         for (const x of points) set.add(x);
       }
     }
@@ -264,7 +266,7 @@ export function compile(input: PolicyInput): PolicyPlan {
     if (!rule.peers) {
       for (const pb of boxes) {
         if (isAll(pb)) b.allowAll.ingress.add(dst);
-        else if (isPoint(pb)) inner(b.anyPort.in, ip(dst), () => new Set()).add(suffix(pb[0][0], pb[1][0]));
+        else if (isPoint(pb)) inner(b.anyPort.in, b.ix(dst), () => new Set<number>()).add(pk(pb));
         else b.range('in_range', dst, [ALL_IPS, ...pb]);
       }
       return;
@@ -292,7 +294,7 @@ export function compile(input: PolicyInput): PolicyPlan {
     if (!rule.peers) {
       for (const pb of numBoxes) {
         if (isAll(pb)) b.allowAll.egress.add(src);
-        else if (isPoint(pb)) inner(b.anyPort.out, ip(src), () => new Set()).add(suffix(pb[0][0], pb[1][0]));
+        else if (isPoint(pb)) inner(b.anyPort.out, b.ix(src), () => new Set<number>()).add(pk(pb));
         else b.range('out_range', src, [ALL_IPS, ...pb]);
       }
       if (named.length) for (const q of known) toPod(q);
@@ -314,8 +316,8 @@ export function compile(input: PolicyInput): PolicyPlan {
 
   /** One allowed (local, peer pod) pair: a hash element when it is one port or all, else a box. */
   function podElement(dir: 'in' | 'out', local: number, peer: number, pb: PortBox): void {
-    if (isAll(pb)) inner(b.podAny[dir], ip(local), () => new Set()).add(ip(peer));
-    else if (isPoint(pb)) inner(inner(b.podPort[dir], ip(local), () => new Map()), ip(peer), () => new Set()).add(suffix(pb[0][0], pb[1][0]));
+    if (isAll(pb)) inner(b.podAny[dir], b.ix(local), () => new Set<number>()).add(b.ix(peer));
+    else if (isPoint(pb)) inner(inner(b.podPort[dir], b.ix(local), () => new Map<number, Set<number>>()), b.ix(peer), () => new Set<number>()).add(pk(pb));
     else b.range(`${dir}_range`, local, [[peer, peer], ...pb]);
   }
 
@@ -336,11 +338,11 @@ export function compile(input: PolicyInput): PolicyPlan {
   }
   for (const a of ingressIso) {
     b.add('ingress_isolated', ip(a));
-    inner(b.podAny.in, ip(a), () => new Set()).add(ip(a)); // a pod always reaches itself
+    inner(b.podAny.in, b.ix(a), () => new Set<number>()).add(b.ix(a)); // a pod always reaches itself
   }
   for (const a of egressIso) {
     b.add('egress_isolated', ip(a));
-    inner(b.podAny.out, ip(a), () => new Set()).add(ip(a));
+    inner(b.podAny.out, b.ix(a), () => new Set<number>()).add(b.ix(a));
   }
   for (const a of new Set([...ingressIso, ...egressIso])) b.add('isolated', ip(a));
   for (const a of input.nodeAddresses) if (num(a) !== undefined) b.add('node_addrs', a);
@@ -355,12 +357,12 @@ export function compile(input: PolicyInput): PolicyPlan {
   }
   // flatten, leaving out pods that turned out not isolated in that direction
   for (const [dir, iso] of [['in', ingressIso], ['out', egressIso]] as const) {
-    const keep = new Set([...iso].map(ip));
-    for (const [local, peers] of b.podAny[dir]) if (keep.has(local)) for (const peer of peers) b.add(`${dir}_pod_any`, `${local} . ${peer}`);
+    const at = (i: number) => ip(b.addrs[i]!);
+    for (const [local, peers] of b.podAny[dir]) if (iso.has(b.addrs[local]!)) for (const peer of peers) b.add(`${dir}_pod_any`, `${at(local)} . ${at(peer)}`);
     for (const [local, peers] of b.podPort[dir]) {
-      if (keep.has(local)) for (const [peer, ports] of peers) for (const pp of ports) b.add(`${dir}_pod_port`, `${local} . ${peer} . ${pp}`);
+      if (iso.has(b.addrs[local]!)) for (const [peer, ports] of peers) for (const k of ports) b.add(`${dir}_pod_port`, `${at(local)} . ${at(peer)} . ${pkText(k)}`);
     }
-    for (const [local, ports] of b.anyPort[dir]) if (keep.has(local)) for (const pp of ports) b.add(`${dir}_any_port`, `${local} . ${pp}`);
+    for (const [local, ports] of b.anyPort[dir]) if (iso.has(b.addrs[local]!)) for (const k of ports) b.add(`${dir}_any_port`, `${at(local)} . ${pkText(k)}`);
   }
 
   const elements = Object.fromEntries(SET_NAMES.map((n) => [n, [...b.hash[n]].sort()])) as unknown as Elements;

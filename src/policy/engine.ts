@@ -58,6 +58,9 @@ export interface PolicyStatus {
     kind: 'full' | 'diff' | 'none';
     /** Elements added plus removed (full: all written). */
     changes: number;
+    /** Of `seconds`: compiling, and nft committing. */
+    compileSeconds: number;
+    writeSeconds: number;
   };
   /** The last failure to apply, until an apply succeeds. */
   lastError?: string;
@@ -162,12 +165,15 @@ export class PolicyEngine implements Startable {
     let done!: () => void;
     this.running = new Promise((r) => (done = r));
     try {
+      const t0 = performance.now();
       const plan = compile(job.input);
+      const t1 = performance.now();
       const { kind, changes } = await this.write(plan.elements);
+      const t2 = performance.now();
       this.plan = plan;
       this.lastInput = job.input;
       const seconds = (performance.now() - job.since) / 1000;
-      this.lastApply = { at: new Date().toISOString(), seconds, kind, changes };
+      this.lastApply = { at: new Date().toISOString(), seconds, kind, changes, compileSeconds: (t1 - t0) / 1000, writeSeconds: (t2 - t1) / 1000 };
       this.lastError = undefined;
       this.retryMs = 0;
       this.c.enforced?.(seconds);

@@ -259,7 +259,7 @@ async function enforcement(ctx: BenchContext, syn: Synthetic, reps: number): Pro
         if (at === undefined) ctx.failures.push(`policy enforcement ${k} #${i}: no echo within 15 s`);
         else samples[k].push(at - start);
         if (last) commit[k].push(last.seconds * 1000);
-        ctx.progress(`bench: policy enforcement #${i} ${k.padEnd(5)} first echo after ${at === undefined ? 'never' : (at - start).toFixed(1)} ms (update→commit ${last ? (last.seconds * 1000).toFixed(1) : '?'} ms, ${last?.kind} of ${last?.changes} elements)`);
+        ctx.progress(`bench: policy enforcement #${i} ${k.padEnd(5)} first echo after ${at === undefined ? 'never' : (at - start).toFixed(1)} ms (update→commit ${last ? (last.seconds * 1000).toFixed(1) : '?'} ms: compile ${last ? (last.compileSeconds * 1000).toFixed(1) : '?'} ms, nft ${last ? (last.writeSeconds * 1000).toFixed(1) : '?'} ms, ${last?.kind} of ${last?.changes} elements)`);
       }
     }
     // the compiler alone, on the big state
