@@ -47,7 +47,7 @@ export interface PolicySummary {
 }
 
 export interface PolicyPlan {
-  /** Sorted element strings per static set. */
+  /** Element strings per static set. */
   elements: Elements;
   pods: SelectedPod[];
   policies: PolicySummary[];
@@ -60,6 +60,7 @@ export interface PolicyPlan {
 const ALL_IPS: Interval = [0, 0xffffffff];
 const ALL_PROTOS: Interval = [0, 255];
 const ALL_PORTS: Interval = [0, 65535];
+const EVERYTHING = Object.assign([[ALL_PROTOS, ALL_PORTS] as PortBox], { key: 'all' });
 const MAX_WARNINGS = 50;
 
 /** A pod as the compiler sees it: the API object and the addresses it holds. */
@@ -78,6 +79,8 @@ interface PeerPods {
 
 /** Ports of a rule, resolved for one receiving pod: protocol ranges x port ranges. */
 type PortBox = readonly [Interval, Interval];
+/** A rule's port boxes with a key that identifies them. */
+type Boxes = PortBox[] & { key: string };
 
 class Builder {
   readonly hash: Record<SetName, Set<string>> = Object.fromEntries(SET_NAMES.map((n) => [n, new Set<string>()])) as Record<SetName, Set<string>>;
@@ -174,23 +177,21 @@ export function compile(input: PolicyInput): PolicyPlan {
   const localPods = known.filter((k) => k.ips.some((a) => localIps.has(a)));
 
   // peers resolve to the same pods for every target and often for many policies: once per content
-  const nsMatchCache = new Map<string, boolean>();
+  const namespaceNames = [...new Set([...input.namespaces.map((n) => n.name), ...known.map((k) => k.pod.namespace)])];
+  const peerKeys = new WeakMap<object, string>();
   const peerCache = new Map<string, PeerPods>();
   const podsOf = (policy: NetworkPolicy, peer: Extract<Peer, { kind: 'pods' }>): PeerPods => {
-    const nsSel = peer.namespaceSelector;
-    const nsKey = nsSel ? JSON.stringify(nsSel) : `=${policy.namespace}`;
-    const key = `${nsKey}|${JSON.stringify(peer.podSelector ?? null)}`;
+    let key = peerKeys.get(peer);
+    if (key === undefined) {
+      key = `${peer.namespaceSelector ? JSON.stringify(peer.namespaceSelector) : `=${policy.namespace}`}|${JSON.stringify(peer.podSelector ?? null)}`;
+      peerKeys.set(peer, key);
+    }
     const hit = peerCache.get(key);
     if (hit) return hit;
-    const nsOk = (ns: string) => {
-      if (!nsSel) return ns === policy.namespace;
-      const k = `${nsKey}|${ns}`;
-      let v = nsMatchCache.get(k);
-      if (v === undefined) nsMatchCache.set(k, (v = matches(nsSel, labelsOfNs(ns))));
-      return v;
-    };
-    const pods = known.filter((k) => nsOk(k.pod.namespace) && (!peer.podSelector || matches(peer.podSelector, k.pod.labels)));
-    const out = { key, pods, ips: pods.flatMap((k) => k.ips) };
+    const nsSel = peer.namespaceSelector;
+    const nsOk = new Set(nsSel ? namespaceNames.filter((ns) => matches(nsSel, labelsOfNs(ns))) : [policy.namespace]);
+    const pods = known.filter((k) => nsOk.has(k.pod.namespace) && (!peer.podSelector || matches(peer.podSelector, k.pod.labels)));
+    const out = { key: `p${peerCache.size}`, pods, ips: pods.flatMap((k) => k.ips) };
     peerCache.set(key, out);
     return out;
   };
@@ -199,8 +200,8 @@ export function compile(input: PolicyInput): PolicyPlan {
   const done = new Set<string>();
   const once = (k: string) => !done.has(k) && !!done.add(k);
   /** Pod peers with numeric (or resolved) ports for one local pod. */
-  const addPeers = (dir: 'in' | 'out', local: number, peers: PeerPods, boxes: readonly PortBox[]) => {
-    if (!boxes.length || !once(`${dir}|${local}|${peers.key}|${JSON.stringify(boxes)}`)) return;
+  const addPeers = (dir: 'in' | 'out', local: number, peers: PeerPods, boxes: Boxes) => {
+    if (!boxes.length || !once(`${dir}|${local}|${peers.key}|${boxes.key}`)) return;
     const l = b.ix(local);
     const points: number[] = [];
     for (const pb of boxes) {
@@ -219,16 +220,27 @@ export function compile(input: PolicyInput): PolicyPlan {
     }
   };
   /** An ipBlock's addresses with ports, for one local pod. */
-  const spansCache = new Map<object, Interval[]>();
-  const spansOf = (peer: Extract<Peer, { kind: 'ipBlock' }>) => spansCache.get(peer) ?? spansCache.set(peer, cidrMinus(peer.cidr, peer.except)).get(peer)!;
-  const addBlock = (dir: 'in' | 'out', local: number, spans: readonly Interval[], boxes: readonly PortBox[]) => {
-    if (!boxes.length || !once(`${dir}|${local}|${JSON.stringify(spans)}|${JSON.stringify(boxes)}`)) return;
+  const spansCache = new Map<object, Interval[] & { key: string }>();
+  const spansOf = (peer: Extract<Peer, { kind: 'ipBlock' }>) => {
+    let spans = spansCache.get(peer);
+    if (!spans) spansCache.set(peer, (spans = Object.assign(cidrMinus(peer.cidr, peer.except), { key: '' })));
+    spans.key ||= `s${spansCache.size}`;
+    return spans;
+  };
+  const addBlock = (dir: 'in' | 'out', local: number, spans: Interval[] & { key: string }, boxes: Boxes) => {
+    if (!boxes.length || !once(`${dir}|${local}|${spans.key}|${boxes.key}`)) return;
     for (const span of spans) for (const pb of boxes) b.range(`${dir}_range`, local, [span, ...pb]);
   };
 
   /** The protocol x port boxes of `ports` as received by `on` (named ports resolved there); undefined ports: everything. */
-  const portBoxes = (ports: readonly PolicyPort[] | undefined, on: Pod | undefined): PortBox[] => {
-    if (!ports) return [[ALL_PROTOS, ALL_PORTS]];
+  // numeric ports are the same for every pod: their boxes are made once per list
+  const numericBoxes = new WeakMap<object, Boxes>();
+  const boxIds = new Map<string, string>();
+  const portBoxes = (ports: readonly PolicyPort[] | undefined, on: Pod | undefined): Boxes => {
+    if (!ports) return EVERYTHING;
+    const numeric = !ports.some((p) => typeof p.port === 'string');
+    const hit = numeric ? numericBoxes.get(ports) : undefined;
+    if (hit) return hit;
     const out: PortBox[] = [];
     for (const p of ports) {
       const proto: Interval = [PROTO_NUMBER[p.protocol], PROTO_NUMBER[p.protocol]];
@@ -236,8 +248,21 @@ export function compile(input: PolicyInput): PolicyPlan {
       else if (typeof p.port === 'number') out.push([proto, [p.port, p.endPort ?? p.port]]);
       else if (on) for (const n of namedPort(on, p.port, p.protocol)) out.push([proto, [n, n]]);
     }
-    return out;
+    const text = out.map((x) => `${x[0][0]}-${x[0][1]}:${x[1][0]}-${x[1][1]}`).join(',');
+    let id = boxIds.get(text);
+    if (id === undefined) boxIds.set(text, (id = `b${boxIds.size}`));
+    const boxes = Object.assign(out, { key: id });
+    if (numeric) numericBoxes.set(ports, boxes);
+    return boxes;
   };
+
+  /** A rule's ports split into named and numeric ones, once per rule. */
+  const splits = new WeakMap<PolicyRule, { named: PolicyPort[]; numeric?: PolicyPort[] }>();
+  function split(rule: PolicyRule) {
+    let v = splits.get(rule);
+    if (!v) splits.set(rule, (v = { named: (rule.ports ?? []).filter((p) => typeof p.port === 'string'), numeric: rule.ports?.filter((p) => typeof p.port !== 'string') }));
+    return v;
+  }
 
   const policies: PolicySummary[] = [];
   const selected = new Map<number, SelectedPod>();
@@ -282,8 +307,8 @@ export function compile(input: PolicyInput): PolicyPlan {
 
   function egressRule(src: number, rule: PolicyRule, policy: NetworkPolicy): void {
     // numeric ports are the same for every destination; named ones resolve on each destination pod
-    const named = (rule.ports ?? []).filter((p) => typeof p.port === 'string');
-    const numBoxes = portBoxes(rule.ports?.filter((p) => typeof p.port !== 'string'), undefined);
+    const { named, numeric } = split(rule);
+    const numBoxes = portBoxes(numeric, undefined);
     const toPod = (q: Known, within?: readonly Interval[]) => {
       const boxes = named.length ? portBoxes(named, q.pod) : [];
       for (const dst of q.ips) {
@@ -356,16 +381,26 @@ export function compile(input: PolicyInput): PolicyPlan {
     }
   }
   // flatten, leaving out pods that turned out not isolated in that direction
+  // (each nested entry is unique already: plain arrays, no set of strings needed)
+  const flat = Object.fromEntries(SET_NAMES.map((n) => [n, [...b.hash[n]]])) as Record<SetName, string[]>;
   for (const [dir, iso] of [['in', ingressIso], ['out', egressIso]] as const) {
     const at = (i: number) => ip(b.addrs[i]!);
-    for (const [local, peers] of b.podAny[dir]) if (iso.has(b.addrs[local]!)) for (const peer of peers) b.add(`${dir}_pod_any`, `${at(local)} . ${at(peer)}`);
+    const any = flat[`${dir}_pod_any`];
+    const port = flat[`${dir}_pod_port`];
+    const anyPort = flat[`${dir}_any_port`];
+    for (const [local, peers] of b.podAny[dir]) if (iso.has(b.addrs[local]!)) for (const peer of peers) any.push(`${at(local)} . ${at(peer)}`);
     for (const [local, peers] of b.podPort[dir]) {
-      if (iso.has(b.addrs[local]!)) for (const [peer, ports] of peers) for (const k of ports) b.add(`${dir}_pod_port`, `${at(local)} . ${at(peer)} . ${pkText(k)}`);
+      if (!iso.has(b.addrs[local]!)) continue;
+      const l = at(local);
+      for (const [peer, ports] of peers) {
+        const lp = `${l} . ${at(peer)} . `;
+        for (const k of ports) port.push(lp + pkText(k));
+      }
     }
-    for (const [local, ports] of b.anyPort[dir]) if (iso.has(b.addrs[local]!)) for (const k of ports) b.add(`${dir}_any_port`, `${at(local)} . ${pkText(k)}`);
+    for (const [local, ports] of b.anyPort[dir]) if (iso.has(b.addrs[local]!)) for (const k of ports) anyPort.push(`${at(local)} . ${pkText(k)}`);
   }
-
-  const elements = Object.fromEntries(SET_NAMES.map((n) => [n, [...b.hash[n]].sort()])) as unknown as Elements;
+  // in the order made (deterministic for a given input); sorting 30 000 strings costs more than it tells
+  const elements = flat as unknown as Elements;
   return {
     elements,
     pods: [...selected.values()].sort((x, y) => (x.namespace + x.name).localeCompare(y.namespace + y.name)),
