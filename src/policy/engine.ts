@@ -16,7 +16,7 @@ import { Timers } from '../common/lifecycle';
 import type { Logger } from '../common/log';
 import type { Nft } from '../sys/nft';
 import { BlockedLog, type BlockedConnection } from './blocked';
-import { compile, type PolicyPlan, type PolicySummary, type SelectedPod } from './compile';
+import { Compiler, type PolicyPlan, type PolicySummary, type SelectedPod } from './compile';
 import type { PolicyInput } from './model';
 import { CHAINS, DROP_COUNT_SETS, FAMILY, RULE_COUNT, SET_NAMES, STATIC_SETS, TABLE, renderDiff, renderFull, renderRemove, type Elements } from './ruleset';
 
@@ -87,6 +87,7 @@ const sum = (r: Record<string, number>) => Object.values(r).reduce((a, b) => a +
 
 export class PolicyEngine implements Startable {
   private readonly timers = new Timers();
+  private readonly compiler = new Compiler();
   private readonly blockedLog: BlockedLog;
   private readonly init: Required<PolicyEngineInit>;
   private pending?: { input: PolicyInput; since: number; waiters: Waiter[] };
@@ -166,7 +167,7 @@ export class PolicyEngine implements Startable {
     this.running = new Promise((r) => (done = r));
     try {
       const t0 = performance.now();
-      const plan = compile(job.input);
+      const plan = this.compiler.compile(job.input);
       const t1 = performance.now();
       const { kind, changes } = await this.write(plan.elements);
       const t2 = performance.now();

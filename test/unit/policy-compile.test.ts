@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { compile } from '../../src/policy/compile';
+import { compile, Compiler } from '../../src/policy/compile';
 import { parseNamespace, parseNetworkPolicy, parsePod, type PolicyInput } from '../../src/policy/model';
 import { cidrMinus, disjointCover, type Box } from '../../src/policy/intervals';
 import { parseCidr } from '../../src/common/ip';
@@ -298,4 +298,22 @@ test('pods and namespaces: defaults and refusals', () => {
   assert.equal(parseNamespace({ metadata: { name: 'x' } }).labels['kubernetes.io/metadata.name'], 'x');
   assert.throws(() => parsePod({ metadata: { namespace: 'x', name: 'a' }, spec: { containers: [{ ports: [{ containerPort: 'eighty' }] }] } }), /Pod x\/a: spec\.containers\.0\.ports\.0\.containerPort/);
   assert.throws(() => parsePod({ metadata: { namespace: 'x', name: 'a' }, status: { podIP: '10.0.0.300' } }), /status\.podIPs: "10\.0\.0\.300" is not an IP address/);
+});
+
+test('a Compiler reused across inputs gives what a fresh compilation gives (policies changed, pods the same or not)', () => {
+  const sorted = (e: Record<string, readonly string[]>) => Object.fromEntries(Object.entries(e).map(([k, v]) => [k, [...v].sort()]));
+  fc.assert(
+    fc.property(clusterArb, fc.array(policyArb, { maxLength: 3 }), fc.boolean(), (c, more, samePods) => {
+      const compiler = new Compiler();
+      compiler.compile(buildInput(c));
+      const next = buildInput({ ...c, policies: [...c.policies.slice(0, Math.max(0, c.policies.length - 1)), ...more], pods: samePods ? c.pods : c.pods.slice(1) });
+      const a = compiler.compile(next);
+      const b = compile(next);
+      assert.deepEqual(sorted(a.elements), sorted(b.elements));
+      assert.deepEqual(a.pods, b.pods);
+      assert.deepEqual(a.policies, b.policies);
+      return true;
+    }),
+    { numRuns: 150 },
+  );
 });
