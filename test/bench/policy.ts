@@ -276,7 +276,7 @@ async function enforcement(ctx: BenchContext, syn: Synthetic, reps: number): Pro
     }
     ctx.json.enforcement = { firstEchoMs: samples, updateToCommitMs: commit, fullWriteMs: full.map((x) => round(x)), compileMs: compileMs.map((x) => round(x)) };
     ctx.notes.push(
-      `enforcement: writing the whole big state after a change of pods (compile + nft, first apply of a state) took ${full.map((x) => x.toFixed(0)).join(', ')} ms; ` +
+      `enforcement: switching from the small state to the big one (a new World compiled, all its elements added in one transaction) took ${full.map((x) => x.toFixed(0)).join(', ')} ms; ` +
         `compiling it alone ${compileMs.map((x) => x.toFixed(1)).join(', ')} ms; goal for the change: under 1 s.`,
     );
     const cmd = `PolicyEngine.update(+1 policy) -> first echo of ${shown(client.ns.name, 'node', ['-e', '<new UDP socket every 5 ms to ' + SERVER_IP + ':' + NEW_PORT + '>'])}`;
