@@ -8,6 +8,7 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { labSkip, memoryLogger, PolicyLab, SUBNET, type LabPod } from '../helpers/policy-lab';
+import { Netns, sh } from '../helpers/netns';
 import { check, inNs, ipOf, np, NS, sel, upstreamLayout, SCTP, type Case } from '../helpers/policy-cases';
 import { FAMILY, TABLE } from '../../src/policy/ruleset';
 import { PolicyEngine } from '../../src/policy/engine';
@@ -185,6 +186,31 @@ describe('NetworkPolicy on one host: the upstream matrix', { skip, concurrency: 
     assert.deepEqual(toNode.map((r) => r[0]!.connected), lab.pods.map(() => true), 'pods -> node');
     const between = await lab.probe(lab.pod('x/a').ns, [{ protocol: 'tcp', host: ipOf('y/a'), port: 80, timeoutMs: 600 }]);
     assert.equal(between[0]!.connected, false, 'and pods are isolated from each other');
+  });
+
+  test('egress routed through the host (outside the pod network) is checked too, except exempt ranges', async () => {
+    const host = lab.hosts[0]!;
+    const outside = Netns.create(`${host.ns.name.slice(0, 10)}-o`);
+    try {
+      sh('ip', ['-n', host.ns.name, 'link', 'add', 'out0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', outside.name]);
+      host.ns.run('ip', ['addr', 'add', '192.168.99.1/24', 'dev', 'out0']);
+      host.ns.run('ip', ['link', 'set', 'out0', 'up']);
+      host.ns.run('sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
+      outside.run('ip', ['addr', 'add', '192.168.99.2/24', 'dev', 'eth0']);
+      outside.run('ip', ['link', 'set', 'eth0', 'up']);
+      outside.run('ip', ['route', 'add', `${SUBNET}.0/24`, 'via', '192.168.99.1']);
+      await lab.serve(outside, [{ protocol: 'tcp', port: 80 }, { protocol: 'tcp', port: 81 }]);
+      const policies = [np('x', 'out-80', { podSelector: sel({ pod: 'a' }), policyTypes: ['Egress'], egress: [{ to: [{ ipBlock: { cidr: '192.168.99.2/32' } }], ports: [{ port: 80 }] }] })];
+      const probe = async () =>
+        (await lab.probe(lab.pod('x/a').ns, [{ protocol: 'tcp', host: '192.168.99.2', port: 80, timeoutMs: 3000 }, { protocol: 'tcp', host: '192.168.99.2', port: 81, timeoutMs: 800 }])).map((r) => r.connected);
+      await host.engine.update(lab.input(host, policies));
+      assert.deepEqual(await probe(), [true, false], 'port 80 allowed by the ipBlock, 81 not');
+      await host.engine.update({ ...lab.input(host, policies), exempt: ['192.168.99.0/24'] });
+      assert.deepEqual(await probe(), [true, true], 'an exempt range is left to be checked after DNAT');
+    } finally {
+      outside.destroy();
+      host.ns.tryRun('ip', ['link', 'del', 'out0']);
+    }
   });
 
   test('drops are counted per direction and blocked connections logged with their pods', async () => {
