@@ -54,6 +54,7 @@ export async function upstreamLayout(lab: PolicyLab, hostOf: (key: string) => nu
 /** Applies the case's policies on every host, probes the full matrix per port, compares. */
 export async function check(lab: PolicyLab, c: Case): Promise<void> {
   await lab.apply(c.policies);
+  lab.forgetFlows();
   const specs = c.specs ?? TCP_UDP;
   const keys = lab.pods.map((p) => p.key);
   const expected = new Map(

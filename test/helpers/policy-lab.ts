@@ -15,6 +15,7 @@ import { Nft } from '../../src/sys/nft';
 import { PolicyEngine, type PolicyEngineInit } from '../../src/policy/engine';
 import { parseNamespace, parseNetworkPolicy, parsePod, type PolicyInput } from '../../src/policy/model';
 import { Truth, type PodKey } from '../../src/policy/matrix';
+import { FAMILY, TABLE } from '../../src/policy/ruleset';
 import type { Level, Logger } from '../../src/common/log';
 
 export const SCTP_PROBE = join(ROOT, 'test/helpers/sctp-probe.py');
@@ -206,6 +207,15 @@ export class PolicyLab {
       local: this.pods.filter((p) => p.host === host).map((p) => ({ ip: p.ip, namespace: p.namespace, name: p.name })),
       nodeAddresses: [host.gateway],
     };
+  }
+
+  /**
+   * Empties every host's flow sets. A probe whose random source port matches a flow an earlier
+   * case allowed is a reply to it as far as the kernel knows (as it would be with conntrack);
+   * each matrix starts without such history.
+   */
+  forgetFlows(): void {
+    for (const h of this.hosts) for (const set of ['flows', 'flows_np']) h.ns.run('nft', ['flush', 'set', FAMILY, TABLE, set]);
   }
 
   /** Every host's engine enforces `policies` (raw NetworkPolicy objects). */

@@ -70,6 +70,7 @@ describe('NetworkPolicy on two hosts over VXLAN', { skip, concurrency: false }, 
   test('each host counts the drops of its own pods: ingress at the destination, egress at the source', async () => {
     const [h1, h2] = lab.hosts as [(typeof lab.hosts)[0], (typeof lab.hosts)[0]];
     await lab.apply([np('x', 'deny-a', { podSelector: sel({ pod: 'a' }) }), np('y', 'deny-b-out', { podSelector: sel({ pod: 'b' }), policyTypes: ['Egress'] })]);
+    lab.forgetFlows();
     const before = await Promise.all([h1.engine.drops(), h2.engine.drops()]);
     // x/b (host 2) -> x/a (host 1): dropped on host 1, on the way in
     const r1 = await lab.probe(lab.pod('x/b').ns, [{ protocol: 'tcp', host: ipOf('x/a'), port: 80, timeoutMs: 600 }]);

@@ -178,6 +178,7 @@ describe('NetworkPolicy on one host: the upstream matrix', { skip, concurrency: 
 
   test('the node reaches its pods and they reach it, whatever the policies', async () => {
     await lab.apply(NS.map((n) => np(n, 'deny-both', { podSelector: {}, policyTypes: ['Ingress', 'Egress'] })));
+    lab.forgetFlows();
     const host = lab.hosts[0]!;
     await lab.serve(host.ns, [{ protocol: 'tcp', port: 8080 }]);
     const toPods = await lab.probe(host.ns, lab.pods.map((p) => ({ protocol: 'tcp', host: p.ip, port: 80, timeoutMs: 4000 })));
@@ -218,6 +219,7 @@ describe('NetworkPolicy on one host: the upstream matrix', { skip, concurrency: 
     await lab.apply([np('x', 'deny-in', { podSelector: sel({ pod: 'a' }) }), np('y', 'deny-out', { podSelector: sel({ pod: 'b' }), policyTypes: ['Egress'] })]);
     const before = await engine.drops();
     await engine.pollBlocked(); // what earlier cases left in the sets
+    lab.forgetFlows();
     const r = await lab.probe(lab.pod('z/c').ns, [{ protocol: 'tcp', host: ipOf('x/a'), port: 81, timeoutMs: 600 }]);
     const r2 = await lab.probe(lab.pod('y/b').ns, [{ protocol: 'udp', host: ipOf('z/a'), port: 80, timeoutMs: 600 }]);
     assert.equal(r[0]!.connected || r2[0]!.connected, false);
