@@ -86,6 +86,11 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       }
       case 'install-cni':
         return await installCni(rest, io);
+      case 'probe-agent': {
+        // eslint-disable-next-line @typescript-eslint/no-require-imports
+        const { runProbeAgent } = require('./probe-agent') as typeof import('./probe-agent');
+        return await runProbeAgent(rest, io);
+      }
       case 'sandbox': {
         // loaded on demand: it brings execa, which no other command needs at start-up
         // eslint-disable-next-line @typescript-eslint/no-require-imports

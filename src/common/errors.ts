@@ -119,6 +119,21 @@ export class KubeApiError extends WeftError {
   }
 }
 
+/**
+ * A Kubernetes object (Pod, Namespace, NetworkPolicy) is malformed. `object` names it
+ * (`NetworkPolicy x/deny`), `field` is the dotted path inside it (`spec.ingress.0.ports.1.endPort`).
+ */
+export class ObjectError extends WeftError {
+  override readonly kind = 'invalid-object';
+  constructor(
+    readonly object: string,
+    readonly field: string,
+    message: string,
+  ) {
+    super(`${object}: ${field ? `${field}: ` : ''}${message}`);
+  }
+}
+
 const byKind: Record<string, (msg: string) => WeftError> = {
   config: (m) => new ConfigError('', m),
   env: (m) => new EnvError('', m),
@@ -136,6 +151,7 @@ const byKind: Record<string, (msg: string) => WeftError> = {
   'address-not-found': (m) => new AddressNotFoundError(m),
   'bad-request': (m) => new BadRequestError(m),
   'kube-api': (m) => new KubeApiError(m),
+  'invalid-object': (m) => new ObjectError('', '', m),
 };
 
 /** Wire form of an error in router API responses. */

@@ -23,7 +23,11 @@
  *               (test/bench/throughput.ts; BENCH_TP_REPS, BENCH_TP_SECONDS, BENCH_TP_MTUS)
  *   converge    16 hosts vs 8: time to a full mesh, to ready IPAM, to a finished set-up; a
  *               sampled ping matrix (test/bench/converge.ts; BENCH_CONVERGE_HOSTS)
- * BENCH_ONLY=latency|throughput|converge (or a comma list) runs only those; default all. The
+ *   policy      NetworkPolicy: iperf3 with 200 policies selecting the pods vs none, and the time
+ *               from an update to enforcement with 1,000 pods and 200 policies known
+ *               (test/bench/policy.ts; BENCH_POLICY_REPS, BENCH_POLICY_SECONDS, BENCH_POLICY_PODS,
+ *               BENCH_POLICY_COUNT)
+ * BENCH_ONLY=latency|throughput|converge|policy (or a comma list) runs only those; default all. The
  * sandbox parts first wait for a quiet machine: BENCH_MAX_LOAD (1.0, 1-minute load average),
  * BENCH_LOAD_WAIT_S (600).
  */
@@ -37,6 +41,7 @@ import { fmt, markdownTable, median, percentile, ratio, round } from './stats';
 import { jsonRows, loadNow, rowsTable, type BenchContext, type Row } from './common';
 import { throughputBench } from './throughput';
 import { convergeBench } from './converge';
+import { policyBench } from './policy';
 
 // ---------------------------------------------------------------- configuration
 
@@ -483,7 +488,7 @@ async function main(): Promise<number> {
 /** bench-results.json: the latency part's fields at the top level (as before), the other parts under their names. */
 const results: Record<string, unknown> = {};
 
-const PARTS = ['latency', 'throughput', 'converge'] as const;
+const PARTS = ['latency', 'throughput', 'converge', 'policy'] as const;
 type Part = (typeof PARTS)[number];
 
 function onlyEnv(): Set<Part> {
@@ -511,10 +516,10 @@ async function sandboxPart(
   const missing: string[] = [];
   if (!isRoot()) missing.push('root (network namespaces)');
   for (const f of [WEFT_NET, WEFT]) if (!existsSync(f)) missing.push(f);
-  const tools = part === 'throughput' ? ['ip', 'nsenter', 'ping', 'ss', 'iperf3'] : ['ip', 'nsenter', 'ping'];
+  const tools = part === 'throughput' ? ['ip', 'nsenter', 'ping', 'ss', 'iperf3'] : part === 'policy' ? ['ip', 'nsenter', 'ss', 'iperf3', 'nft'] : ['ip', 'nsenter', 'ping'];
   for (const tool of tools) if (spawnSync(tool, ['-V'], { timeout: 5000 }).error) missing.push(tool);
   if (missing.length) {
-    process.stderr.write(`bench: ${part}: cannot run: missing ${missing.join(', ')} (./build.sh; apt-get install -y iperf3 iproute2 iputils-ping; run as root)\n`);
+    process.stderr.write(`bench: ${part}: cannot run: missing ${missing.join(', ')} (./build.sh; apt-get install -y iperf3 iproute2 iputils-ping nftables; run as root)\n`);
     return 1;
   }
   const cmdline = partCommand(part, [...vars, 'BENCH_MAX_LOAD', 'BENCH_LOAD_WAIT_S']);
@@ -594,6 +599,9 @@ async function run(): Promise<void> {
   }
   if (only.has('converge') && !interrupted) {
     code = Math.max(code, await sandboxPart('converge', 'weft convergence', ['value', 'reference'], ['BENCH_CONVERGE_HOSTS'], convergeBench));
+  }
+  if (only.has('policy') && !interrupted) {
+    code = Math.max(code, await sandboxPart('policy', 'weft NetworkPolicy', ['value', 'reference'], ['BENCH_POLICY_REPS', 'BENCH_POLICY_SECONDS', 'BENCH_POLICY_PODS', 'BENCH_POLICY_COUNT'], policyBench));
   }
   if (Object.keys(results).length) {
     writeFileSync(RESULTS_FILE, JSON.stringify(results, null, 2) + '\n');

@@ -1,0 +1,405 @@
+/**
+ * NetworkPolicy enforced by the kernel, probed: the upstream e2e layout (namespaces x, y, z;
+ * pods a, b, c in each; ports 80 and 81 over TCP and UDP, SCTP where a case is about it) on one
+ * host namespace whose bridge carries every pod, programmed by a PolicyEngine. For each case the
+ * full 9x9 matrix per port is probed and must equal the case's truth table.
+ */
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { labSkip, memoryLogger, PolicyLab, SUBNET, type LabPod } from '../helpers/policy-lab';
+import { Netns, sh } from '../helpers/netns';
+import { check, inNs, ipOf, np, NS, sel, upstreamLayout, SCTP, type Case } from '../helpers/policy-cases';
+import { FAMILY, TABLE } from '../../src/policy/ruleset';
+import { PolicyEngine } from '../../src/policy/engine';
+
+const skip = labSkip();
+const CASES: Case[] = [
+  { name: 'no policy: every pod reaches every pod', policies: [], expect: () => undefined },
+  {
+    name: 'deny-all ingress in x',
+    policies: [np('x', 'deny-all', { podSelector: {} })],
+    expect: (t) => t.ingress(inNs('x'), false),
+  },
+  {
+    name: 'deny-all egress in x',
+    policies: [np('x', 'deny-all-egress', { podSelector: {}, policyTypes: ['Egress'] })],
+    expect: (t) => t.egress(inNs('x'), false),
+  },
+  {
+    name: 'allow-all ingress next to a deny-all: policies add up',
+    policies: [np('x', 'deny-all', { podSelector: {} }), np('x', 'allow-all', { podSelector: {}, ingress: [{}] })],
+    expect: () => undefined,
+  },
+  {
+    name: 'podSelector: x/a accepts x/b only (same namespace)',
+    policies: [np('x', 'allow-b', { podSelector: sel({ pod: 'a' }), ingress: [{ from: [{ podSelector: sel({ pod: 'b' }) }] }] })],
+    expect: (t) => t.ingress('x/a', false).set('x/b', 'x/a', true),
+  },
+  {
+    name: 'namespaceSelector: x/a accepts every pod of y',
+    policies: [np('x', 'allow-y', { podSelector: sel({ pod: 'a' }), ingress: [{ from: [{ namespaceSelector: sel({ ns: 'y' }) }] }] })],
+    expect: (t) => t.ingress('x/a', false).where((f, to) => to === 'x/a' && inNs('y')(f), true),
+  },
+  {
+    name: 'namespaceSelector and podSelector in one peer: both must hold',
+    policies: [np('x', 'and', { podSelector: sel({ pod: 'a' }), ingress: [{ from: [{ namespaceSelector: sel({ ns: 'y' }), podSelector: sel({ pod: 'b' }) }] }] })],
+    expect: (t) => t.ingress('x/a', false).set('y/b', 'x/a', true),
+  },
+  {
+    name: 'namespaceSelector and podSelector as two peers: either is enough',
+    policies: [np('x', 'or', { podSelector: sel({ pod: 'a' }), ingress: [{ from: [{ namespaceSelector: sel({ ns: 'y' }) }, { podSelector: sel({ pod: 'b' }) }] }] })],
+    expect: (t) => t.ingress('x/a', false).where((f, to) => to === 'x/a' && (inNs('y')(f) || f === 'x/b'), true),
+  },
+  {
+    name: 'matchExpressions In and NotIn',
+    policies: [
+      np('x', 'expr', {
+        podSelector: { matchExpressions: [{ key: 'pod', operator: 'In', values: ['a', 'b'] }] },
+        ingress: [{ from: [{ namespaceSelector: { matchExpressions: [{ key: 'ns', operator: 'NotIn', values: ['y'] }] } }] }],
+      }),
+    ],
+    expect: (t) => t.ingress((p) => p === 'x/a' || p === 'x/b', false).where((f, to) => (to === 'x/a' || to === 'x/b') && !inNs('y')(f), true),
+  },
+  {
+    name: 'matchExpressions Exists and DoesNotExist (the c pods carry tier=db)',
+    policies: [
+      np('x', 'exists', {
+        podSelector: { matchExpressions: [{ key: 'tier', operator: 'Exists' }] },
+        ingress: [{ from: [{ namespaceSelector: {}, podSelector: { matchExpressions: [{ key: 'tier', operator: 'DoesNotExist' }] } }] }],
+      }),
+    ],
+    expect: (t) => t.ingress('x/c', false).where((f, to) => to === 'x/c' && !f.endsWith('/c'), true),
+  },
+  {
+    name: 'ipBlock with except (ingress), and an egress ipBlock with except',
+    policies: [
+      np('x', 'block', { podSelector: sel({ pod: 'a' }), ingress: [{ from: [{ ipBlock: { cidr: `${SUBNET}.0/24`, except: [`${ipOf('y/a')}/32`] } }] }] }),
+      np('z', 'block-out', {
+        podSelector: sel({ pod: 'a' }),
+        policyTypes: ['Egress'],
+        egress: [{ to: [{ ipBlock: { cidr: `${SUBNET}.16/28`, except: [`${SUBNET}.20/31`] } }] }],
+      }),
+    ],
+    // .16/28 is .16-.31: y/a .20, y/b .21 (cut out), y/c .22, z/a .30, z/b .31; not z/c .32
+    expect: (t) => t.set('y/a', 'x/a', false).egress('z/a', false).set('z/a', 'y/c', true).set('z/a', 'z/b', true),
+  },
+  {
+    name: 'numeric port: TCP 80 only',
+    policies: [np('x', 'tcp80', { podSelector: sel({ pod: 'a' }), ingress: [{ ports: [{ port: 80 }] }] })],
+    expect: (t, s) => t.ingress('x/a', s.protocol === 'tcp' && s.port === 80),
+  },
+  {
+    name: 'named port: serve-81-tcp',
+    policies: [np('x', 'named', { podSelector: sel({ pod: 'a' }), ingress: [{ ports: [{ port: 'serve-81-tcp' }] }] })],
+    expect: (t, s) => t.ingress('x/a', s.protocol === 'tcp' && s.port === 81),
+  },
+  {
+    name: 'named port a pod does not declare matches nothing there and breaks nothing',
+    policies: [
+      np('x', 'named-udp', {
+        podSelector: { matchExpressions: [{ key: 'pod', operator: 'In', values: ['a', 'b'] }] },
+        ingress: [{ ports: [{ port: 'serve-81-udp', protocol: 'UDP' }] }, { from: [{ podSelector: sel({ pod: 'c' }) }] }],
+      }),
+    ],
+    // x/a declares serve-81-udp; x/b does not (its UDP 81 server runs all the same): closed to all but x/c
+    expect: (t, s) => t.ingress('x/a', s.protocol === 'udp' && s.port === 81).ingress('x/b', false).set('x/c', 'x/a', true).set('x/c', 'x/b', true),
+  },
+  {
+    name: 'endPort: TCP 80-81, UDP 81-90',
+    policies: [np('x', 'range', { podSelector: sel({ pod: 'a' }), ingress: [{ ports: [{ port: 80, endPort: 81 }, { protocol: 'UDP', port: 81, endPort: 90 }] }] })],
+    expect: (t, s) => t.ingress('x/a', s.protocol === 'tcp' || s.port === 81),
+  },
+  {
+    name: 'UDP 81 only',
+    policies: [np('x', 'udp81', { podSelector: sel({ pod: 'a' }), ingress: [{ ports: [{ protocol: 'UDP', port: 81 }] }] })],
+    expect: (t, s) => t.ingress('x/a', s.protocol === 'udp' && s.port === 81),
+  },
+  {
+    name: 'SCTP 80 only, by number; SCTP 81 by name from y',
+    policies: [
+      np('x', 'sctp80', {
+        podSelector: sel({ pod: 'a' }),
+        ingress: [{ ports: [{ protocol: 'SCTP', port: 80 }] }, { from: [{ namespaceSelector: sel({ ns: 'y' }) }], ports: [{ protocol: 'SCTP', port: 'serve-81-sctp' }] }],
+      }),
+    ],
+    specs: [...SCTP, { protocol: 'tcp', port: 80 }],
+    expect: (t, s) => t.ingress('x/a', s.protocol === 'sctp' && s.port === 80).where((f, to) => to === 'x/a' && s.protocol === 'sctp' && inNs('y')(f), true),
+  },
+  {
+    name: 'egress to a namespace',
+    policies: [np('x', 'to-y', { podSelector: sel({ pod: 'a' }), policyTypes: ['Egress'], egress: [{ to: [{ namespaceSelector: sel({ ns: 'y' }) }] }] })],
+    expect: (t) => t.egress('x/a', false).where((f, to) => f === 'x/a' && inNs('y')(to), true),
+  },
+  {
+    name: 'egress by named port resolves on each destination pod',
+    policies: [np('x', 'to-named', { podSelector: sel({ pod: 'a' }), policyTypes: ['Egress'], egress: [{ to: [{ namespaceSelector: {} }], ports: [{ protocol: 'UDP', port: 'serve-80-udp' }] }] })],
+    // x/b does not declare serve-80-udp
+    expect: (t, s) => t.egress('x/a', false).where((f, to) => f === 'x/a' && s.protocol === 'udp' && s.port === 80 && to !== 'x/b', true),
+  },
+  {
+    name: 'ingress and egress isolated together: replies of allowed connections pass both ways',
+    policies: [
+      np('x', 'both', {
+        podSelector: sel({ pod: 'a' }),
+        policyTypes: ['Ingress', 'Egress'],
+        ingress: [{ from: [{ namespaceSelector: sel({ ns: 'y' }) }] }],
+        egress: [{ to: [{ namespaceSelector: sel({ ns: 'z' }) }], ports: [{ port: 80 }] }],
+      }),
+    ],
+    expect: (t, s) => t.ingress('x/a', false).egress('x/a', false).where((f, to) => (to === 'x/a' && inNs('y')(f)) || (f === 'x/a' && inNs('z')(to) && s.protocol === 'tcp' && s.port === 80), true),
+  },
+  {
+    name: 'several policies add up, each its own port and peers',
+    policies: [
+      np('x', 'p80-from-y', { podSelector: sel({ pod: 'a' }), ingress: [{ from: [{ namespaceSelector: sel({ ns: 'y' }) }], ports: [{ port: 80 }] }] }),
+      np('x', 'p81-from-z', { podSelector: sel({ pod: 'a' }), ingress: [{ from: [{ namespaceSelector: sel({ ns: 'z' }) }], ports: [{ port: 81 }] }] }),
+      np('x', 'udp-from-x', { podSelector: {}, ingress: [{ from: [{ podSelector: {} }], ports: [{ protocol: 'UDP' }] }] }),
+    ],
+    expect: (t, s) =>
+      t.ingress(inNs('x'), false).where((f, to) => {
+        if (s.protocol === 'udp') return inNs('x')(to) && inNs('x')(f);
+        return to === 'x/a' && ((s.port === 80 && inNs('y')(f)) || (s.port === 81 && inNs('z')(f)));
+      }, true),
+  },
+];
+
+describe('NetworkPolicy on one host: the upstream matrix', { skip, concurrency: false }, () => {
+  let lab: PolicyLab;
+  before(async () => {
+    lab = await PolicyLab.create(1);
+    await upstreamLayout(lab, () => 0);
+  });
+  after(async () => {
+    await lab?.destroy();
+  });
+
+  for (const c of CASES) test(c.name, () => check(lab, c));
+
+  test('the node reaches its pods and they reach it, whatever the policies', async () => {
+    await lab.apply(NS.map((n) => np(n, 'deny-both', { podSelector: {}, policyTypes: ['Ingress', 'Egress'] })));
+    lab.forgetFlows();
+    const host = lab.hosts[0]!;
+    await lab.serve(host.ns, [{ protocol: 'tcp', port: 8080 }]);
+    const toPods = await lab.probe(host.ns, lab.pods.map((p) => ({ protocol: 'tcp', host: p.ip, port: 80, timeoutMs: 4000 })));
+    assert.deepEqual(toPods.map((r) => r.connected), lab.pods.map(() => true), 'node -> pods');
+    const toNode = await Promise.all(lab.pods.map((p) => lab.probe(p.ns, [{ protocol: 'tcp', host: host.gateway, port: 8080, timeoutMs: 4000 }])));
+    assert.deepEqual(toNode.map((r) => r[0]!.connected), lab.pods.map(() => true), 'pods -> node');
+    const between = await lab.probe(lab.pod('x/a').ns, [{ protocol: 'tcp', host: ipOf('y/a'), port: 80, timeoutMs: 600 }]);
+    assert.equal(between[0]!.connected, false, 'and pods are isolated from each other');
+  });
+
+  test('egress routed through the host (outside the pod network) is checked too, except exempt ranges', async () => {
+    const host = lab.hosts[0]!;
+    const outside = Netns.create(`${host.ns.name.slice(0, 10)}-o`);
+    try {
+      sh('ip', ['-n', host.ns.name, 'link', 'add', 'out0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', outside.name]);
+      host.ns.run('ip', ['addr', 'add', '192.168.99.1/24', 'dev', 'out0']);
+      host.ns.run('ip', ['link', 'set', 'out0', 'up']);
+      host.ns.run('sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
+      outside.run('ip', ['addr', 'add', '192.168.99.2/24', 'dev', 'eth0']);
+      outside.run('ip', ['link', 'set', 'eth0', 'up']);
+      outside.run('ip', ['route', 'add', `${SUBNET}.0/24`, 'via', '192.168.99.1']);
+      await lab.serve(outside, [{ protocol: 'tcp', port: 80 }, { protocol: 'tcp', port: 81 }]);
+      const policies = [np('x', 'out-80', { podSelector: sel({ pod: 'a' }), policyTypes: ['Egress'], egress: [{ to: [{ ipBlock: { cidr: '192.168.99.2/32' } }], ports: [{ port: 80 }] }] })];
+      const probe = async () =>
+        (await lab.probe(lab.pod('x/a').ns, [{ protocol: 'tcp', host: '192.168.99.2', port: 80, timeoutMs: 3000 }, { protocol: 'tcp', host: '192.168.99.2', port: 81, timeoutMs: 800 }])).map((r) => r.connected);
+      await host.engine.update(lab.input(host, policies));
+      assert.deepEqual(await probe(), [true, false], 'port 80 allowed by the ipBlock, 81 not');
+      await host.engine.update({ ...lab.input(host, policies), exempt: ['192.168.99.0/24'] });
+      assert.deepEqual(await probe(), [true, true], 'an exempt range is left to be checked after DNAT');
+    } finally {
+      outside.destroy();
+      host.ns.tryRun('ip', ['link', 'del', 'out0']);
+    }
+  });
+
+  test('drops are counted per direction and blocked connections logged with their pods', async () => {
+    const engine = lab.hosts[0]!.engine;
+    await lab.apply([np('x', 'deny-in', { podSelector: sel({ pod: 'a' }) }), np('y', 'deny-out', { podSelector: sel({ pod: 'b' }), policyTypes: ['Egress'] })]);
+    const before = await engine.drops();
+    await engine.pollBlocked(); // what earlier cases left in the sets
+    lab.forgetFlows();
+    const r = await lab.probe(lab.pod('z/c').ns, [{ protocol: 'tcp', host: ipOf('x/a'), port: 81, timeoutMs: 600 }]);
+    const r2 = await lab.probe(lab.pod('y/b').ns, [{ protocol: 'udp', host: ipOf('z/a'), port: 80, timeoutMs: 600 }]);
+    assert.equal(r[0]!.connected || r2[0]!.connected, false);
+    const after = await engine.drops();
+    assert.ok(after.ingress > before.ingress, `ingress drops ${before.ingress} -> ${after.ingress}`);
+    assert.ok(after.egress > before.egress, `egress drops ${before.egress} -> ${after.egress}`);
+    const blocked = await engine.pollBlocked();
+    const inbound = blocked.find((b) => b.direction === 'ingress' && b.src === ipOf('z/c') && b.dst === ipOf('x/a') && b.dport === 81);
+    assert.ok(inbound, JSON.stringify(blocked));
+    assert.deepEqual([inbound.protocol, inbound.srcPod, inbound.dstPod], ['tcp', 'z/c', 'x/a']);
+    assert.ok(blocked.some((b) => b.direction === 'egress' && b.srcPod === 'y/b' && b.dstPod === 'z/a' && b.protocol === 'udp' && b.dport === 80), JSON.stringify(blocked));
+    const logged = lab.hosts[0]!.log.lines.filter((l) => l.level === 'warn' && l.msg.includes('blocked'));
+    assert.ok(logged.some((l) => l.fields.pod === 'x/a' && l.fields.peer === 'z/c' && l.fields.dport === 81), JSON.stringify(logged.slice(-5)));
+    const st = await engine.status();
+    assert.deepEqual(st.pods.map((p) => `${p.namespace}/${p.name}:${p.ingress.join()}:${p.egress.join()}`), ['x/a:x/deny-in:', 'y/b::y/deny-out']);
+    assert.equal(st.sets.ingress_isolated, 1);
+    assert.equal(st.sets.egress_isolated, 1);
+    assert.equal(st.drops.ingress, after.ingress);
+  });
+
+  test('a policy change is one transaction: an allowed stream loses nothing, a denied one gets nothing through', async () => {
+    // y/a -> x/a udp/80 is allowed by every one of the states flipped between; y/b -> x/a udp/81 by none
+    const states = [
+      [np('x', 'allow-y-80', { podSelector: sel({ pod: 'a' }), ingress: [{ from: [{ namespaceSelector: sel({ ns: 'y' }) }], ports: [{ protocol: 'UDP', port: 80 }] }] })],
+      [
+        np('x', 'allow-ya', { podSelector: sel({ pod: 'a' }), ingress: [{ from: [{ namespaceSelector: sel({ ns: 'y' }), podSelector: sel({ pod: 'a' }) }] }] }),
+        np('x', 'deny-rest', { podSelector: {} }),
+      ],
+      [np('x', 'allow-block', { podSelector: sel({ pod: 'a' }), ingress: [{ from: [{ ipBlock: { cidr: `${ipOf('y/a')}/32` } }], ports: [{ protocol: 'UDP', port: 80, endPort: 80 }] }] })],
+    ];
+    await lab.apply(states[0]!);
+    const engine = lab.hosts[0]!.engine;
+    await engine.pollBlocked(); // what earlier cases left
+    const dropsBefore = await engine.drops();
+    const ok = stream(lab.pod('y/a'), ipOf('x/a'), 80, 10_000);
+    const bad = stream(lab.pod('y/b'), ipOf('x/a'), 81, 20_000);
+    await Promise.all([ok.started, bad.started]);
+    for (let i = 1; i <= 24; i++) await lab.apply(states[i % states.length]!);
+    const [a, b] = await Promise.all([ok.stop(), bad.stop()]);
+    const dropsAfter = await engine.drops();
+    assert.equal(dropsAfter.ingress - dropsBefore.ingress, b.sent, 'exactly the denied datagrams were dropped, none of the allowed stream');
+    const blocked = await engine.pollBlocked();
+    assert.deepEqual(blocked.filter((x) => x.src === ipOf('y/a')), [], 'the policy dropped datagrams of the allowed stream');
+    assert.ok(blocked.some((x) => x.src === ipOf('y/b') && x.dport === 81), 'the denied stream was dropped by the policy');
+    assert.ok(a.sent > 100, `allowed stream sent ${a.sent}`);
+    assert.equal(a.received, a.sent, `allowed stream: ${a.sent - a.received} of ${a.sent} lost during 24 updates`);
+    assert.ok(b.sent > 100);
+    assert.equal(b.received, 0, 'denied stream got replies');
+  });
+
+  test('policies added and removed while connections are open: allowed ones keep flowing, denied ones stop', async () => {
+    await lab.apply([]);
+    const ya = longConnection(lab.pod('y/a'), ipOf('x/a'), 80);
+    const yb = longConnection(lab.pod('y/b'), ipOf('x/a'), 80);
+    await Promise.all([ya.ready, yb.ready]);
+    // x/a now accepts y/a on 80 only: y/a's open connection carries on (its replies too), y/b's stops
+    const fromYa = np('x', 'from-ya', { podSelector: sel({ pod: 'a' }), ingress: [{ from: [{ namespaceSelector: sel({ ns: 'y' }), podSelector: sel({ pod: 'a' }) }], ports: [{ port: 80 }] }] });
+    await lab.apply([fromYa]);
+    await ya.roundTrip();
+    await assert.rejects(yb.roundTrip(), /no "echo/);
+    assert.equal((await lab.probe(lab.pod('y/b').ns, [{ protocol: 'tcp', host: ipOf('x/a'), port: 80, timeoutMs: 600 }]))[0]!.connected, false);
+    // y/a isolated both ways too; a connection opened now keeps flowing while other policies come and go
+    const allowed = [fromYa, np('y', 'to-xa', { podSelector: sel({ pod: 'a' }), policyTypes: ['Ingress', 'Egress'], egress: [{ to: [{ namespaceSelector: sel({ ns: 'x' }), podSelector: sel({ pod: 'a' }) }], ports: [{ port: 80 }] }] })];
+    await lab.apply(allowed);
+    const ya2 = longConnection(lab.pod('y/a'), ipOf('x/a'), 80);
+    await ya2.ready;
+    for (let i = 0; i < 6; i++) {
+      await lab.apply(i % 2 ? allowed : [...allowed, np('z', `extra-${i}`, { podSelector: {}, policyTypes: ['Egress'] })]);
+      await ya2.roundTrip();
+      await ya.roundTrip();
+    }
+    // all removed: new connections pass again
+    await lab.apply([]);
+    assert.equal((await lab.probe(lab.pod('y/b').ns, [{ protocol: 'tcp', host: ipOf('x/a'), port: 80, timeoutMs: 4000 }]))[0]!.connected, true);
+    await Promise.all([ya.close(), yb.close(), ya2.close()]);
+  });
+
+  test('a restarted engine keeps the rules in force until its first update, and the flows through it; a damaged table is written again', async () => {
+    const host = lab.hosts[0]!;
+    await lab.apply([np('x', 'from-ya', { podSelector: sel({ pod: 'a' }), ingress: [{ from: [{ namespaceSelector: sel({ ns: 'y' }), podSelector: sel({ pod: 'a' }) }] }] })]);
+    const conn = longConnection(lab.pod('y/a'), ipOf('x/a'), 80);
+    await conn.ready;
+    await conn.roundTrip();
+    await host.engine.stop();
+    const fresh = new PolicyEngine({ log: memoryLogger(), nft: host.nft }, { blockedPollMs: 0, verifyMs: 60_000 });
+    host.engine = fresh;
+    await fresh.start();
+    assert.equal((await fresh.status()).keptFromBefore, true);
+    const probe = (from: string) => lab.probe(lab.pod(from).ns, [{ protocol: 'tcp', host: ipOf('x/a'), port: 80, timeoutMs: 600 }]);
+    assert.equal((await probe('y/b'))[0]!.connected, false, 'still enforced after the restart, before any update');
+    // the first update writes everything; x/a now refuses everyone, but the flow seen allowed goes on
+    await lab.apply([np('x', 'deny-a', { podSelector: sel({ pod: 'a' }) })]);
+    assert.equal((await fresh.status()).lastApply?.kind, 'full');
+    await conn.roundTrip();
+    assert.equal((await probe('y/a'))[0]!.connected, false, 'a new connection from y/a is refused');
+    // someone flushes a chain: verify notices and puts it back
+    host.ns.run('nft', ['flush', 'chain', FAMILY, TABLE, 'ingress']);
+    assert.match((await fresh.verify()) ?? '', /chain ingress has 0 rules/);
+    const deadline = Date.now() + 10_000;
+    while ((await fresh.verify()) !== undefined && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(await fresh.verify(), undefined);
+    assert.equal((await probe('y/b'))[0]!.connected, false, 'enforced again');
+    await conn.close();
+  });
+});
+
+/**
+ * A UDP stream, one datagram every 2 ms, each from a new socket on a source port of its own
+ * (from `basePort` up, below the ephemeral range the probes use): a new flow each time, checked
+ * against the policy of its moment rather than let through as a flow seen before. Echoes are
+ * counted (each waits up to 3 s).
+ */
+function stream(from: LabPod, host: string, port: number, basePort: number) {
+  const script = `
+    const dgram = require('dgram'); let sent = 0, received = 0;
+    const one = () => { const s = dgram.createSocket('udp4'); const t = setTimeout(() => s.close(), 3000);
+      s.on('message', () => { received++; clearTimeout(t); s.close(); });
+      s.bind(${basePort} + sent, () => s.send('x', ${port}, '${host}')); sent++; };
+    const iv = setInterval(one, 2); process.stdout.write('started\\n');
+    process.stdin.on('data', () => { clearInterval(iv); setTimeout(() => { process.stdout.write(JSON.stringify({ sent, received }) + '\\n'); process.exit(0); }, 3100); });`;
+  const child = spawn('nsenter', [`--net=${from.ns.path}`, '--', 'node', '-e', script], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let out = '';
+  let onStart: () => void;
+  const started = new Promise<void>((r) => (onStart = r));
+  child.stdout.on('data', (d) => {
+    out += d;
+    if (out.includes('started')) onStart();
+  });
+  return {
+    started,
+    stop: () =>
+      new Promise<{ sent: number; received: number }>((resolve, reject) => {
+        child.on('close', () => {
+          try {
+            resolve(JSON.parse(out.split('\n').filter((l) => l.startsWith('{'))[0]!));
+          } catch {
+            reject(new Error(`stream from ${from.key}: ${out}`));
+          }
+        });
+        child.stdin.end('stop\n');
+      }),
+  };
+}
+
+/** One TCP connection held open; `roundTrip` sends a line and waits (2 s at most) for its echo. */
+function longConnection(from: LabPod, host: string, port: number) {
+  const script = `
+    const c = require('net').connect(${port}, '${host}'); let buf = '';
+    c.on('connect', () => process.stdout.write('ready\\n'));
+    c.on('data', (d) => { buf += d; let i; while ((i = buf.indexOf('\\n')) >= 0) { process.stdout.write('echo ' + buf.slice(0, i) + '\\n'); buf = buf.slice(i + 1); } });
+    c.on('error', (e) => { process.stdout.write('error ' + e.message + '\\n'); });
+    process.stdin.on('data', (d) => { for (const l of String(d).split('\\n').filter(Boolean)) { if (l === 'quit') { c.destroy(); process.exit(0); } c.write(l + '\\n'); } });`;
+  const child = spawn('nsenter', [`--net=${from.ns.path}`, '--', 'node', '-e', script], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let out = '';
+  let seq = 0;
+  const waitFor = (needle: string, ms: number, what: string) =>
+    new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`${what}: no "${needle}" within ${ms} ms; output: ${out}`)), ms);
+      const check = () => {
+        if (out.includes(needle)) {
+          clearTimeout(t);
+          child.stdout.off('data', check);
+          resolve();
+        }
+      };
+      child.stdout.on('data', check);
+      check();
+    });
+  child.stdout.on('data', (d) => (out += d));
+  return {
+    ready: waitFor('ready\n', 5000, `connect ${from.key} -> ${host}:${port}`),
+    async roundTrip() {
+      const n = `msg-${++seq}`;
+      child.stdin.write(`${n}\n`);
+      await waitFor(`echo ${n}\n`, 2000, `round trip ${from.key} -> ${host}:${port}`);
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        child.on('close', () => resolve());
+        child.stdin.end('quit\n');
+      }),
+  };
+}
