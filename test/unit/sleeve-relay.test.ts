@@ -64,7 +64,7 @@ interface Net {
   stop(): Promise<void>;
 }
 
-async function net(opts: { encrypted?: boolean; trusted?: string[]; wrongKeysBetween?: [number, number] } = {}): Promise<Net> {
+async function net(opts: { encrypted?: boolean; trusted?: string[]; wrongKeysBetween?: [number, number]; keyGraceMs?: number } = {}): Promise<Net> {
   const encrypted = opts.encrypted ?? true;
   const kernels: Kernel[] = [];
   for (let i = 0; i < 3; i++) {
@@ -98,7 +98,7 @@ async function net(opts: { encrypted?: boolean; trusted?: string[]; wrongKeysBet
         keys: { dataKeys: (p) => (encrypted ? keys[i]!.get(p) : undefined) },
         log,
       },
-      { self, port: base + i, bindAddress: '127.0.0.1', encrypted, trusted: (opts.trusted ?? []).map((c) => parseCidr(c)!), vxlanPort: portOf(kernels[i]!.sock), probeBytes: 9000 },
+      { self, port: base + i, bindAddress: '127.0.0.1', encrypted, trusted: (opts.trusted ?? []).map((c) => parseCidr(c)!), vxlanPort: portOf(kernels[i]!.sock), probeBytes: 9000, keyGraceMs: opts.keyGraceMs },
     );
     await r.start();
     relays.push(r);
@@ -324,3 +324,34 @@ test('a frame from an origin this host does not carry is dropped, not handed to 
     await n.stop();
   }
 });
+
+for (const grace of [60_000, 0]) {
+  test(`after a reconnection the previous key is accepted ${grace ? 'during the grace period' : 'no longer once the grace is over'}`, async () => {
+    const n = await net({ keyGraceMs: grace });
+    const px = await proxy(n);
+    try {
+      await kernelSend(n, 0, 1, frame('old-1'));
+      await until(() => n.kernels[1]!.got.length === 1, 'first delivery');
+      px.hold = true;
+      await kernelSend(n, 0, 1, frame('old-2'));
+      await until(() => px.seen.length === 2, 'held');
+      // a new session between 1 and 2: both ends switch keys
+      const [s0, s1] = sessions(names[0]!, names[1]!);
+      n.keys[0]!.set(names[1]!, deriveDataKeys(s0, 'sleeve')!);
+      n.keys[1]!.set(names[0]!, deriveDataKeys(s1, 'sleeve')!);
+      px.hold = false;
+      await kernelSend(n, 0, 1, frame('new-1'));
+      await until(() => n.kernels[1]!.got.length === 2, 'delivery under the new keys');
+      await px.inject(px.seen[1]!);
+      if (grace) {
+        await until(() => n.kernels[1]!.got.length === 3, 'the datagram in flight under the old key is delivered');
+      } else {
+        await until(() => n.relays[1]!.counters.dropped['unknown-key'] === 1, 'the old key is refused');
+        assert.equal(n.kernels[1]!.got.length, 2);
+      }
+    } finally {
+      await px.close();
+      await n.stop();
+    }
+  });
+}

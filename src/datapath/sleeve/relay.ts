@@ -86,12 +86,16 @@ export interface RelayOptions {
   vxlanPort: number;
   /** Size of a probe's body: as large as the largest frame carried, so a probe tests that size. */
   probeBytes: number;
+  /** How long a neighbour's previous rx key stays valid after a new session replaced it (default 5 s). */
+  keyGraceMs?: number;
 }
 
 interface RxKey {
   id: number;
   key: Buffer;
   window: ReplayWindow;
+  /** Set once superseded: accepted until then (datagrams in flight across a reconnection). */
+  until?: number;
 }
 
 const SOCKET_BUFFER = 4 << 20;
@@ -297,12 +301,15 @@ export class SleeveRelay {
       return undefined;
     }
     if (!st || st.current !== keys) {
-      const fresh = { id: keys.rxId, key: keys.rx, window: new ReplayWindow() };
-      st = { current: keys, keys: [fresh, ...(st ? st.keys.slice(0, 1) : [])] };
+      const fresh: RxKey = { id: keys.rxId, key: keys.rx, window: new ReplayWindow() };
+      const prev = st?.keys[0];
+      if (prev) prev.until = Date.now() + (this.o.keyGraceMs ?? 5000);
+      st = { current: keys, keys: prev ? [fresh, prev] : [fresh] };
       this.rx.set(sender, st);
     }
-    for (const k of st.keys) if (k.id === id) return k;
-    return undefined;
+    if (st.keys[0]!.id === id) return st.keys[0];
+    const prev = st.keys[1];
+    return prev && prev.id === id && prev.until! > Date.now() ? prev : undefined;
   }
 
   private traffic(peer: string): PeerTraffic {

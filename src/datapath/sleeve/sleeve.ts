@@ -73,6 +73,8 @@ export interface SleeveOptions {
   portBase?: number;
   /** UDP port of the sleeve's VXLAN device (default 6786). */
   vxlanPort?: number;
+  /** How long a peer's previous data key is still accepted after it reconnected (default 5000 ms). */
+  keyGraceMs?: number;
 }
 
 export class SleeveOverlay implements Overlay {
@@ -111,7 +113,7 @@ export class SleeveOverlay implements Overlay {
     this.kernel = new SleeveKernel({ bridge: o.bridge, vni: SLEEVE_VNI, vxlanPort, mtu: this.innerMtu, slots: this.slots, iptables: c.iptables, log: c.log });
     this.relay = new SleeveRelay(
       { routes: c.routes, keys: c.keys, log: c.log },
-      { self: o.self, port: o.port ?? SLEEVE_PORT, bindAddress: o.bindAddress, encrypted: o.encrypted, trusted, vxlanPort, probeBytes: this.innerMtu + VXLAN_BYTES },
+      { self: o.self, port: o.port ?? SLEEVE_PORT, bindAddress: o.bindAddress, encrypted: o.encrypted, trusted, vxlanPort, probeBytes: this.innerMtu + VXLAN_BYTES, keyGraceMs: o.keyGraceMs },
     );
     c.log.debug({ block: formatCidr(block), trusted: trusted.map(formatCidr), innerMtu: this.innerMtu, encrypted: o.encrypted }, 'sleeve configured');
   }
