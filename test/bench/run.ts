@@ -23,7 +23,9 @@
  *               (test/bench/throughput.ts; BENCH_TP_REPS, BENCH_TP_SECONDS, BENCH_TP_MTUS)
  *   converge    16 hosts vs 8: time to a full mesh, to ready IPAM, to a finished set-up; a
  *               sampled ping matrix (test/bench/converge.ts; BENCH_CONVERGE_HOSTS)
- * BENCH_ONLY=latency|throughput|converge (or a comma list) runs only those; default all. The
+ *   sleeve      the routers' own data path: encrypted vs plain vs kernel VXLAN, direct vs through
+ *               one intermediate host; AEAD choice (test/bench/sleeve.ts; BENCH_SLEEVE_REPS, BENCH_SLEEVE_SECONDS)
+ * BENCH_ONLY=latency|throughput|converge|sleeve (or a comma list) runs only those; default all. The
  * sandbox parts first wait for a quiet machine: BENCH_MAX_LOAD (1.0, 1-minute load average),
  * BENCH_LOAD_WAIT_S (600).
  */
@@ -37,6 +39,7 @@ import { fmt, markdownTable, median, percentile, ratio, round } from './stats';
 import { jsonRows, loadNow, rowsTable, type BenchContext, type Row } from './common';
 import { throughputBench } from './throughput';
 import { convergeBench } from './converge';
+import { sleeveBench } from './sleeve';
 
 // ---------------------------------------------------------------- configuration
 
@@ -483,7 +486,7 @@ async function main(): Promise<number> {
 /** bench-results.json: the latency part's fields at the top level (as before), the other parts under their names. */
 const results: Record<string, unknown> = {};
 
-const PARTS = ['latency', 'throughput', 'converge'] as const;
+const PARTS = ['latency', 'throughput', 'converge', 'sleeve'] as const;
 type Part = (typeof PARTS)[number];
 
 function onlyEnv(): Set<Part> {
@@ -510,8 +513,9 @@ async function sandboxPart(
 ): Promise<number> {
   const missing: string[] = [];
   if (!isRoot()) missing.push('root (network namespaces)');
-  for (const f of [WEFT_NET, WEFT]) if (!existsSync(f)) missing.push(f);
-  const tools = part === 'throughput' ? ['ip', 'nsenter', 'ping', 'ss', 'iperf3'] : ['ip', 'nsenter', 'ping'];
+  // the sleeve part drives the overlay directly (no routers, no plugin): it needs no dist/
+  if (part !== 'sleeve') for (const f of [WEFT_NET, WEFT]) if (!existsSync(f)) missing.push(f);
+  const tools = part === 'throughput' ? ['ip', 'nsenter', 'ping', 'ss', 'iperf3'] : part === 'sleeve' ? ['ip', 'nsenter', 'ping', 'ss', 'iperf3', 'ethtool', 'bridge'] : ['ip', 'nsenter', 'ping'];
   for (const tool of tools) if (spawnSync(tool, ['-V'], { timeout: 5000 }).error) missing.push(tool);
   if (missing.length) {
     process.stderr.write(`bench: ${part}: cannot run: missing ${missing.join(', ')} (./build.sh; apt-get install -y iperf3 iproute2 iputils-ping; run as root)\n`);
@@ -594,6 +598,9 @@ async function run(): Promise<void> {
   }
   if (only.has('converge') && !interrupted) {
     code = Math.max(code, await sandboxPart('converge', 'weft convergence', ['value', 'reference'], ['BENCH_CONVERGE_HOSTS'], convergeBench));
+  }
+  if (only.has('sleeve') && !interrupted) {
+    code = Math.max(code, await sandboxPart('sleeve', 'weft sleeve (encrypted and relayed data path)', ['Gbit/s', 'reference'], ['BENCH_SLEEVE_REPS', 'BENCH_SLEEVE_SECONDS'], sleeveBench));
   }
   if (Object.keys(results).length) {
     writeFileSync(RESULTS_FILE, JSON.stringify(results, null, 2) + '\n');

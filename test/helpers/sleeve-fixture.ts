@@ -115,14 +115,24 @@ export class SleeveFixture {
     for (const h of this.hosts) {
       const others = this.hosts.filter((x) => x !== h);
       await this.call(h.index, 'start', {
-        // keys replaced by a test take effect at once (the grace is unit-tested)
-        options: { self: h.name, bridge: 'weave', encrypted: o.encrypted, trustedSubnets: o.trustedSubnets, innerMtu: o.innerMtu, keyGraceMs: 0 },
+        options: this.options(h, o.encrypted),
         endpoints: Object.fromEntries(others.map((x) => [x.name, x.ip])),
         routes: Object.fromEntries(others.map((x) => [x.name, x.name])),
         keys: this.keys[h.index],
       });
       await this.call(h.index, 'program', { peers: others.map((x) => ({ name: x.name, ip: x.ip, reachable: true })) });
     }
+  }
+
+  private options(h: FixtureHost, encrypted: boolean) {
+    const o = this.o;
+    // keys replaced by a test take effect at once (the grace is unit-tested)
+    return { self: h.name, bridge: 'weave', encrypted, trustedSubnets: o.trustedSubnets, innerMtu: o.innerMtu, keyGraceMs: 0 };
+  }
+
+  /** Restarts every host's overlay encrypted or plain (same peers, routes and keys). */
+  async setEncrypted(encrypted: boolean): Promise<void> {
+    for (const h of this.hosts) await this.call(h.index, 'restart', { options: this.options(h, encrypted) });
   }
 
   /** Real handshakes between every pair (the lower index dials), as the mesh would run them. */

@@ -3,8 +3,8 @@
  * sleeve-fixture.ts, since a UDP socket lives in the namespace of its process) and drives a
  * SleeveOverlay from JSON lines on stdin, one answer line per request on stdout.
  *
- * Requests: {id, op, ...}; ops: start, program, routes, keys, probe, counters, verify, repair,
- * status, stop, teardown. The routes and keys stand in for the mesh: the test sets them.
+ * Requests: {id, op, ...}; ops: start, restart (new options, same peers), program, routes,
+ * keys, probe, counters, verify, repair, status, stop, teardown. The routes and keys stand in for the mesh: the test sets them.
  */
 import { createInterface } from 'node:readline';
 import { SleeveOverlay, type SleeveOptions } from '../../src/datapath/sleeve/sleeve';
@@ -15,6 +15,8 @@ import type { OverlayPeer } from '../../src/datapath/overlay';
 
 const log = createLogger({ name: 'sleeve-host', level: (process.env.SLEEVE_LOG as 'warn') ?? 'warn' });
 let overlay: SleeveOverlay | undefined;
+let iptables: Iptables | undefined;
+let lastPeers: OverlayPeer[] = [];
 const routes = new Map<string, string>();
 const endpoints = new Map<string, string>();
 const keys = new Map<string, DataKeys>();
@@ -32,21 +34,19 @@ async function handle(r: Req): Promise<unknown> {
       for (const [p, ip] of Object.entries(r.endpoints as Record<string, string>)) endpoints.set(p, ip);
       for (const [p, h] of Object.entries(r.routes as Record<string, string>)) routes.set(p, h);
       setKeys((r.keys ?? {}) as Record<string, { tx: string; rx: string }>);
-      const iptables = new Iptables(await detectBackend());
-      overlay = new SleeveOverlay(
-        {
-          routes: { nextHop: (p) => routes.get(p), endpoint: (p) => (endpoints.has(p) ? { ip: endpoints.get(p)! } : undefined) },
-          keys: { dataKeys: (p) => keys.get(p) },
-          iptables,
-          log,
-        },
-        r.options as SleeveOptions,
-      );
-      await overlay.start();
-      return { mtu: overlay.podMtu({ iface: 'eth0', ip: '', mtu: 1500, how: 'test' }) };
+      iptables = new Iptables(await detectBackend());
+      return make(r.options as SleeveOptions);
+    }
+    case 'restart': {
+      await overlay!.stop();
+      await overlay!.teardown();
+      const mtu = await make(r.options as SleeveOptions);
+      await overlay!.program(lastPeers);
+      return mtu;
     }
     case 'program':
-      await overlay!.program(r.peers as OverlayPeer[]);
+      lastPeers = r.peers as OverlayPeer[];
+      await overlay!.program(lastPeers);
       return (r.peers as OverlayPeer[]).map((p) => ({ peer: p.name, ...overlay!.slotOf(p.name) }));
     case 'routes':
       for (const [p, h] of Object.entries(r.routes as Record<string, string | null>)) {
@@ -79,6 +79,20 @@ async function handle(r: Req): Promise<unknown> {
     default:
       throw new Error(`unknown op ${r.op}`);
   }
+}
+
+async function make(options: SleeveOptions): Promise<{ mtu: number }> {
+  overlay = new SleeveOverlay(
+    {
+      routes: { nextHop: (p) => routes.get(p), endpoint: (p) => (endpoints.has(p) ? { ip: endpoints.get(p)! } : undefined) },
+      keys: { dataKeys: (p) => keys.get(p) },
+      iptables: iptables!,
+      log,
+    },
+    options,
+  );
+  await overlay.start();
+  return { mtu: overlay.podMtu({ iface: 'eth0', ip: '', mtu: 1500, how: 'test' }) };
 }
 
 const rl = createInterface({ input: process.stdin });
