@@ -26,7 +26,7 @@
  * Without secrets the sessions start on the peer's hello.
  */
 import { createHash, createHmac, createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync, scryptSync, timingSafeEqual, type KeyObject } from 'node:crypto';
-import { AuthenticationError, EncryptionMismatchError, HandshakeError } from '../common/errors';
+import { AuthenticationError, ConfigError, EncryptionMismatchError, HandshakeError } from '../common/errors';
 import { DataKeys, KEY_BYTES, openSealed, sealParts, TAG_BYTES } from './aead';
 
 const HELLO_MAGIC = Buffer.from('WFH1');
@@ -43,7 +43,7 @@ const X25519_SPKI_PREFIX = Buffer.from('302a300506032b656e032100', 'hex');
 /** Stretches a password into the 32-byte pre-shared key the handshake uses (scrypt, once per process). */
 export function derivePsk(password: string | Buffer): Buffer {
   const pw = typeof password === 'string' ? Buffer.from(password, 'utf8') : password;
-  if (pw.length === 0) throw new RangeError('password: empty');
+  if (pw.length === 0) throw new ConfigError('password', 'empty');
   return scryptSync(pw, 'weft psk v1', KEY_BYTES, { N: 1 << 14, r: 8, p: 1 });
 }
 

@@ -55,7 +55,7 @@ test('slots: adoption keeps a previous run\'s slot; a taken or out-of-range inde
 });
 
 test('slots: a block or port base that cannot hold the ports is refused with the reason', () => {
-  assert.throws(() => new SlotTable(parseCidr('169.254.192.0/20')!, 62000), /port base 62000: the ports 62000\+2\.\.66094/);
+  assert.throws(() => new SlotTable(parseCidr('169.254.192.0/20')!, 62000), /portBase: 62000: the ports 62000\+2\.\.66094/);
   assert.throws(() => new SlotTable(parseCidr('169.254.192.0/30')!, 61000), /too small/);
 });
 
@@ -79,4 +79,29 @@ test('wire: header and inner header round-trip; foreign versions and oversized c
   assert.equal(decodeHeader(n, big), undefined, 'counter beyond 2^53');
   assert.equal(decodeHeader(n, d.subarray(0, 20)), undefined, 'too short');
   assert.throws(() => n.encode('not-a-name'), /expected 6 bytes in MAC notation/);
+});
+
+test('sleeve options: bad values are refused in the constructor, naming the field, before anything is made', async () => {
+  const { SleeveOverlay, MAX_INNER_MTU } = await import('../../src/datapath/sleeve/sleeve');
+  const { ConfigError } = await import('../../src/common/errors');
+  const { createLogger } = await import('../../src/common/log');
+  const calls: string[] = [];
+  // an iptables stand-in that records any use: the constructor must not touch the system
+  const iptables = new Proxy({}, { get: (_t, k) => (calls.push(String(k)), () => Promise.resolve()) }) as never;
+  const c = { routes: { nextHop: () => undefined, endpoint: () => undefined }, keys: { dataKeys: () => undefined }, iptables, log: createLogger({ name: 't', level: 'silent' }) };
+  const base = { self: '02:00:00:00:00:01', bridge: 'weave', encrypted: true };
+  const bad: [Record<string, unknown>, RegExp][] = [
+    [{ innerMtu: MAX_INNER_MTU + 1 }, /^innerMtu: /],
+    [{ innerMtu: 100 }, /^innerMtu: /],
+    [{ trustedSubnets: ['10.0.0.0/8', '10.1.2.3/8'] }, /^trusted-subnets: "10\.1\.2\.3\/8" is not a network/],
+    [{ block: '169.254.192.7/20' }, /^block: /],
+    [{ portBase: 65000 }, /^portBase: /],
+  ];
+  for (const [o, re] of bad) {
+    assert.throws(() => new SleeveOverlay(c, { ...base, ...o }), (e: Error) => e instanceof ConfigError && re.test(e.message), JSON.stringify(o));
+  }
+  const ok = new SleeveOverlay(c, { ...base, trustedSubnets: ['10.0.0.0/8'] });
+  assert.equal(ok.podMtu({ iface: 'eth0', ip: '10.0.0.1', mtu: 1500, how: 'test' }), 65000, 'any underlay: the sleeve fragments');
+  assert.equal(ok.podMtu({ iface: 'eth0', ip: '10.0.0.1', mtu: 9000, how: 'test' }), 65000);
+  assert.deepEqual(calls, [], 'the constructor touched nothing');
 });

@@ -25,6 +25,7 @@ import { fdbBatch, fdbEntries } from '../../sys/fdb';
 import type { ChainSpec, Iptables } from '../../sys/iptables';
 import type { Logger } from '../../common/log';
 import { parseIPv4 } from '../../common/ip';
+import { SysError } from '../../common/errors';
 import type { Slot, SlotTable } from './slots';
 
 export const SLEEVE_VXLAN_DEV = 'vxlan-sleeve';
@@ -57,6 +58,8 @@ export class SleeveKernel {
   async setup(): Promise<void> {
     const o = this.o;
     const own = o.slots.ownAddr;
+    // nothing is made before the one thing that must exist already is there
+    if (!(await getLink(o.bridge))) throw new SysError(`bridge ${o.bridge} does not exist: the host network is set up first`);
     if (!(await getLink(SLEEVE_VIA_DEV))) {
       await deleteLink(SLEEVE_VIA_PEER);
       await ipBatch([`link add ${SLEEVE_VIA_DEV} mtu ${VIA_MTU} type veth peer name ${SLEEVE_VIA_PEER} mtu ${VIA_MTU}`]);

@@ -18,6 +18,7 @@ import { openSealed, sealParts, type DataKeys } from '../../crypto/aead';
 import { ReplayWindow } from '../../crypto/replay';
 import { contains, parseIPv4, type Cidr } from '../../common/ip';
 import type { Logger } from '../../common/log';
+import { SysError } from '../../common/errors';
 import { decodeHeader, decodeInner, encodeHeader, encodeInner, HEADER_BYTES, INNER_BYTES, Kind, MAX_HOPS, NameCodec, type Inner } from './wire';
 
 /** How to reach other routers: the mesh's unicast routes and its peers' underlay addresses. */
@@ -157,6 +158,10 @@ export class SleeveRelay {
     const s = this.locals.get(peer);
     this.locals.delete(peer);
     if (s) await new Promise<void>((r) => s.close(() => r()));
+  }
+
+  get listening(): boolean {
+    return this.sock !== undefined;
   }
 
   attached(): string[] {
@@ -346,7 +351,7 @@ function bind(s: Socket, port: number, address: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (e: Error) => {
       s.close();
-      reject(new Error(`cannot bind UDP ${address}:${port}: ${e.message}`));
+      reject(new SysError(`cannot bind UDP ${address}:${port}: ${e.message}`));
     };
     s.once('error', onError);
     s.bind(port, address, () => {

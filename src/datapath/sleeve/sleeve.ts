@@ -23,6 +23,7 @@ import type { Overlay, OverlayPeer, OverlayPeerStatus, Underlay } from '../overl
 import type { Logger } from '../../common/log';
 import { formatCidr, parseCidr, type Cidr } from '../../common/ip';
 import type { Iptables } from '../../sys/iptables';
+import { ConfigError } from '../../common/errors';
 import { SleeveKernel } from './kernel';
 import { SleeveRelay, type SleeveCounters, type SleeveKeys, type SleeveRoutes } from './relay';
 import { SlotTable } from './slots';
@@ -99,15 +100,15 @@ export class SleeveOverlay implements Overlay {
     this.encrypted = o.encrypted;
     this.innerMtu = o.innerMtu ?? SLEEVE_INNER_MTU;
     if (!Number.isInteger(this.innerMtu) || this.innerMtu < 576 || this.innerMtu > MAX_INNER_MTU) {
-      throw new RangeError(`innerMtu ${o.innerMtu}: must be a whole number in 576..${MAX_INNER_MTU}`);
+      throw new ConfigError('innerMtu', `${o.innerMtu} must be a whole number in 576..${MAX_INNER_MTU}`);
     }
     const trusted = (o.trustedSubnets ?? []).map((s): Cidr => {
       const c = parseCidr(s);
-      if (!c) throw new RangeError(`trusted-subnets: "${s}" is not a network in CIDR notation (e.g. 10.0.0.0/8)`);
+      if (!c) throw new ConfigError('trusted-subnets', `"${s}" is not a network in CIDR notation (e.g. 10.0.0.0/8)`);
       return c;
     });
     const block = parseCidr(o.block ?? DEFAULT_BLOCK);
-    if (!block) throw new RangeError(`sleeve block "${o.block}": not a network in CIDR notation`);
+    if (!block) throw new ConfigError('block', `"${o.block}" is not a network in CIDR notation`);
     this.slots = new SlotTable(block, o.portBase ?? DEFAULT_PORT_BASE);
     const vxlanPort = o.vxlanPort ?? SLEEVE_VXLAN_PORT;
     this.kernel = new SleeveKernel({ bridge: o.bridge, vni: SLEEVE_VNI, vxlanPort, mtu: this.innerMtu, slots: this.slots, iptables: c.iptables, log: c.log });
@@ -166,6 +167,7 @@ export class SleeveOverlay implements Overlay {
   }
 
   async verify(): Promise<string | undefined> {
+    if (!this.relay.listening) return `sleeve UDP port ${this.relay.o.port} is not open`;
     return this.kernel.verify();
   }
 

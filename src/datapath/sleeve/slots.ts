@@ -11,6 +11,7 @@
  */
 import { createHash } from 'node:crypto';
 import { formatIPv4, lastOf, sizeOf, type Cidr } from '../../common/ip';
+import { ConfigError } from '../../common/errors';
 
 export interface Slot {
   peer: string;
@@ -33,9 +34,11 @@ export class SlotTable {
     readonly portBase: number,
   ) {
     const size = sizeOf(block);
-    if (block.prefix > 29) throw new RangeError(`sleeve address block ${formatIPv4(block.base)}/${block.prefix}: too small (at most /29)`);
+    if (block.prefix > 29) throw new ConfigError('block', `${formatIPv4(block.base)}/${block.prefix} is too small (at most /29)`);
     this.capacity = size - 3;
-    if (portBase < 1024 || portBase + size - 2 > 65535) throw new RangeError(`sleeve port base ${portBase}: the ports ${portBase}+2..${portBase + size - 2} must lie in 1024..65535`);
+    if (!Number.isInteger(portBase) || portBase < 1024 || portBase + size - 2 > 65535) {
+      throw new ConfigError('portBase', `${portBase}: the ports ${portBase}+2..${portBase + size - 2} must lie in 1024..65535`);
+    }
   }
 
   /** This host's own address in the block (the VXLAN device's source). */
