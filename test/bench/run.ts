@@ -600,7 +600,7 @@ async function run(): Promise<void> {
     code = Math.max(code, await sandboxPart('converge', 'weft convergence', ['value', 'reference'], ['BENCH_CONVERGE_HOSTS'], convergeBench));
   }
   if (only.has('sleeve') && !interrupted) {
-    code = Math.max(code, await sandboxPart('sleeve', 'weft sleeve (encrypted and relayed data path)', ['Gbit/s', 'reference'], ['BENCH_SLEEVE_REPS', 'BENCH_SLEEVE_SECONDS'], sleeveBench));
+    code = Math.max(code, await sandboxPart('sleeve', 'weft sleeve (encrypted and relayed data path)', ['Gbit/s', 'reference'], ['BENCH_SLEEVE_REPS', 'BENCH_SLEEVE_SECONDS', 'BENCH_SLEEVE_UNDERLAY_MTU'], sleeveBench));
   }
   if (Object.keys(results).length) {
     writeFileSync(RESULTS_FILE, JSON.stringify(results, null, 2) + '\n');

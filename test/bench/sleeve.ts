@@ -4,17 +4,18 @@
  *
  * Three hosts of test/helpers/sleeve-fixture.ts (no routers: the sleeve driven directly, keys
  * from real handshakes). Paths, iperf3 from a pod on host 1 to a pod on host 2, one TCP stream:
- *   vxlan-1450    kernel VXLAN made here (bridge kvx, VNI 42, UDP 4789), pods at MTU 1450:
+ *   vxlan-std     kernel VXLAN made here (bridge kvx, VNI 42, UDP 4789), pods at the underlay MTU - 50:
  *                 what fastdp does, the reference
  *   vxlan-65000   the same with pods and VXLAN at MTU 65000 (the underlay fragments)
  *   enc / plain   the sleeve encrypted (AES-256-GCM) / without a secret, pods at MTU 65000
  *   *-via3        the same, routed 1 -> 3 -> 2 (host 3 relays; nothing blocked)
- *   enc-1450      the sleeve encrypted with pods at MTU 1450: what the per-datagram cost does
+ *   enc-std       the sleeve encrypted with pods at the underlay MTU - 50: the per-datagram cost
  * Rounds repeat and rotate the order; the sleeve switches between encrypted and plain by
  * restarting the overlays. Also an in-process AEAD comparison (the reason for AES-256-GCM).
  * Nothing is asserted; everything is removed in `finally`.
  *
- * Env: BENCH_SLEEVE_REPS (3), BENCH_SLEEVE_SECONDS (5).
+ * Env: BENCH_SLEEVE_REPS (3), BENCH_SLEEVE_SECONDS (5), BENCH_SLEEVE_UNDERLAY_MTU (1500; 9000 for jumbo
+ * frames: fewer fragments per datagram).
  */
 import { createCipheriv, randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
@@ -25,8 +26,8 @@ import { median, round } from './stats';
 import { iperf, intEnv, type IperfResult } from './throughput';
 
 const BIG = 0; // fixture pod index, MTU 65000
-const STD = 1; // MTU 1450
-type Key = 'vxlan-1450' | 'vxlan-65000' | 'enc' | 'enc-via3' | 'enc-1450' | 'plain' | 'plain-via3';
+const STD = 1; // MTU underlay - 50 (1450)
+type Key = 'vxlan-std' | 'vxlan-65000' | 'enc' | 'enc-via3' | 'enc-std' | 'plain' | 'plain-via3';
 const KVX_NET = '10.33';
 
 interface Path {
@@ -72,7 +73,7 @@ function aeadRows(ctx: BenchContext): Row[] {
   return rows;
 }
 
-/** A kernel VXLAN of our own beside the sleeve: bridge kvx with its own pods (MTU 1450 and 65000). */
+/** A kernel VXLAN of our own beside the sleeve: bridge kvx with its own pods (MTU 65000 and underlay - 50). */
 function kernelVxlan(f: SleeveFixture, made: Netns[]): string[] {
   const cmds: string[] = [];
   for (const h of f.hosts) {
@@ -85,7 +86,7 @@ function kernelVxlan(f: SleeveFixture, made: Netns[]): string[] {
     x(['link', 'add', 'kvx-vx', 'type', 'vxlan', 'id', '42', 'dstport', '4789', 'local', h.ip]);
     x(['link', 'set', 'kvx-vx', 'mtu', '65000', 'master', 'kvx', 'up']);
     for (const o of f.hosts) if (o !== h) h.ns.run('bridge', ['fdb', 'append', '00:00:00:00:00:00', 'dev', 'kvx-vx', 'dst', o.ip]);
-    [65000, 1450].forEach((mtu, k) => {
+    [65000, f.o.underlayMtu! - 50].forEach((mtu, k) => {
       const pod = Netns.create(`${f.o.prefix}k${h.index}${k}`);
       made.push(pod);
       h.ns.run('ip', ['link', 'add', `kv${k}`, 'mtu', String(mtu), 'type', 'veth', 'peer', 'name', 'eth0', 'mtu', String(mtu), 'netns', pod.name]);
@@ -100,20 +101,21 @@ function kernelVxlan(f: SleeveFixture, made: Netns[]): string[] {
 export async function sleeveBench(ctx: BenchContext): Promise<Row[]> {
   const reps = intEnv('BENCH_SLEEVE_REPS', 3, 1);
   const seconds = intEnv('BENCH_SLEEVE_SECONDS', 5, 1);
+  const underlayMtu = intEnv('BENCH_SLEEVE_UNDERLAY_MTU', 1500, 1280);
   const rows: Row[] = aeadRows(ctx);
   const made: Netns[] = [];
-  const f = await SleeveFixture.up({ hosts: 3, prefix: `wbs${randomBytes(2).toString('hex')}`, encrypted: true, pods: [{ mtu: 65000 }, { mtu: 1450 }] });
+  const f = await SleeveFixture.up({ hosts: 3, prefix: `wbs${randomBytes(2).toString('hex')}`, encrypted: true, pods: [{ mtu: 65000 }, { mtu: underlayMtu - 50 }], underlayMtu });
   try {
     const kvx = kernelVxlan(f, made);
     const pod = (h: number, k: number) => f.hosts[h - 1]!.pods[k]!.name;
     const kpod = (h: number, k: number) => `${f.o.prefix}k${h}${k}`;
     const kvxPod = (h: number, k: number) => made.find((n) => n.name.startsWith(`${kpod(h, k)}-`))!.name;
     const paths: Path[] = [
-      { key: 'vxlan-1450', mode: 'kernel', via3: false, serverNs: kvxPod(2, 1), clientNs: kvxPod(1, 1), addr: `${KVX_NET}.1.2` },
+      { key: 'vxlan-std', mode: 'kernel', via3: false, serverNs: kvxPod(2, 1), clientNs: kvxPod(1, 1), addr: `${KVX_NET}.1.2` },
       { key: 'vxlan-65000', mode: 'kernel', via3: false, serverNs: kvxPod(2, 0), clientNs: kvxPod(1, 0), addr: `${KVX_NET}.0.2` },
       { key: 'enc', mode: 'enc', via3: false, serverNs: pod(2, BIG), clientNs: pod(1, BIG), addr: podIp(2, BIG) },
       { key: 'enc-via3', mode: 'enc', via3: true, serverNs: pod(2, BIG), clientNs: pod(1, BIG), addr: podIp(2, BIG) },
-      { key: 'enc-1450', mode: 'enc', via3: false, serverNs: pod(2, STD), clientNs: pod(1, STD), addr: podIp(2, STD) },
+      { key: 'enc-std', mode: 'enc', via3: false, serverNs: pod(2, STD), clientNs: pod(1, STD), addr: podIp(2, STD) },
       { key: 'plain', mode: 'plain', via3: false, serverNs: pod(2, BIG), clientNs: pod(1, BIG), addr: podIp(2, BIG) },
       { key: 'plain-via3', mode: 'plain', via3: true, serverNs: pod(2, BIG), clientNs: pod(1, BIG), addr: podIp(2, BIG) },
     ];
@@ -150,18 +152,19 @@ export async function sleeveBench(ctx: BenchContext): Promise<Row[]> {
     const g = (k: Key) => samples[k].filter((r) => r.gbps !== undefined).map((r) => r.gbps!);
     const cmd = (k: Key) => samples[k][0]?.cmd ?? '(none)';
     const vs = (a: Key, b: Key, title: string) => rows.push(row(`TCP throughput median (Gbit/s), ${title}`, 'Gbit/s', g(a), g(b), median, `${cmd(a)}  vs  ${cmd(b)}`));
-    vs('enc', 'vxlan-1450', 'sleeve encrypted (pod MTU 65000) vs kernel VXLAN (pod MTU 1450, as fastdp)');
+    const std = underlayMtu - 50;
+    vs('enc', 'vxlan-std', `sleeve encrypted (pod MTU 65000) vs kernel VXLAN (pod MTU ${std}, as fastdp)`);
     vs('enc', 'plain', 'sleeve encrypted vs sleeve plain, pod MTU 65000');
     vs('enc-via3', 'enc', 'sleeve encrypted through one intermediate host vs direct');
     vs('plain-via3', 'plain', 'sleeve plain through one intermediate host vs direct');
-    vs('plain', 'vxlan-1450', 'sleeve plain (pod MTU 65000) vs kernel VXLAN (pod MTU 1450)');
-    vs('enc-1450', 'enc', 'sleeve encrypted with pod MTU 1450 vs pod MTU 65000');
-    vs('vxlan-65000', 'vxlan-1450', 'kernel VXLAN at MTU 65000 (underlay fragments) vs MTU 1450');
+    vs('plain', 'vxlan-std', `sleeve plain (pod MTU 65000) vs kernel VXLAN (pod MTU ${std})`);
+    vs('enc-std', 'enc', `sleeve encrypted with pod MTU ${std} vs pod MTU 65000`);
+    vs('vxlan-65000', 'vxlan-std', `kernel VXLAN at MTU 65000 (underlay fragments) vs MTU ${std}`);
     const each = (k: Key) => g(k).map((x) => x.toFixed(2)).join(', ');
     const retr = (k: Key) => samples[k].map((r) => r.retransmits ?? '?').join('/');
     ctx.notes.push(`samples (Gbit/s, run order): ${paths.map((p) => `${p.key} ${each(p.key)}`).join('; ')}. Retransmits: ${paths.map((p) => `${p.key} ${retr(p.key)}`).join('; ')}. Load average after: ${loadNow().join(' ')}.`);
     ctx.notes.push(
-      `Underlay MTU 1500 (${UNDERLAY_NET}.0/24 on a bridge in its own namespace); sleeve inner MTU 65000; "via3" = routes 1 -> 3 -> 2 set in the sleeves (host 3 relays). ` +
+      `Underlay MTU ${underlayMtu} (${UNDERLAY_NET}.0/24 on a bridge in its own namespace); sleeve inner MTU 65000; "via3" = routes 1 -> 3 -> 2 set in the sleeves (host 3 relays). ` +
         `Kernel VXLAN reference: ${kvx.slice(0, 4).join('; ')}; ... (per host; pods ${KVX_NET}.K.H/16). iperf3 server: \`${shown('SERVER_NS', 'iperf3', ['-s', '-1', '-p', '5201'])}\`.`,
     );
     ctx.json.samples = Object.fromEntries(paths.map((p) => [p.key, samples[p.key].map((r) => ({ gbps: r.gbps === undefined ? null : round(r.gbps), retransmits: r.retransmits ?? null, error: r.error ?? null, cmd: r.cmd }))]));
