@@ -9,7 +9,8 @@
  *   vxlan-65000   the same with pods and VXLAN at MTU 65000 (the underlay fragments)
  *   enc / plain   the sleeve encrypted (AES-256-GCM) / without a secret, pods at MTU 65000
  *   *-via3        the same, routed 1 -> 3 -> 2 (host 3 relays; nothing blocked)
- *   enc-std       the sleeve encrypted with pods at the underlay MTU - 50: the per-datagram cost
+ *   enc-std, plain-std  the sleeve with pods at the underlay MTU - 50: the per-datagram cost (plain-std
+ *                 is the fallback for a peer whose VXLAN probe fails, without a secret)
  * Rounds repeat and rotate the order; the sleeve switches between encrypted and plain by
  * restarting the overlays. Also an in-process AEAD comparison (the reason for AES-256-GCM).
  * Nothing is asserted; everything is removed in `finally`.
@@ -27,7 +28,7 @@ import { iperf, intEnv, type IperfResult } from './throughput';
 
 const BIG = 0; // fixture pod index, MTU 65000
 const STD = 1; // MTU underlay - 50 (1450)
-type Key = 'vxlan-std' | 'vxlan-65000' | 'enc' | 'enc-via3' | 'enc-std' | 'plain' | 'plain-via3';
+type Key = 'vxlan-std' | 'vxlan-65000' | 'enc' | 'enc-via3' | 'enc-std' | 'plain' | 'plain-via3' | 'plain-std';
 const KVX_NET = '10.33';
 
 interface Path {
@@ -118,6 +119,7 @@ export async function sleeveBench(ctx: BenchContext): Promise<Row[]> {
       { key: 'enc-std', mode: 'enc', via3: false, serverNs: pod(2, STD), clientNs: pod(1, STD), addr: podIp(2, STD) },
       { key: 'plain', mode: 'plain', via3: false, serverNs: pod(2, BIG), clientNs: pod(1, BIG), addr: podIp(2, BIG) },
       { key: 'plain-via3', mode: 'plain', via3: true, serverNs: pod(2, BIG), clientNs: pod(1, BIG), addr: podIp(2, BIG) },
+      { key: 'plain-std', mode: 'plain', via3: false, serverNs: pod(2, STD), clientNs: pod(1, STD), addr: podIp(2, STD) },
     ];
     const samples = Object.fromEntries(paths.map((p) => [p.key, [] as IperfResult[]])) as Record<Key, IperfResult[]>;
     let encrypted = true;
@@ -159,6 +161,7 @@ export async function sleeveBench(ctx: BenchContext): Promise<Row[]> {
     vs('plain-via3', 'plain', 'sleeve plain through one intermediate host vs direct');
     vs('plain', 'vxlan-std', `sleeve plain (pod MTU 65000) vs kernel VXLAN (pod MTU ${std})`);
     vs('enc-std', 'enc', `sleeve encrypted with pod MTU ${std} vs pod MTU 65000`);
+    vs('plain-std', 'vxlan-std', `sleeve plain at pod MTU ${std} (fallback for a peer whose VXLAN probe fails) vs kernel VXLAN`);
     vs('vxlan-65000', 'vxlan-std', `kernel VXLAN at MTU 65000 (underlay fragments) vs MTU ${std}`);
     const each = (k: Key) => g(k).map((x) => x.toFixed(2)).join(', ');
     const retr = (k: Key) => samples[k].map((r) => r.retransmits ?? '?').join('/');
