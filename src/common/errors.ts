@@ -103,6 +103,30 @@ export class ExistsError extends SysError {
   override readonly kind = 'exists';
 }
 
+/**
+ * A mesh connection's crypto handshake failed: the peer speaks no weft handshake, an unknown
+ * version, or sent a malformed message. The connection is closed.
+ */
+export class HandshakeError extends WeftError {
+  override readonly kind: string = 'handshake';
+}
+
+/**
+ * One side of a connection has a shared secret (password) and the other has none. The message
+ * says which side lacks it, so the operator knows which router to fix.
+ */
+export class EncryptionMismatchError extends HandshakeError {
+  override readonly kind = 'encryption-mismatch';
+}
+
+/**
+ * Authentication failed: a peer could not prove it holds the same secret (handshake), or a
+ * sealed frame was altered, replayed or reordered. The connection is closed.
+ */
+export class AuthenticationError extends HandshakeError {
+  override readonly kind = 'authentication';
+}
+
 /** A request to the router was malformed (CLI or plugin sent something the API rejects). */
 export class BadRequestError extends WeftError {
   override readonly kind = 'bad-request';

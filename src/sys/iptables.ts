@@ -76,4 +76,24 @@ export class Iptables {
     }
     return out;
   }
+
+  /** The rules of one chain as `iptables-save` prints them (`-A CHAIN ...`), empty when it does not exist. */
+  async rules(table: ChainSpec['table'], chain: string): Promise<string[]> {
+    const { stdout } = await run(this.bin('-save'), ['-t', table], this.opts);
+    return stdout.split('\n').filter((l) => l.startsWith(`-A ${chain} `));
+  }
+
+  /** Removes chains and their jumps; absent ones are skipped. */
+  async remove(specs: readonly ChainSpec[]): Promise<void> {
+    for (const c of specs) {
+      for (;;) {
+        try {
+          await run(this.bin(), ['-w', '5', '-t', c.table, '-D', c.from, '-j', c.chain], this.opts);
+        } catch {
+          break;
+        }
+      }
+      for (const op of ['-F', '-X']) await run(this.bin(), ['-w', '5', '-t', c.table, op, c.chain], this.opts).catch(() => undefined);
+    }
+  }
 }

@@ -27,7 +27,9 @@
  *               from an update to enforcement with 1,000 pods and 200 policies known
  *               (test/bench/policy.ts; BENCH_POLICY_REPS, BENCH_POLICY_SECONDS, BENCH_POLICY_PODS,
  *               BENCH_POLICY_COUNT)
- * BENCH_ONLY=latency|throughput|converge|policy (or a comma list) runs only those; default all. The
+ *   sleeve      the routers' own data path: encrypted vs plain vs kernel VXLAN, direct vs through
+ *               one intermediate host; AEAD choice (test/bench/sleeve.ts; BENCH_SLEEVE_REPS, BENCH_SLEEVE_SECONDS)
+ * BENCH_ONLY=latency|throughput|converge|policy|sleeve (or a comma list) runs only those; default all. The
  * sandbox parts first wait for a quiet machine: BENCH_MAX_LOAD (1.0, 1-minute load average),
  * BENCH_LOAD_WAIT_S (600).
  */
@@ -42,6 +44,7 @@ import { jsonRows, loadNow, rowsTable, type BenchContext, type Row } from './com
 import { throughputBench } from './throughput';
 import { convergeBench } from './converge';
 import { policyBench } from './policy';
+import { sleeveBench } from './sleeve';
 
 // ---------------------------------------------------------------- configuration
 
@@ -488,7 +491,7 @@ async function main(): Promise<number> {
 /** bench-results.json: the latency part's fields at the top level (as before), the other parts under their names. */
 const results: Record<string, unknown> = {};
 
-const PARTS = ['latency', 'throughput', 'converge', 'policy'] as const;
+const PARTS = ['latency', 'throughput', 'converge', 'policy', 'sleeve'] as const;
 type Part = (typeof PARTS)[number];
 
 function onlyEnv(): Set<Part> {
@@ -515,8 +518,16 @@ async function sandboxPart(
 ): Promise<number> {
   const missing: string[] = [];
   if (!isRoot()) missing.push('root (network namespaces)');
-  for (const f of [WEFT_NET, WEFT]) if (!existsSync(f)) missing.push(f);
-  const tools = part === 'throughput' ? ['ip', 'nsenter', 'ping', 'ss', 'iperf3'] : part === 'policy' ? ['ip', 'nsenter', 'ss', 'iperf3', 'nft'] : ['ip', 'nsenter', 'ping'];
+  // the sleeve part drives the overlay directly (no routers, no plugin): it needs no dist/
+  if (part !== 'sleeve') for (const f of [WEFT_NET, WEFT]) if (!existsSync(f)) missing.push(f);
+  const tools =
+    part === 'throughput'
+      ? ['ip', 'nsenter', 'ping', 'ss', 'iperf3']
+      : part === 'policy'
+        ? ['ip', 'nsenter', 'ss', 'iperf3', 'nft']
+        : part === 'sleeve'
+          ? ['ip', 'nsenter', 'ping', 'ss', 'iperf3', 'ethtool', 'bridge']
+          : ['ip', 'nsenter', 'ping'];
   for (const tool of tools) if (spawnSync(tool, ['-V'], { timeout: 5000 }).error) missing.push(tool);
   if (missing.length) {
     process.stderr.write(`bench: ${part}: cannot run: missing ${missing.join(', ')} (./build.sh; apt-get install -y iperf3 iproute2 iputils-ping nftables; run as root)\n`);
@@ -602,6 +613,9 @@ async function run(): Promise<void> {
   }
   if (only.has('policy') && !interrupted) {
     code = Math.max(code, await sandboxPart('policy', 'weft NetworkPolicy', ['value', 'reference'], ['BENCH_POLICY_REPS', 'BENCH_POLICY_SECONDS', 'BENCH_POLICY_PODS', 'BENCH_POLICY_COUNT'], policyBench));
+  }
+  if (only.has('sleeve') && !interrupted) {
+    code = Math.max(code, await sandboxPart('sleeve', 'weft sleeve (encrypted and relayed data path)', ['Gbit/s', 'reference'], ['BENCH_SLEEVE_REPS', 'BENCH_SLEEVE_SECONDS', 'BENCH_SLEEVE_UNDERLAY_MTU'], sleeveBench));
   }
   if (Object.keys(results).length) {
     writeFileSync(RESULTS_FILE, JSON.stringify(results, null, 2) + '\n');

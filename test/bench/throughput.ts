@@ -29,7 +29,7 @@ const RAW_PORT = 4789;
 const RAW_NET = '192.168.250';
 const IPERF_PORT = 5201;
 
-function intEnv(name: string, dflt: number, min: number): number {
+export function intEnv(name: string, dflt: number, min: number): number {
   const v = process.env[name];
   if (v === undefined || v === '') return dflt;
   if (!/^\d+$/.test(v) || Number(v) < min) throw new Error(`${name}="${v}": expected a whole number >= ${min}`);
@@ -53,7 +53,7 @@ interface Path {
   addr: string;
 }
 
-interface IperfResult {
+export interface IperfResult {
   cmd: string;
   gbps?: number;
   retransmits?: number;
@@ -73,7 +73,7 @@ function waitExit(child: ChildProcess, ms: number): Promise<boolean> {
 }
 
 /** One iperf3 run: a one-off server in `p.serverNs` (a child of ours), the client in `p.clientNs`. */
-async function iperf(p: Path, seconds: number, signal: AbortSignal): Promise<IperfResult> {
+export async function iperf(p: Pick<Path, 'serverNs' | 'clientNs' | 'addr'>, seconds: number, signal: AbortSignal): Promise<IperfResult> {
   const args = ['-c', p.addr, '-t', String(seconds), '-J'];
   const cmd = shown(p.clientNs, 'iperf3', args);
   const server = spawn('nsenter', [`--net=/var/run/netns/${p.serverNs}`, '--', 'iperf3', '-s', '-1', '-p', String(IPERF_PORT)], { stdio: ['ignore', 'ignore', 'pipe'] });

@@ -1,0 +1,113 @@
+/**
+ * One test "host" of the sleeve: runs inside a host network namespace (started with nsenter by
+ * sleeve-fixture.ts, since a UDP socket lives in the namespace of its process) and drives a
+ * SleeveOverlay from JSON lines on stdin, one answer line per request on stdout.
+ *
+ * Requests: {id, op, ...}; ops: start, restart (new options, same peers), program, routes,
+ * keys, probe, counters, verify, repair, status, stop, teardown. The routes and keys stand in for the mesh: the test sets them.
+ */
+import { createInterface } from 'node:readline';
+import { SleeveOverlay, type SleeveOptions } from '../../src/datapath/sleeve/sleeve';
+import { DataKeys } from '../../src/crypto/aead';
+import { Iptables, detectBackend } from '../../src/sys/iptables';
+import { createLogger } from '../../src/common/log';
+import type { OverlayPeer } from '../../src/datapath/overlay';
+
+const log = createLogger({ name: 'sleeve-host', level: (process.env.SLEEVE_LOG as 'warn') ?? 'warn' });
+let overlay: SleeveOverlay | undefined;
+let iptables: Iptables | undefined;
+let lastPeers: OverlayPeer[] = [];
+const routes = new Map<string, string>();
+const endpoints = new Map<string, string>();
+const keys = new Map<string, DataKeys>();
+
+type Req = { id: number; op: string; [k: string]: unknown };
+
+function setKeys(k: Record<string, { tx: string; rx: string }>): void {
+  keys.clear();
+  for (const [peer, { tx, rx }] of Object.entries(k)) keys.set(peer, new DataKeys(Buffer.from(tx, 'hex'), Buffer.from(rx, 'hex')));
+}
+
+async function handle(r: Req): Promise<unknown> {
+  switch (r.op) {
+    case 'start': {
+      for (const [p, ip] of Object.entries(r.endpoints as Record<string, string>)) endpoints.set(p, ip);
+      for (const [p, h] of Object.entries(r.routes as Record<string, string>)) routes.set(p, h);
+      setKeys((r.keys ?? {}) as Record<string, { tx: string; rx: string }>);
+      iptables = new Iptables(await detectBackend());
+      return make(r.options as SleeveOptions);
+    }
+    case 'restart': {
+      await overlay!.stop();
+      await overlay!.teardown();
+      const mtu = await make(r.options as SleeveOptions);
+      await overlay!.program(lastPeers);
+      return mtu;
+    }
+    case 'program':
+      lastPeers = r.peers as OverlayPeer[];
+      await overlay!.program(lastPeers);
+      return (r.peers as OverlayPeer[]).map((p) => ({ peer: p.name, ...overlay!.slotOf(p.name) }));
+    case 'routes':
+      for (const [p, h] of Object.entries(r.routes as Record<string, string | null>)) {
+        if (h === null) routes.delete(p);
+        else routes.set(p, h);
+      }
+      return null;
+    case 'keys':
+      setKeys(r.keys as Record<string, { tx: string; rx: string }>);
+      return null;
+    case 'probe':
+      return overlay!.probe({ name: r.peer as string, ip: endpoints.get(r.peer as string) ?? '', reachable: true });
+    case 'counters': {
+      const c = overlay!.counters;
+      return { ...c, peers: Object.fromEntries(c.peers) };
+    }
+    case 'verify':
+      return (await overlay!.verify()) ?? null;
+    case 'repair':
+      await overlay!.repair();
+      return null;
+    case 'status':
+      return overlay!.status(r.peer as string) ?? null;
+    case 'stop':
+      await overlay?.stop();
+      return null;
+    case 'teardown':
+      await overlay?.teardown();
+      return null;
+    default:
+      throw new Error(`unknown op ${r.op}`);
+  }
+}
+
+async function make(options: SleeveOptions): Promise<{ mtu: number }> {
+  overlay = new SleeveOverlay(
+    {
+      routes: { nextHop: (p) => routes.get(p), endpoint: (p) => (endpoints.has(p) ? { ip: endpoints.get(p)! } : undefined) },
+      keys: { dataKeys: (p) => keys.get(p) },
+      iptables: iptables!,
+      log,
+    },
+    options,
+  );
+  await overlay.start();
+  return { mtu: overlay.podMtu({ iface: 'eth0', ip: '', mtu: 1500, how: 'test' }) };
+}
+
+const rl = createInterface({ input: process.stdin });
+rl.on('line', (line) => {
+  let req: Req;
+  try {
+    req = JSON.parse(line) as Req;
+  } catch {
+    return;
+  }
+  handle(req).then(
+    (result) => process.stdout.write(JSON.stringify({ id: req.id, ok: true, result }) + '\n'),
+    (e: Error) => process.stdout.write(JSON.stringify({ id: req.id, ok: false, error: e.message }) + '\n'),
+  );
+});
+rl.on('close', () => {
+  void (overlay?.stop() ?? Promise.resolve()).finally(() => process.exit(0));
+});
