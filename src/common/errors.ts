@@ -98,6 +98,11 @@ export class AddressNotFoundError extends SysError {
   override readonly kind = 'address-not-found';
 }
 
+/** A forwarding entry, route or other kernel object to remove does not exist. */
+export class EntryNotFoundError extends SysError {
+  override readonly kind = 'entry-not-found';
+}
+
 /** The kernel refused to create something that exists already (a device, an address, a route). */
 export class ExistsError extends SysError {
   override readonly kind = 'exists';
@@ -173,6 +178,7 @@ const byKind: Record<string, (msg: string) => WeftError> = {
   'link-not-found': (m) => new LinkNotFoundError(m),
   exists: (m) => new ExistsError(m),
   'address-not-found': (m) => new AddressNotFoundError(m),
+  'entry-not-found': (m) => new EntryNotFoundError(m),
   'bad-request': (m) => new BadRequestError(m),
   'kube-api': (m) => new KubeApiError(m),
   'invalid-object': (m) => new ObjectError('', '', m),

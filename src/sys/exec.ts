@@ -8,7 +8,7 @@
  * execa in `src/sys/process.ts`.
  */
 import { nodeChildProcess } from '../common/lazy';
-import { AddressNotFoundError, ExistsError, LinkNotFoundError, NetnsNotFoundError, SysError } from '../common/errors';
+import { AddressNotFoundError, EntryNotFoundError, ExistsError, LinkNotFoundError, NetnsNotFoundError, SysError } from '../common/errors';
 
 export interface RunOptions {
   /** Written to the command's stdin. */
@@ -95,5 +95,7 @@ export function classify(message: string, stderr: string, code: number | null, n
   if (/Cannot find device|does not exist|No such device/.test(stderr)) return new LinkNotFoundError(message, stderr, code);
   if (/File exists|already exists/.test(stderr)) return new ExistsError(message, stderr, code);
   if (/Address not found|Cannot assign requested address/.test(stderr)) return new AddressNotFoundError(message, stderr, code);
+  // a forwarding entry, route, nft table or set that is not there
+  if (/No such file or directory/.test(stderr)) return new EntryNotFoundError(message, stderr, code);
   return new SysError(message, stderr, code);
 }

@@ -6,7 +6,7 @@
  * never touches anything else in the ruleset.
  */
 import { run, type RunOptions } from './exec';
-import { SysError } from '../common/errors';
+import { EntryNotFoundError, LinkNotFoundError } from '../common/errors';
 
 /** One object of `nft -j` output: `{ set: {...} }`, `{ counter: {...} }`, `{ rule: {...} }`, ... */
 export type NftJsonObject = Record<string, Record<string, unknown>>;
@@ -75,5 +75,5 @@ export class Nft {
 
 /** True when nft said the table, chain, set or counter does not exist. */
 export function isNftMissing(e: unknown): boolean {
-  return e instanceof SysError && /No such file or directory|does not exist/i.test(`${e.message}\n${e.stderr}`);
+  return e instanceof EntryNotFoundError || e instanceof LinkNotFoundError;
 }

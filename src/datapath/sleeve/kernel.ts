@@ -18,7 +18,8 @@
  *   filter INPUT   VXLAN_PORT only from lo: nobody on the underlay can inject plain frames
  * All of it is checked by `verify` and made again by `setup`; `teardown` removes it.
  */
-import { isNotFound, ipBatch } from '../../sys/exec';
+import { ipBatch } from '../../sys/exec';
+import { EntryNotFoundError, LinkNotFoundError } from '../../common/errors';
 import { deleteLink, getLink, replaceAddress, listAddresses } from '../../sys/link';
 import { setOffload, offload } from '../../sys/ethtool';
 import { fdbBatch, fdbEntries } from '../../sys/fdb';
@@ -126,8 +127,10 @@ export class SleeveKernel {
     try {
       await fdbBatch(lines);
     } catch (e) {
-      if (!isNotFound(e)) throw e;
-      for (const l of lines) await fdbBatch([l]).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)));
+      // an entry already gone is what was wanted
+      const gone = (x: unknown) => x instanceof EntryNotFoundError || x instanceof LinkNotFoundError;
+      if (!gone(e)) throw e;
+      for (const l of lines) await fdbBatch([l]).catch((err) => (gone(err) ? undefined : Promise.reject(err)));
     }
   }
 
