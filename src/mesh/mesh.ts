@@ -5,27 +5,25 @@
  * Why it is this way:
  * - Connecting to one peer is enough: every peer gossips its entry (address, established
  *   connections), and each router dials every peer it learns of, so the mesh closes itself.
- * - Two routers that dial each other at once end up with two connections; both sides keep
- *   the one dialled by the peer with the smaller name, so they agree without talking.
- * - Only connections that finished their handshake count against the connection limit;
- *   pending ones are few (oldest evicted first, a few per remote host) and short-lived (the
- *   handshake deadline), so idle or slow connections cannot keep a real peer out.
+ * - The connection table (connections.ts) settles duplicates and limits; gossip (gossip.ts)
+ *   moves CRDT deltas and digests; the topology (topology.ts) gives routes; connection making
+ *   (connection-maker.ts) decides what to dial, from the peer sources and from gossip.
  * - Unicast messages follow the shortest path over symmetric edges, hop by hop.
  */
-import type { MapData } from '../common/crdt';
 import { TypedEmitter } from '../common/events';
 import type { Startable } from '../common/lifecycle';
 import type { Logger } from '../common/log';
-import { Connection, kindOf, type ConnectionHandler, type SelfIdentity } from './connection';
+import { kindOf, type Connection, type SelfIdentity } from './connection';
+import { Connections } from './connections';
 import { ConnectionMaker, GOSSIP_SOURCE, type TargetView } from './connection-maker';
 import { encodeFrame } from './frame';
-import { Gossip, type ChannelHandle, type DigestFrame, type GossipFrame, type Gossiper } from './gossip';
+import { Gossip, type ChannelHandle, type GossipFrame, type Gossiper } from './gossip';
 import type { PeerTargets } from './peer-source';
-import type { Hello, Message } from './protocol';
+import type { Message } from './protocol';
 import type { RouteTable } from './routes';
 import { NeighbourRing } from './neighbours';
 import { Topology, type PeerMeta, type PeerView } from './topology';
-import { tcpTransport, type MeshTransport, type TransportSocket } from './transport';
+import { tcpTransport, type MeshTransport } from './transport';
 
 export interface MeshComponents {
   self: SelfIdentity;
@@ -94,10 +92,9 @@ export class Mesh implements Startable, PeerTargets {
   private readonly gossip: Gossip;
   private readonly topoChannel: ChannelHandle<unknown>;
   private readonly maker: ConnectionMaker;
-  private readonly conns = new Set<Connection>();
+  private readonly conns: Connections;
   private readonly handlers = new Map<string, (from: string, body: unknown) => void>();
   private readonly heard = new Set<string>();
-  private readonly transport: MeshTransport;
   private readonly timers: NodeJS.Timeout[] = [];
   private closeServer: (() => Promise<void>) | undefined;
   private meta: PeerMeta = {};
@@ -108,16 +105,31 @@ export class Mesh implements Startable, PeerTargets {
     private readonly c: MeshComponents,
     private readonly o: MeshInit,
   ) {
-    this.transport = c.transport ?? tcpTransport;
     this.advertise = o.advertise;
+    this.conns = new Connections(
+      {
+        self: c.self,
+        transport: c.transport ?? tcpTransport,
+        log: c.log,
+        traffic: c.traffic,
+        events: {
+          identified: (target, peer) => this.maker.identified(target, peer),
+          reachedSelf: (target) => this.maker.isSelf(target),
+          established: (conn) => this.onEstablished(conn),
+          message: (conn, m) => this.onMessageFrame(conn, m),
+          closed: (conn, reason, info) => this.onClosed(conn, reason, info),
+        },
+      },
+      o,
+    );
     this.topology = new Topology(c.self, () => this.topologyChanged());
     this.gossip = new Gossip({ broadcast: (f, skip) => this.broadcast(f, skip), adjacent: (a, b) => this.topology.reportsEdge(a, b) });
     this.topoChannel = this.gossip.register('topology', this.topology as Gossiper<unknown>);
     this.maker = new ConnectionMaker(
       {
-        dial: (addr, host, port) => this.dial(addr, host, port),
-        canDial: () => this.pendingCount() < this.o.maxPending && this.establishedCount() < this.o.maxConnections,
-        connectedTo: (p) => this.connTo(p) !== undefined,
+        dial: (addr, host, port) => this.conns.dial(addr, host, port),
+        canDial: () => this.conns.canDial(),
+        connectedTo: (p) => this.conns.to(p) !== undefined,
         heardFrom: (p) => this.heard.has(p),
         isReachable: (p) => this.topology.isReachable(p),
         wanted: (t) => this.wanted(t),
@@ -194,13 +206,13 @@ export class Mesh implements Startable, PeerTargets {
   }
 
   setTargets(source: string, addrs: readonly string[]): void {
-    this.closeTargets(this.maker.setTargets(source, addrs), 'no longer a target');
+    this.conns.closeTargets(this.maker.setTargets(source, addrs), 'no longer a target');
   }
 
   /** Stops dialling the addresses and drops their connections; returns those that were targets. */
   forget(addrs: readonly string[]): string[] {
     const done = this.maker.forget(addrs);
-    this.closeTargets(done, 'forgotten');
+    this.conns.closeTargets(done, 'forgotten');
     return done;
   }
 
@@ -209,7 +221,7 @@ export class Mesh implements Startable, PeerTargets {
   }
 
   connections(): ConnectionView[] {
-    return [...this.conns].map((c) => ({ outbound: c.outbound, remote: c.remote, target: c.target, established: c.established, peer: c.hello?.name, nickname: c.hello?.nickname }));
+    return [...this.conns.all()].map((c) => ({ outbound: c.outbound, remote: c.remote, target: c.target, established: c.established, peer: c.hello?.name, nickname: c.hello?.nickname }));
   }
 
   /** See ConnectionMaker.settled: whether this router has heard from every peer it was pointed at. */
@@ -220,7 +232,7 @@ export class Mesh implements Startable, PeerTargets {
   // ---- life -----------------------------------------------------------------------------
 
   async start(): Promise<void> {
-    this.closeServer = await this.transport.listen(this.o.port, this.o.listenAddr ?? '0.0.0.0', (s) => this.accept(s));
+    this.closeServer = await this.conns.listen(this.o.port, this.o.listenAddr ?? '0.0.0.0');
     const every = (ms: number, f: () => void) => {
       const t = setInterval(f, ms);
       t.unref();
@@ -230,7 +242,7 @@ export class Mesh implements Startable, PeerTargets {
     every(this.o.heartbeatMs, () => this.heartbeat());
     every(this.o.refreshMs, () => {
       const d = this.gossip.digest();
-      for (const c of this.conns) if (c.established) c.write(d);
+      for (const c of this.conns.all()) if (c.established) c.write(d);
     });
     this.maker.tick();
   }
@@ -240,99 +252,15 @@ export class Mesh implements Startable, PeerTargets {
     for (const t of this.timers) clearInterval(t);
     this.gossip.stop();
     clearTimeout(this.topoTimer);
-    for (const c of this.conns) c.close('router stopping', false);
+    this.conns.closeAll('router stopping');
     await this.closeServer?.();
   }
 
   // ---- connections ----------------------------------------------------------------------
 
-  private readonly handler: ConnectionHandler = {
-    hello: (c, h) => this.onHello(c, h),
-    message: (c, m) => this.onMessageFrame(c, m),
-    closed: (c, reason, info) => this.onClosed(c, reason, info),
-  };
-
-  private establishedCount(): number {
-    let n = 0;
-    for (const c of this.conns) if (c.established) n++;
-    return n;
-  }
-
-  private pendingCount(): number {
-    let n = 0;
-    for (const c of this.conns) if (c.pending) n++;
-    return n;
-  }
-
-  private connTo(peer: string): Connection | undefined {
-    for (const c of this.conns) if (c.established && c.hello?.name === peer) return c;
-    return undefined;
-  }
-
-  private track(socket: TransportSocket, outbound: boolean, remote: string, target?: string): Connection {
-    const c = new Connection(socket, { outbound, remote, target, handshakeMs: this.o.handshakeMs, self: this.c.self, log: this.c.log, traffic: this.c.traffic }, this.handler);
-    this.conns.add(c);
-    return c;
-  }
-
-  private dial(addr: string, host: string, port: number): void {
-    const socket = this.transport.dial(host, port);
-    const c = this.track(socket, true, addr, addr);
-    socket.once('connect', () => c.start());
-    // the handshake deadline covers connecting too
-    const t = setTimeout(() => c.pending && c.close(`no connection within ${this.o.handshakeMs} ms`, false), this.o.handshakeMs);
-    t.unref();
-  }
-
-  private accept(socket: TransportSocket): void {
-    const host = socket.remoteAddress ?? '?';
-    const c = this.track(socket, false, `${host}:${socket.remotePort ?? 0}`);
-    const pendingFromHost = [...this.conns].filter((o) => o.pending && !o.outbound && o.remote.startsWith(`${host}:`));
-    if (pendingFromHost.length > this.o.maxPendingPerHost) {
-      c.close(`too many connections from ${host} still in their handshake`, true);
-      return;
-    }
-    if (this.pendingCount() > this.o.maxPending) {
-      // the oldest one has had the longest to say hello: make room by dropping it
-      const oldest = [...this.conns].filter((o) => o.pending && !o.outbound && o !== c).sort((a, b) => a.openedAt - b.openedAt)[0];
-      oldest?.close('too many connections in their handshake', true);
-    }
-    c.start();
-  }
-
-  private onHello(c: Connection, h: Hello): void {
-    if (c.target) this.maker.identified(c.target, h.name);
-    if (h.name === this.name) {
-      if (h.uid === this.c.self.uid) {
-        if (c.target) this.maker.isSelf(c.target);
-        else c.sendHello(); // so the dialling side, this router too, learns it reached itself
-        this.c.log.info({ remote: c.remote }, 'address is this router itself; not dialling it again');
-        c.close('connection to self', false);
-      } else {
-        this.c.log.error({ remote: c.remote, name: h.name }, "peer name collision: another router uses this router's name");
-        c.close(`peer name collision: ${h.name} is this router's name too`, true);
-      }
-      return;
-    }
-    const existing = this.connTo(h.name);
-    if (existing) {
-      // keep the connection dialled by the peer with the smaller name; both sides pick the same one
-      const dialler = (x: Connection) => (x.outbound ? this.name : x.hello!.name);
-      const keepNew = dialler(c) < dialler(existing) || (dialler(c) === dialler(existing) && existing.hello!.uid !== h.uid);
-      this.c.log.debug({ peer: h.name, kept: keepNew ? c.id : existing.id }, 'duplicate connection resolved');
-      if (!keepNew) {
-        c.sendHello(); // the far end applies the same rule once it knows who we are
-        return c.close('duplicate connection', false);
-      }
-      existing.close('duplicate connection', false);
-    }
-    if (this.establishedCount() >= this.o.maxConnections) {
-      c.close(`connection limit ${this.o.maxConnections} reached`, true);
-      return;
-    }
-    c.establish();
+  private onEstablished(c: Connection): void {
+    const h = c.hello!;
     if (c.target) this.maker.established(c.target, h.name);
-    this.c.log.info({ peer: h.name, nickname: h.nickname, remote: c.remote, outbound: c.outbound }, 'connection established');
     // what each side lacks comes in answer to its digest; `sync` marks the answer complete
     c.write(this.gossip.digest());
     this.publishSelf();
@@ -364,7 +292,6 @@ export class Mesh implements Startable, PeerTargets {
   }
 
   private onClosed(c: Connection, reason: string, info: { wasEstablished: boolean; refused: boolean }): void {
-    this.conns.delete(c);
     const quiet = QUIET.has(reason);
     if (c.target) this.maker.closed(c.target, reason, quiet);
     if (info.wasEstablished) {
@@ -374,15 +301,10 @@ export class Mesh implements Startable, PeerTargets {
     }
   }
 
-  private closeTargets(addrs: readonly string[], why: string): void {
-    if (addrs.length === 0) return;
-    for (const c of this.conns) if (c.target && addrs.includes(c.target)) c.close(why, true);
-  }
-
   private heartbeat(): void {
     const now = Date.now();
-    let established = this.establishedCount();
-    for (const c of this.conns) {
+    let established = this.conns.established;
+    for (const c of this.conns.all()) {
       if (!c.established) continue;
       if (now - c.lastRecv > 3 * this.o.heartbeatMs) c.close(`no heartbeat for ${Math.round((now - c.lastRecv) / 1000)} s`, true);
       else if (this.ring && established > MIN_DEGREE && now - c.establishedAt > (this.o.pruneAfterMs ?? 10_000) && !this.ring.wanted(this.name, c.hello!.name)) {
@@ -404,7 +326,7 @@ export class Mesh implements Startable, PeerTargets {
     const peer = t.peer ?? this.nameByAddr.get(t.addr);
     if (peer) return this.ring.wanted(this.name, peer);
     // an address not yet known by name: only to get into the mesh at all
-    return t.explicit && this.establishedCount() < MIN_DEGREE;
+    return t.explicit && this.conns.established < MIN_DEGREE;
   }
 
   // ---- gossip and unicast ---------------------------------------------------------------
@@ -412,7 +334,7 @@ export class Mesh implements Startable, PeerTargets {
   private broadcast(f: GossipFrame, skip?: (peer: string) => boolean): void {
     let frame: Buffer | undefined;
     const kind = kindOf(f);
-    for (const c of this.conns) {
+    for (const c of this.conns.all()) {
       if (!c.established || (skip && skip(c.hello!.name))) continue;
       frame ??= encodeFrame(f);
       c.writeEncoded(frame, kind);
@@ -421,7 +343,7 @@ export class Mesh implements Startable, PeerTargets {
 
   private forward(m: Unicast): boolean {
     const hop = this.topology.routes.nextHop.get(m.to);
-    const c = hop ? this.connTo(hop) : undefined;
+    const c = hop ? this.conns.to(hop) : undefined;
     if (!c || m.ttl <= 0) return false;
     c.write({ ...m, ttl: m.ttl - 1 });
     return true;
@@ -430,7 +352,7 @@ export class Mesh implements Startable, PeerTargets {
   /** Writes this router's entry and connections. */
   private publishSelf(): void {
     const conns = new Set<string>();
-    for (const c of this.conns) if (c.established && c.hello) conns.add(c.hello.name);
+    for (const c of this.conns.all()) if (c.established && c.hello) conns.add(c.hello.name);
     const { name, nickname, uid } = this.c.self;
     const d = this.topology.setSelf({ name, nickname, uid, addr: this.advertise, conns: [...conns].sort(), meta: this.meta });
     if (d) this.topoChannel.gossip(d);
@@ -465,7 +387,7 @@ export class Mesh implements Startable, PeerTargets {
       if (e.addr) this.nameByAddr.set(this.maker.normalise(e.addr), e.name);
       if (e.name === this.name || !e.addr || !e.reachable) continue;
       if (this.ring && !this.ring.wanted(this.name, e.name)) continue;
-      if (!this.connTo(e.name) && !this.maker.has(e.addr)) this.maker.learn(e.addr);
+      if (!this.conns.to(e.name) && !this.maker.has(e.addr)) this.maker.learn(e.addr);
     }
     const now = this.topology.routes.reachable;
     const before = this.lastReachable;
