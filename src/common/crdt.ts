@@ -33,8 +33,58 @@ export function wins<T>(a: Versioned<T>, b: Versioned<T> | undefined): boolean {
   return sa !== sb && sa > sb;
 }
 
+/** Buckets of a digest (see `VersionedMap.digest`). */
+export const BUCKETS = 64;
+
+/** 32-bit FNV-1a. */
+export function fnv(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}
+
+export const bucketOf = (key: string): number => fnv(key) % BUCKETS;
+/** The hash an entry adds to its bucket: of the key with the whole entry (value and version). */
+export const entryHash = (key: string, e: unknown): number => fnv(`${key}#${canonical(e)}`);
+
 export class VersionedMap<T> {
   private readonly entries = new Map<string, Versioned<T>>();
+  /** Per bucket: the sum of the entries' hashes, and the keys in it (kept as entries change). */
+  private readonly sums = new Array<number>(BUCKETS).fill(0);
+  private readonly bucketKeys: Set<string>[] = Array.from({ length: BUCKETS }, () => new Set<string>());
+
+  /** Every write goes through here, so the digest never has to be computed from scratch. */
+  private write(key: string, e: Versioned<T> | undefined): void {
+    const b = bucketOf(key);
+    const prev = this.entries.get(key);
+    if (prev) this.sums[b] = (this.sums[b]! - entryHash(key, prev)) >>> 0;
+    if (e) {
+      this.entries.set(key, e);
+      this.sums[b] = (this.sums[b]! + entryHash(key, e)) >>> 0;
+      this.bucketKeys[b]!.add(key);
+    } else {
+      this.entries.delete(key);
+      this.bucketKeys[b]!.delete(key);
+    }
+  }
+
+  /**
+   * Per bucket of keys, the sum of the entries' hashes: two maps with equal digests hold the
+   * same entries (up to hash collisions); where buckets differ, `inBuckets` gives what to send.
+   */
+  digest(): number[] {
+    return [...this.sums];
+  }
+
+  /** The entries in the given buckets. */
+  inBuckets(buckets: Iterable<number>): MapData<T> {
+    const out: MapData<T> = {};
+    for (const b of buckets) for (const k of this.bucketKeys[b] ?? []) out[k] = this.entries.get(k)!;
+    return out;
+  }
 
   get(key: string): Versioned<T> | undefined {
     return this.entries.get(key);
@@ -57,17 +107,17 @@ export class VersionedMap<T> {
     const prev = this.entries.get(key);
     const v = Math.max((prev?.v ?? 0) + 1, Date.now());
     const e = { ...value, v } as Versioned<T>;
-    this.entries.set(key, e);
+    this.write(key, e);
     return e;
   }
 
   /** Writes an entry as given (for deterministic entries every peer computes alike). */
   put(key: string, e: Versioned<T>): void {
-    this.entries.set(key, e);
+    this.write(key, e);
   }
 
   delete(key: string): void {
-    this.entries.delete(key);
+    this.write(key, undefined);
   }
 
   /** Merges remote data; returns the entries that changed here (the delta to pass on), or undefined. */
@@ -75,7 +125,7 @@ export class VersionedMap<T> {
     let delta: MapData<T> | undefined;
     for (const [k, e] of Object.entries(data)) {
       if (wins(e, this.entries.get(k))) {
-        this.entries.set(k, e);
+        this.write(k, e);
         (delta ??= {})[k] = e;
       }
     }

@@ -52,6 +52,8 @@ export class SpaceExchange {
   constructor(private readonly c: SpaceComponents) {
     this.freeChannel = c.mesh.channel<{ free: number }>('ipam-free', {
       full: () => this.free.toData(),
+      digest: () => this.free.digest(),
+      inBuckets: (b) => this.free.inBuckets(b),
       merge: (data) => this.free.merge(data),
     });
     c.mesh.onMessage(REQUEST_TYPE, (from, body) => void this.onRequest(from, body as SpaceRequest));

@@ -12,12 +12,18 @@
  * the same costs a digest, not the whole state. A channel is registered once and handed back
  * as a typed handle; a second registration of a name is a programming error.
  */
-import { canonical, combine, type MapData } from '../common/crdt';
+import { BUCKETS, bucketOf, combine, entryHash, type MapData } from '../common/crdt';
+
+export { BUCKETS };
 
 /** The state behind a channel. */
 export interface Gossiper<T> {
-  /** The whole state (for digests and the buckets a peer lacks). */
+  /** The whole state (for digests and the buckets a peer lacks, when the two below are absent). */
   full(): MapData<T>;
+  /** The digest, kept as the state changes (a VersionedMap's); computed from `full()` when absent. */
+  digest?(): number[];
+  /** The entries in the given buckets; taken from `full()` when absent. */
+  inBuckets?(buckets: Iterable<number>): MapData<T>;
   /** Merges what a peer sent; returns the delta that was new here, or undefined. */
   merge(data: MapData<T>, from: string): MapData<T> | undefined;
 }
@@ -53,39 +59,27 @@ export interface GossipComponents {
 export class DuplicateChannelError extends Error {}
 
 export const BATCH_MS = 20;
-export const BUCKETS = 64;
 
-/** 32-bit FNV-1a. */
-function fnv(s: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return h >>> 0;
-}
-
-const bucketOf = (key: string) => fnv(key) % BUCKETS;
-
-/**
- * Per bucket, the sum of the hashes of each key with its whole entry: independent of order and
- * cheap to compare. The value counts, not only the version, so even two values under one
- * version (a fault) are found and settled by the merge's tie-break.
- */
+/** Per bucket, the sum of the hashes of each key with its whole entry (see VersionedMap.digest). */
 export function digestOf(data: MapData<unknown>): number[] {
   const h = new Array<number>(BUCKETS).fill(0);
   for (const [k, e] of Object.entries(data)) {
     const b = bucketOf(k);
-    h[b] = (h[b]! + fnv(`${k}#${canonical(e)}`)) >>> 0;
+    h[b] = (h[b]! + entryHash(k, e)) >>> 0;
   }
   return h;
 }
 
+/** The buckets where two digests differ. */
+export function differing(ours: readonly number[], theirs: readonly number[]): number[] {
+  const out: number[] = [];
+  for (let b = 0; b < BUCKETS; b++) if (ours[b] !== theirs[b]) out.push(b);
+  return out;
+}
+
 /** The entries of `data` in the buckets where `theirs` differs from ours. */
 export function missingFrom(data: MapData<unknown>, theirs: readonly number[]): MapData<unknown> | undefined {
-  const ours = digestOf(data);
-  const differ = new Set<number>();
-  for (let b = 0; b < BUCKETS; b++) if (ours[b] !== theirs[b]) differ.add(b);
+  const differ = new Set(differing(digestOf(data), theirs));
   if (differ.size === 0) return undefined;
   const out: MapData<unknown> = {};
   let any = false;
@@ -143,7 +137,7 @@ export class Gossip {
 
   /** This router's digest of every channel. */
   digest(): DigestFrame {
-    return { t: 'digest', d: [...this.channels].map(([ch, g]) => ({ ch, h: digestOf(g.full()) })) };
+    return { t: 'digest', d: [...this.channels].map(([ch, g]) => ({ ch, h: g.digest?.() ?? digestOf(g.full()) })) };
   }
 
   /** Answers a peer's digest: for each channel, the entries in the buckets where we differ. */
@@ -152,7 +146,12 @@ export class Gossip {
     for (const { ch, h } of d.d) {
       const g = this.channels.get(ch);
       if (!g || h.length !== BUCKETS) continue;
-      const data = missingFrom(g.full(), h);
+      let data: MapData<unknown> | undefined;
+      if (g.digest && g.inBuckets) {
+        const differ = differing(g.digest(), h);
+        data = differ.length ? g.inBuckets(differ) : undefined;
+        if (data && Object.keys(data).length === 0) data = undefined;
+      } else data = missingFrom(g.full(), h);
       if (data) out.push({ t: 'gossip', ch, data, a: true });
     }
     return out;

@@ -76,6 +76,14 @@ export class Topology implements Gossiper<TopoValue> {
     return this.map.toData();
   }
 
+  digest(): number[] {
+    return this.map.digest();
+  }
+
+  inBuckets(buckets: Iterable<number>): MapData<TopoValue> {
+    return this.map.inBuckets(buckets);
+  }
+
   merge(data: MapData<TopoValue>, _from?: string): MapData<TopoValue> | undefined {
     const valid: MapData<TopoValue> = {};
     for (const [k, e] of Object.entries(data)) {

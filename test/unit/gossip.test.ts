@@ -138,3 +138,21 @@ test('topology: routes need both ends; a stale copy of our own key is written ov
   assert.equal(t.merge({ 'p:q': { nickname: 1, v: 3 } } as never), undefined);
   assert.equal(t.merge({ 'p:r': { nickname: 'R', uid: 'u', meta: { underlay: 'not-an-ip' }, v: 3 } } as never), undefined, 'meta has a schema');
 });
+
+test('a versioned map keeps its digest as it changes: equal to one computed from scratch, after any writes', () => {
+  fc.assert(
+    fc.property(fc.array(fc.tuple(fc.constantFrom('set', 'put', 'del', 'merge'), fc.stringMatching(/^k[a-d]$/), fc.integer({ min: 1, max: 5 })), { maxLength: 40 }), (ops) => {
+      const m = new VersionedMap<{ x: number }>();
+      for (const [op, k, n] of ops) {
+        if (op === 'set') m.set(k, { x: n });
+        else if (op === 'put') m.put(k, { x: n, v: n });
+        else if (op === 'del') m.delete(k);
+        else m.merge({ [k]: { x: -n, v: n * 2 } });
+      }
+      assert.deepEqual(m.digest(), digestOf(m.toData()));
+      const all = m.inBuckets(Array.from({ length: BUCKETS }, (_, i) => i));
+      assert.deepEqual(Object.keys(all).sort(), m.keys().sort());
+    }),
+    { numRuns: 300 },
+  );
+});
