@@ -1,0 +1,53 @@
+/**
+ * Mutation testing (`npm run mutate`): StrykerJS changes the code below one small bug at a
+ * time and runs the unit tests against each change; a change no test notices is a gap.
+ *
+ * The tap runner runs each test file as `node --import tsx --test-reporter=tap FILE`, one
+ * process per file, and records which files reach which mutant (coverage per file), so a
+ * mutant only runs the files that execute it. Only the unit tests run: they need no root and
+ * build no network namespace, so two mutants can run side by side.
+ */
+
+/**
+ * THE SCOPE: the files where a bug loses addresses or splits the network. Add a file here to
+ * put it under mutation testing (phase 2: src/ipam/service.ts and the overlay's diffing).
+ */
+export const MUTATE = [
+  'src/ipam/allocator.ts',
+  'src/ipam/ring.ts',
+  'src/ipam/consensus.ts',
+  'src/ipam/store.ts',
+  'src/common/crdt.ts',
+  'src/common/fsutil.ts',
+  'src/common/ip.ts',
+  'src/common/netconf.ts',
+  'src/cni/errors.ts',
+  'src/cni/version.ts',
+  'src/cni/env.ts',
+];
+
+/** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */
+export default {
+  mutate: MUTATE,
+  testRunner: 'tap',
+  tap: {
+    // the unit tests; the mesh test opens sockets and tests none of the files above
+    testFiles: ['test/unit/!(mesh).test.ts'],
+    nodeArgs: ['-r', '{{hookFile}}', '--import', 'tsx', '--test-reporter=tap'],
+    forceBail: false,
+  },
+  plugins: ['@stryker-mutator/tap-runner'],
+  coverageAnalysis: 'perTest',
+  // two cores on this machine, shared: two mutants at a time at most
+  concurrency: 2,
+  // the property tests run thousands of cases; allow a slow machine before calling a mutant a timeout
+  timeoutMS: 60_000,
+  timeoutFactor: 3,
+  reporters: ['clear-text', 'progress-append-only', 'html', 'json'],
+  htmlReporter: { fileName: 'reports/mutation/mutation.html' },
+  jsonReporter: { fileName: 'reports/mutation/mutation.json' },
+  clearTextReporter: { allowColor: false, logTests: false, maxTestsToLog: 0, reportScoreTable: true, reportMutants: true },
+  thresholds: { high: 90, low: 80, break: 80 },
+  tempDirName: '.stryker-tmp',
+  cleanTempDir: 'always',
+};
