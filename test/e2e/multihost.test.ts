@@ -6,12 +6,13 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { cni, cniEnv, Netns, rootSkip, sleep, weftCli } from '../helpers/netns';
+import { cni, cniEnv, Netns, sleep, weftCli } from '../helpers/netns';
+import { needs, NETNS } from '../helpers/needs';
 import { eventually, inRange, newSandbox, upOpts } from '../helpers/sandbox';
 import type { Sandbox, SandboxPod } from '../../src/sandbox';
 import type { Report } from '../../src/router/report';
 
-const skip = rootSkip();
+const skip = needs(NETNS);
 // faster failure detection than production's, so a cut-off host shows within seconds
 const FAST = { WEFT_HEARTBEAT_MS: '500', WEFT_RETRY_MIN_MS: '300', WEFT_RETRY_MAX_MS: '2000', WEFT_PROBE_MS: '1000', WEFT_PROGRAM_MS: '1000' };
 const withEnv = async <T>(env: Record<string, string>, f: () => Promise<T>): Promise<T> => {

@@ -9,6 +9,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
+import { runs } from '../helpers/property';
 import { Allocator } from '../../src/ipam/allocator';
 import { AddressInUseError, NoSpaceError } from '../../src/common/errors';
 import { formatAddr, isHostAddress, lastOf, parseAddrWithPrefix, parseCidr, type Cidr } from '../../src/common/ip';
@@ -138,7 +139,7 @@ test('property: filling the whole range (a /22, x.y.z.0 skipped) and churning it
       const { noSpace } = runModel(range, owned, withFill(a, b, capacity(range, owned).length));
       assert.ok(noSpace > 0, 'the no-space path ran');
     }),
-    { numRuns: 25 },
+    { numRuns: runs(25) },
   );
 });
 
@@ -149,7 +150,7 @@ test('property: a small subnet inside the range (a /26) fills up and keeps the m
       const { noSpace } = runModel(subnet, owned, withFill(a, b, capacity(subnet, owned).length));
       assert.ok(noSpace > 0, 'the no-space path ran');
     }),
-    { numRuns: 150 },
+    { numRuns: runs(150) },
   );
 });
 

@@ -8,6 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
+import { runs } from '../helpers/property';
 import { cmpBallot, Consensus, type Ballot } from '../../src/ipam/consensus';
 
 const NAMES = ['02:00:00:00:00:01', '02:00:00:00:00:02', '02:00:00:00:00:03', '02:00:00:00:00:04', '02:00:00:00:00:05'];
@@ -52,7 +53,7 @@ test('property: with duelling proposers and any delivery order, no two peers eve
         assert.ok(v.every((x) => participants.includes(x)), 'observers are never owners');
       },
     ),
-    { numRuns: 200 },
+    { numRuns: runs(200) },
   );
 });
 
@@ -71,7 +72,7 @@ test('property: a minority cut off from the rest never decides on its own', () =
       assert.equal(ps[0]!.decided(), undefined);
       assert.equal(ps[1]!.decided(), undefined);
     }),
-    { numRuns: 200 },
+    { numRuns: runs(200) },
   );
 });
 

@@ -7,6 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
+import { runs } from '../helpers/property';
 import { combine, VersionedMap, wins, type MapData, type Versioned } from '../../src/common/crdt';
 
 type V = { owner: string };
@@ -47,7 +48,7 @@ test('property: a long history merges to the same state in any order, the highes
       assert.equal(canon(shuffled), canon(inOrder));
       assert.equal(canon(inOrder), canon(expected(ds)));
     }),
-    { numRuns: 150 },
+    { numRuns: runs(150) },
   );
 });
 
@@ -60,7 +61,7 @@ test('property: merging is idempotent; a second delivery of anything changes not
       assert.equal(m.merge(m.toData()), undefined, 'its own state is no change');
       assert.equal(canon(m.toData()), before);
     }),
-    { numRuns: 100 },
+    { numRuns: runs(100) },
   );
 });
 
@@ -81,7 +82,7 @@ test('property: the delta merge returns is exactly what changed, and passing it 
       there.merge(structuredClone(delta));
       assert.equal(canon(there.toData()), canon(after));
     }),
-    { numRuns: 100 },
+    { numRuns: runs(100) },
   );
 });
 
@@ -96,7 +97,7 @@ test('property: combine batches two deltas into one that merges like both, whate
       const oneByOne = replay([base, a, b]).toData();
       assert.equal(canon(viaBatch), canon(oneByOne));
     }),
-    { numRuns: 300 },
+    { numRuns: runs(300) },
   );
 });
 

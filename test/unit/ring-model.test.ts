@@ -8,6 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
+import { runs } from '../helpers/property';
 import { largestFreeBlock, Ring, RingConflictError, spanToCidrs, type RingData, type Span } from '../../src/ipam/ring';
 import { lastOf, parseCidr, sizeOf, type Cidr } from '../../src/common/ip';
 
@@ -105,7 +106,7 @@ test('property: initFrom gives every member one aligned share, the same whatever
       replica.merge(structuredClone(delta));
       assert.deepEqual(replica.spans(), spans);
     }),
-    { numRuns: 200 },
+    { numRuns: runs(200) },
   );
 });
 
@@ -161,7 +162,7 @@ test('property: a long chain of gifts across eight peers moves exactly each bloc
         assert.deepEqual(late.toData(), r.toData());
       },
     ),
-    { numRuns: 40 },
+    { numRuns: runs(40) },
   );
 });
 
@@ -190,7 +191,7 @@ test('property: a gift of anything the donor does not wholly own is refused and 
         assert.equal(JSON.stringify(r.toData()), before);
       }
     }),
-    { numRuns: 300 },
+    { numRuns: runs(300) },
   );
 });
 
@@ -224,7 +225,7 @@ test('property: rmpeer moves exactly the dead peer\'s stretches, and wins over i
         assert.deepEqual(other.spans(), model);
       }
     }),
-    { numRuns: 100 },
+    { numRuns: runs(100) },
   );
 });
 
@@ -285,7 +286,7 @@ test('property: largestFreeBlock is a largest aligned block of owned space with 
       const rivals = candidates.filter((x) => x.in === home.in && x.c.prefix === best);
       assert.equal(got.base, Math.max(...rivals.map((x) => x.c.base)), 'the top one of its owned block');
     }),
-    { numRuns: 300 },
+    { numRuns: runs(300) },
   );
 });
 
