@@ -51,9 +51,11 @@ test('simultaneous dials resolve to one connection, the same on both sides', asy
     await a.start();
     await b.start();
     await until(() => established(a) === 1 && established(b) === 1);
-    await new Promise((r) => setTimeout(r, 300));
+    // the duel is over once neither side has a connection other than the one it kept
+    await until(() => a.connections().length === 1 && b.connections().length === 1);
     assert.equal(established(a), 1);
     assert.equal(established(b), 1);
+    assert.equal(a.connections()[0]!.hello!.uid, b.o.uid);
   } finally {
     await a.stop();
     await b.stop();
