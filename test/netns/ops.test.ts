@@ -2,7 +2,11 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import parsePrometheus from 'parse-prometheus-text-format';
-import { cni, cniEnv, httpGet, netConf, Netns, RouterProc, until, weftCli } from '../helpers/netns';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { cni, cniEnv, httpGet, netConf, Netns, RouterProc, until, weftCli, WEFT } from '../helpers/netns';
 import { needs, NETNS } from '../helpers/needs';
 
 const skip = needs(NETNS);
@@ -50,6 +54,7 @@ describe('operating a router', { skip, concurrency: false }, () => {
     for (const n of ['weft_connections', 'weft_peers', 'weft_ips', 'weft_max_ips', 'weft_ipam_unreachable_share', 'weft_ipam_pending_allocates', 'weft_plugin_requests_total', 'weft_allocation_duration_seconds', 'weft_gossip_messages_total', 'weft_gossip_bytes_total']) {
       assert.ok(before.some((f) => f.name === n), `${n} present`);
     }
+    assert.ok(before.some((f) => f.name.startsWith('weft_process_')), 'process metrics under weft_process_');
     const add = (i: number) => {
       const p = Netns.create(`wo-p${i}`);
       pods.push(p);
@@ -95,6 +100,20 @@ describe('operating a router', { skip, concurrency: false }, () => {
     assert.match(st, /Range: 10\.32\.0\.0\/12/);
     const ipam = weftCli(router.socket, ['status', 'ipam']).out;
     assert.match(ipam, /\(opshost\) 1048576 IPs \(100\.0% of total/);
+    // the field names the README calls stable, read by scripts
+    const has = (o: any, keys: string[], where: string) => {
+      for (const k of keys) assert.ok(o && k in o, `report ${where}.${k}`);
+    };
+    has(rep, ['version', 'router', 'mesh', 'ipam'], '');
+    has(rep.router, ['name', 'nickname', 'bridge', 'bridgeMac', 'mtu', 'socket', 'encryption', 'port'], 'router');
+    has(rep.mesh, ['targets', 'connections', 'peers'], 'mesh');
+    has(rep.mesh.peers[0], ['name', 'nickname', 'uid', 'connections', 'reachable'], 'mesh.peers[]');
+    has(rep.ipam, ['status', 'range', 'defaultSubnet', 'free', 'gateways', 'owners', 'attachments'], 'ipam');
+    has(rep.ipam.owners[0], ['peer', 'nickname', 'size', 'share', 'reachable', 'free'], 'ipam.owners[]');
+    for (const a of rep.ipam.attachments) has(a, ['network', 'containerId', 'ifname', 'address', 'bridge', 'createdAt'], 'ipam.attachments[]');
+    // (the README lists gateway too; the router does not record it: reported to the lead)
+    for (const a of pods) has(a, ['mac'], 'ipam.attachments[] of a pod');
+    assert.equal(rep.ipam.attachments[0].network, '_gateway', "the bridge's own addresses first");
   });
 
   test('/healthz answers; /readyz fails while the bridge is missing and passes once the router put it back', async () => {
@@ -142,6 +161,15 @@ describe('operating a router', { skip, concurrency: false }, () => {
     await router.kill('SIGTERM');
     await router.start();
     assert.deepEqual(readyz(), { status: 200, missing: [] }, 'and the jump');
+    // a running router repairs both by itself, within seconds
+    await router.kill('SIGTERM');
+    router.env = { WEFT_PROGRAM_MS: '300' };
+    await router.start();
+    host.run('ip', ['link', 'del', 'vxlan-6784']);
+    host.run(backend, ['-t', 'filter', '-D', 'FORWARD', '-j', 'WEFT-FORWARD']);
+    assert.ok(await until(() => readyz().status === 200, 10_000, 200), `repaired: ${JSON.stringify(readyz())}`);
+    assert.ok(host.links().some((l) => l.ifname === 'vxlan-6784'), 'the VXLAN device is back');
+    assert.ok(host.run(`${backend}-save`, []).includes('-A FORWARD -j WEFT-FORWARD'), 'the jump is back');
     // IPAM that cannot allocate: a router waiting for a consensus of three that never comes
     const lone = Netns.create('wo-ipam');
     const waiting = new RouterProc(lone, ['--advertise-addr', '127.0.0.1', '--ipalloc-init', 'consensus=3']);
@@ -201,5 +229,25 @@ describe('operating a router', { skip, concurrency: false }, () => {
     const f = weftCli(router.socket, ['forget', '192.0.2.55']);
     assert.equal(f.code, 0);
     assert.doesNotMatch(weftCli(router.socket, ['status', 'targets']).out, /192\.0\.2\.55/);
+  });
+});
+
+describe('weft router refusals', { skip: needs({ built: true }) }, () => {
+  test('--password-file and WEFT_PASSWORD are refused with a clear error, before anything is made', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'weft-pw-'));
+    try {
+      const state = join(dir, 'state');
+      for (const [args, env] of [
+        [['--password-file', join(dir, 'pw')], {}],
+        [[], { WEFT_PASSWORD: 'secret' }],
+      ] as [string[], Record<string, string>][]) {
+        const r = spawnSync(WEFT, ['router', '--state-dir', state, '--socket', join(dir, 'weft.sock'), ...args], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, ...env } });
+        assert.equal(r.status, 1, r.stderr);
+        assert.match(r.stderr, /--password-file: encryption is not available in this version of weft/);
+        assert.ok(!existsSync(state), 'no state directory made');
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
