@@ -211,11 +211,11 @@ export function weftCli(socket: string, args: string[]): { code: number; out: st
   return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
 }
 
-/** Polls until `f` holds or the deadline passes; returns whether it held. */
-export async function until(f: () => boolean, ms = 10_000, every = 100): Promise<boolean> {
+/** Polls until `f` holds (it may answer later) or the deadline passes; returns whether it held. */
+export async function until(f: () => boolean | Promise<boolean>, ms = 10_000, every = 100): Promise<boolean> {
   const end = Date.now() + ms;
   for (;;) {
-    if (f()) return true;
+    if (await f()) return true;
     if (Date.now() > end) return false;
     await sleep(every);
   }
