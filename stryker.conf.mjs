@@ -8,6 +8,9 @@
  * build no network namespace, so two mutants can run side by side.
  */
 
+import { mkdirSync } from 'node:fs';
+import { resolve } from 'node:path';
+
 /**
  * THE SCOPE: the files where a bug loses addresses or splits the network. Add a file here to
  * put it under mutation testing (phase 2: src/ipam/service.ts and the overlay's diffing).
@@ -25,6 +28,11 @@ export const MUTATE = [
   'src/cni/version.ts',
   'src/cni/env.ts',
 ];
+
+// the tests' temporary files go to a directory of this run's own: a test file stopped at its
+// first failure (forceBail) never reaches its clean-up, and `npm run mutate` removes this after
+process.env.TMPDIR = resolve('.stryker-tmp/tests-tmp');
+mkdirSync(process.env.TMPDIR, { recursive: true });
 
 // a quarter of each property's cases per mutant (test/helpers/property.ts): fewer cases can
 // only let more mutants survive, so the score is not flattered by it
