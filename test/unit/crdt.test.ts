@@ -3,6 +3,11 @@
  * (tens of deltas over tens of keys, with many equal versions so that ties are common) and
  * state what must hold of the result: whatever the order, and however often a delta arrives,
  * every replica ends with the same entry per key, the one with the highest version.
+ *
+ * Equivalent mutants in `wins` (src/common/crdt.ts), which no test can kill (run of 2026-11-28):
+ * - `a.v > b.v` -> `a.v >= b.v`: guarded by `a.v !== b.v`, so equality never reaches it;
+ * - `sa !== sb && sa > sb` -> `true && sa > sb`, and `sa > sb` -> `sa >= sb`: equal strings
+ *   are never greater, and `sa !== sb` already excludes them.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

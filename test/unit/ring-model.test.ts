@@ -299,3 +299,41 @@ test('spanToCidrs covers the very start of the address space and all of it', () 
   assert.deepEqual(spanToCidrs(7, 7), [{ base: 7, prefix: 32 }]);
   assert.deepEqual(spanToCidrs(8, 7), []);
 });
+
+test('a gift spanning several tokens of the donor moves all of them (space it got back by rmpeer, then gave again)', () => {
+  const [a, b, c] = PEERS as [string, string, string];
+  const r = new Ring(range);
+  r.initFrom([a, b]); // a: 10.32.0.0/13, b: 10.40.0.0/13, tokens at both starts
+  r.takeOver(b, a); // a owns the whole range, through two tokens
+  assert.deepEqual(r.spans(), [{ first: range.base, last: END, owner: a }]);
+  const delta = r.give(a, c, range); // the whole range, across the token at 10.40.0.0
+  assert.deepEqual(r.spans(), [{ first: range.base, last: END, owner: c }]);
+  assert.deepEqual(Object.keys(delta).sort(), [`t:${range.base}`, `t:${range.base + sizeOf(range) / 2}`].sort(), 'both tokens in the delta');
+  // a block that starts on the donor's first token and ends before its second keeps the second
+  const r2 = new Ring(range);
+  r2.initFrom([a, b]);
+  r2.takeOver(b, a);
+  r2.give(a, c, { base: range.base, prefix: 13 });
+  assert.deepEqual(r2.spans(), [
+    { first: range.base, last: range.base + sizeOf(range) / 2 - 1, owner: c },
+    { first: range.base + sizeOf(range) / 2, last: END, owner: a },
+  ]);
+  // one that ends on the last address before the second token, in its upper half
+  const r3 = new Ring(range);
+  r3.initFrom([a, b]);
+  r3.takeOver(b, a);
+  r3.give(a, c, { base: range.base + sizeOf(range) / 4, prefix: 14 });
+  assert.equal(r3.ownerOf(range.base + sizeOf(range) / 2 - 1), c);
+  assert.equal(r3.ownerOf(range.base + sizeOf(range) / 2), a);
+  assert.equal(r3.ownerOf(range.base + sizeOf(range) / 4 - 1), a);
+});
+
+test('tokens outside the range are never read as ownership', () => {
+  const r = new Ring(range);
+  const init = r.initFrom([PEERS[0]!]);
+  r.merge({ ...init, [`t:${END + 1}`]: { owner: PEERS[1]!, v: 5 }, [`t:${range.base - 1}`]: { owner: PEERS[1]!, v: 5 } });
+  assert.deepEqual(r.spans(), [{ first: range.base, last: END, owner: PEERS[0]! }]);
+  assert.equal(r.sizes().get(PEERS[1]!), undefined);
+  const fresh = new Ring(range);
+  assert.deepEqual(fresh.toData(), {}, 'no epoch before a decision');
+});
