@@ -4,6 +4,18 @@
  * the lowest and propose at once), and state the invariants of agreement: at no moment do two
  * peers hold different decided values, and once everyone has heard everyone, all have decided
  * the same sorted list of at least a quorum of participants.
+ *
+ * Equivalent mutants in src/ipam/consensus.ts, which no test can kill (run of 2026-11-28):
+ * - cmpBallot `a[0] < b[0]` -> `<=`: guarded by `a[0] !== b[0]`;
+ * - `same`: `!!a && !!b` -> `true` or `||`: every call passes a defined ballot on one side, and
+ *   cmpBallot(undefined, defined) is never 0;
+ * - merge `if (own)` -> `true`: deleting an absent key changes nothing;
+ * - acceptor `cmpBallot(e.proposal, me.promised) > 0` -> `>= 0`: an equal ballot is written
+ *   over itself; `n === this.self` -> `false` in the acceptor loop: a peer's own stored entry
+ *   is what `me` was copied from, so neither branch changes it;
+ * - the proposer's `n === this.self ||` -> `false`/`!==`, and `if (!includes(self))` -> `true`:
+ *   the next line puts this peer into the list in any case, and a second copy of it does not
+ *   change which name sorts first.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -135,4 +147,70 @@ test('a lone participant of consensus=1 decides itself at once; step reports a c
   assert.ok(p.step(() => true));
   assert.deepEqual(p.decided(), [NAMES[0]]);
   assert.equal(p.step(() => true), undefined, 'nothing new to gossip');
+});
+
+const [P1, P2, P3] = NAMES as [string, string, string];
+
+test('a proposer re-proposes the value of the highest ballot its promisers accepted, not one of its own', () => {
+  const a = new Consensus(P1, 3, false);
+  a.step(() => true); // proposes [1, P1]
+  assert.deepEqual(a.entries.get(P1)!.proposal, [1, P1]);
+  // both others promised [1, P1]; each accepted a value earlier, P3's under the higher ballot
+  a.merge({
+    [P2]: { promised: [1, P1], accepted: { b: [0, P2], value: ['x', 'y'] }, v: 1 },
+    [P3]: { promised: [1, P1], accepted: { b: [0, P3], value: ['y', 'z'] }, v: 1 },
+  });
+  a.step(() => true);
+  assert.deepEqual(a.entries.get(P1)!.accepted, { b: [1, P1], value: ['y', 'z'] });
+  // with no earlier acceptance it proposes its promisers, sorted
+  const fresh = new Consensus(P1, 3, false);
+  fresh.step(() => true);
+  fresh.merge({ [P3]: { promised: [1, P1], v: 1 } });
+  fresh.step(() => true);
+  assert.deepEqual(fresh.entries.get(P1)!.accepted, { b: [1, P1], value: [P1, P3] });
+});
+
+test('an acceptor keeps its highest promise and never accepts below it', () => {
+  const b = new Consensus(P2, 3, false);
+  // P1 is there and reachable, so P2 is not the lowest and only acts as an acceptor
+  b.merge({ [P1]: { v: 1 }, [P3]: { proposal: [5, P3], v: 1 } });
+  b.step(() => true);
+  assert.deepEqual(b.entries.get(P2)!.promised, [5, P3]);
+  // a lower proposal, accepted by its own proposer, comes later: neither promised nor accepted
+  b.merge({ [P1]: { proposal: [1, P1], accepted: { b: [1, P1], value: [P1, P2] }, v: 2 } });
+  b.step(() => true);
+  assert.deepEqual(b.entries.get(P2)!.promised, [5, P3]);
+  assert.equal(b.entries.get(P2)!.accepted, undefined);
+  // the higher one, once its proposer accepted it, is accepted
+  b.merge({ [P3]: { proposal: [5, P3], accepted: { b: [5, P3], value: [P2, P3] }, v: 2 } });
+  b.step(() => true);
+  assert.deepEqual(b.entries.get(P2)!.accepted, { b: [5, P3], value: [P2, P3] });
+  // and a settled peer has nothing new to say: its state is kept as it is
+  const before = JSON.stringify(b.entries.get(P2));
+  assert.equal(b.step(() => true), undefined);
+  assert.equal(JSON.stringify(b.entries.get(P2)), before);
+});
+
+test('a proposal outbids every round seen; the lowest reachable participant proposes, unreachable and observing peers do not count', () => {
+  const a = new Consensus(P1, 3, false);
+  a.merge({ [P2]: { promised: [7, P3], v: 1 }, [P3]: { proposal: [7, P3], v: 1 } });
+  a.step(() => true);
+  assert.deepEqual(a.entries.get(P1)!.proposal, [8, P1], 'one round above the highest seen');
+  // P2 is not the lowest, but P1 is out of reach: P2 proposes
+  const b = new Consensus(P2, 3, false);
+  b.merge({ [P1]: { v: 1 } });
+  b.step((n) => n !== P1);
+  assert.ok(b.entries.get(P2)!.proposal, 'proposes while the lowest is unreachable');
+  const c = new Consensus(P3, 3, false);
+  c.merge({ [P1]: { v: 1 } });
+  c.step(() => true);
+  assert.equal(c.entries.get(P3)!.proposal, undefined, 'leaves it to the reachable lowest');
+  // an observer with the lowest name does not stop the lowest participant from proposing
+  const d = new Consensus(P2, 2, false);
+  d.merge({ [P1]: { observer: true, v: 1 } });
+  d.step(() => true);
+  assert.ok(d.entries.get(P2)!.proposal);
+  // known: this peer counts even when the reachability test says otherwise about it
+  d.merge({ [P3]: { v: 1 } });
+  assert.equal(d.known((n) => n === P3), 2);
 });
