@@ -176,7 +176,7 @@ test('IPv4: nesting and overlap at the edges; formatting', () => {
   assert.equal(isHostAddress(parseCidr('10.0.1.0/31')!, ip('10.0.1.1')), true);
   assert.equal(isHostAddress(parseCidr('10.0.1.5/32')!, ip('10.0.1.5')), true);
   assert.equal(isHostAddress(parseCidr('10.0.1.0/30')!, ip('10.0.1.3')), false);
-  for (const m of ['02:00:00:00:00:0G', '02:00:00:00:00', '02-00-00-00-00-01', '02:00:00:00:00:01:02']) assert.equal(isMac(m), false, m);
+  for (const m of ['02:00:00:00:00:0G', '02:00:00:00:00', '02-00-00-00-00-01', '02:00:00:00:00:01:02', 'x02:00:00:00:00:01']) assert.equal(isMac(m), false, m);
   assert.equal(isMac('02:AB:cd:00:00:01'), true);
   assert.equal(randomMac(Uint8Array.from([0xff, 1, 2, 3, 4, 5, 6])), 'fe:01:02:03:04:05', 'unicast, locally administered, six bytes');
 });
