@@ -74,6 +74,7 @@ test('gc releases what is not listed, only in the given network', () => {
   a.allocate(key('drop', 'eth0', 'other'), range, undefined, extra);
   const gone = a.gc('n', [{ containerId: 'keep', ifname: 'eth0' }]);
   assert.deepEqual(gone.map((r) => r.containerId), ['drop']);
+  assert.equal(a.get(key('drop')), undefined, 'gone from the table too');
   assert.ok(a.get(key('keep')));
   assert.ok(a.get(key('drop', 'eth0', 'other')));
 });
@@ -168,4 +169,16 @@ test('/31 and /32 subnets: every address is a host address, and the free count s
   assert.throws(() => a.allocate(key('y'), range, undefined, extra), /this peer owns no space in 10\.32\.0\.0\/12/);
   assert.deepEqual(a.usedIn([range]), [], 'usedIn counts only what lies in the blocks asked about');
   assert.deepEqual(a.usedIn([out]), [parseAddrWithPrefix('10.0.7.1/30')!.addr]);
+});
+
+test('the free count leaves out held addresses in space this peer no longer owns (given away, taken over)', () => {
+  const low = parseCidr('10.32.0.0/13')!;
+  let owned = [range];
+  const a = new Allocator(range, range, { owned: () => owned });
+  const inHigh = a.allocate(key('c1'), range, parseAddrWithPrefix('10.40.0.5/12')!.addr, extra);
+  a.allocate(key('c2'), range, parseAddrWithPrefix('10.32.0.5/12')!.addr, extra);
+  owned = [low];
+  const fresh = new Allocator(range, range, { owned: () => [low] });
+  assert.equal(a.freeCount(), fresh.freeCount() - 1, 'only the held address in owned space counts');
+  assert.ok(inHigh);
 });
