@@ -5,6 +5,15 @@
  * the same address per live key, no address twice, only owned host addresses, round robin
  * from the last address handed out, NoSpaceError exactly when nothing is free, and a free
  * count that matches what can still be handed out.
+ *
+ * Equivalent or unreachable mutants in src/ipam/allocator.ts (run of 2026-11-28):
+ * - `subnet.prefix < 24` -> `<= 24` (twice): in a /24 the only x.y.z.0 address is the network
+ *   address, which is left out anyway;
+ * - remove()'s `byAddr.get(e.addr) === e` guard: another entry can hold the same address only
+ *   after restore() put back a release whose address was handed out meanwhile (a race between
+ *   a failed commit and a concurrent ADD, reported to the lead), so no valid state reaches it;
+ * - GATEWAY_NETWORK's text: the allocator only passes it through; the router's report of it
+ *   is checked by test/netns/ops.test.ts.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

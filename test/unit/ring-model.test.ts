@@ -4,6 +4,15 @@
  * the ring must say exactly what the model says (the stretches partition the range, every
  * address has one owner, a gift moves exactly its block and nothing else), and replicas that
  * receive the deltas in any order, some twice, must agree with it.
+ *
+ * Equivalent mutants in src/ipam/ring.ts, which no test can kill (run of 2026-11-28):
+ * - spanToCidrs `a === 0 ? 2 ** 32 : ...` -> the other branch, and countTrailingZeros'
+ *   `c < 32` -> `true` / `c <= 32`: only 0 has 32 trailing zeros, and it gives 2 ** 32 either way;
+ * - the text hashed into the epoch: every peer computes it with the same code, so any text
+ *   gives equal epochs for equal decisions (a test pinning the hash would be a typed figure);
+ * - largestFreeBlock's `best.prefix <= c.prefix` -> `<`, and the sort of the owned blocks:
+ *   they only change which of two equally large free blocks in different owned blocks is
+ *   given, and either is a correct gift (the top one within a block is still checked).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -336,4 +345,16 @@ test('tokens outside the range are never read as ownership', () => {
   assert.equal(r.sizes().get(PEERS[1]!), undefined);
   const fresh = new Ring(range);
   assert.deepEqual(fresh.toData(), {}, 'no epoch before a decision');
+});
+
+test('more members than addresses: each address still gets exactly one owner', () => {
+  const tiny = parseCidr('10.32.0.0/31')!;
+  const r = new Ring(tiny);
+  r.initFrom(PEERS.slice(0, 5));
+  const spans = r.spans();
+  assert.deepEqual(spans.map((s) => [s.first - tiny.base, s.last - tiny.base]), [
+    [0, 0],
+    [1, 1],
+  ]);
+  assert.deepEqual([...r.sizes().values()], [1, 1]);
 });
