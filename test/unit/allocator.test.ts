@@ -182,3 +182,24 @@ test('the free count leaves out held addresses in space this peer no longer owns
   assert.equal(a.freeCount(), fresh.freeCount() - 1, 'only the held address in owned space counts');
   assert.ok(inHigh);
 });
+
+test('the round-robin cursor survives a snapshot: after a reload the next address follows the last one handed out', () => {
+  const a = mk();
+  for (const c of ['c1', 'c2', 'c3']) a.allocate(key(c), range, undefined, extra);
+  a.release(key('c3')); // the last address handed out is free again, but not next in line
+  const b = mk();
+  b.allocate(key('stale'), range, parseAddrWithPrefix('10.32.5.5/12')!.addr, extra);
+  b.load(JSON.parse(JSON.stringify(a.snapshot())));
+  assert.equal(b.freeCount(), mk().freeCount() - 2, 'only the loaded entries are held');
+  assert.equal(b.allocate(key('c4'), range, undefined, extra).address, '10.32.0.4/12');
+});
+
+test('refusals say which address and why', () => {
+  const s = parseCidr('10.32.0.0/29')!;
+  const a = new Allocator(range, s, { owned: () => [s] });
+  a.allocate(key('c1'), s, parseAddrWithPrefix('10.32.0.3/29')!.addr, extra);
+  assert.throws(() => a.allocate(key('c2'), s, parseAddrWithPrefix('10.32.0.3/29')!.addr, extra), (e: unknown) => e instanceof AddressInUseError && e.message === '10.32.0.3 is already held by c1/eth0 on network n');
+  assert.throws(() => a.allocate(key('c2'), range, parseAddrWithPrefix('10.40.0.3/12')!.addr, extra), (e: unknown) => e instanceof AddressInUseError && e.message === '10.40.0.3 is in the allocation range but owned by another peer');
+  for (let i = 0; i < 5; i++) a.allocate(key(`f${i}`), s, undefined, extra);
+  assert.throws(() => a.allocate(key('full'), s, undefined, extra), (e: unknown) => e instanceof NoSpaceError && e.message === 'no free address in 10.32.0.0/29 (6 held on this host)');
+});

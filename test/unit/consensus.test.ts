@@ -10,6 +10,8 @@
  * - `same`: `!!a && !!b` -> `true` or `||`: every call passes a defined ballot on one side, and
  *   cmpBallot(undefined, defined) is never 0;
  * - merge `if (own)` -> `true`: deleting an absent key changes nothing;
+ * - mine()'s `{ observer: this.observer || undefined }`: only non-observers reach it, for
+ *   whom it serialises as `{}`;
  * - acceptor `cmpBallot(e.proposal, me.promised) > 0` -> `>= 0`: an equal ballot is written
  *   over itself; `n === this.self` -> `false` in the acceptor loop: a peer's own stored entry
  *   is what `me` was copied from, so neither branch changes it;
@@ -157,11 +159,11 @@ test('a proposer re-proposes the value of the highest ballot its promisers accep
   assert.deepEqual(a.entries.get(P1)!.proposal, [1, P1]);
   // both others promised [1, P1]; each accepted a value earlier, P3's under the higher ballot
   a.merge({
-    [P2]: { promised: [1, P1], accepted: { b: [0, P2], value: ['x', 'y'] }, v: 1 },
-    [P3]: { promised: [1, P1], accepted: { b: [0, P3], value: ['y', 'z'] }, v: 1 },
+    [P2]: { promised: [1, P1], accepted: { b: [0, 'zz'], value: ['x', 'y'] }, v: 1 },
+    [P3]: { promised: [1, P1], accepted: { b: [0, 'aa'], value: ['y', 'z'] }, v: 1 },
   });
   a.step(() => true);
-  assert.deepEqual(a.entries.get(P1)!.accepted, { b: [1, P1], value: ['y', 'z'] });
+  assert.deepEqual(a.entries.get(P1)!.accepted, { b: [1, P1], value: ['x', 'y'] }, 'the highest ballot, wherever it is in the list');
   // with no earlier acceptance it proposes its promisers, sorted
   const fresh = new Consensus(P1, 3, false);
   fresh.step(() => true);
@@ -193,7 +195,8 @@ test('an acceptor keeps its highest promise and never accepts below it', () => {
 
 test('a proposal outbids every round seen; the lowest reachable participant proposes, unreachable and observing peers do not count', () => {
   const a = new Consensus(P1, 3, false);
-  a.merge({ [P2]: { promised: [7, P3], v: 1 }, [P3]: { proposal: [7, P3], v: 1 } });
+  // a round seen only in another peer's promise counts too
+  a.merge({ [P2]: { promised: [7, P3], v: 1 } });
   a.step(() => true);
   assert.deepEqual(a.entries.get(P1)!.proposal, [8, P1], 'one round above the highest seen');
   // P2 is not the lowest, but P1 is out of reach: P2 proposes

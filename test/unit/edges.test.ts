@@ -4,6 +4,9 @@
  * where an off-by-one or a flipped condition would change what a runtime or an operator sees.
  *
  * Equivalent mutants, which no test can kill (run of 2026-11-28):
+ * - ip.ts `slash < 0` -> `<= 0`: a string starting with "/" fails as a bare address and as
+ *   CIDR alike; `addr === undefined ? undefined : ...` -> the object: the CIDR validator has
+ *   already accepted the address part, so parseIPv4 cannot fail there;
  * - env.ts `ignore !== undefined &&` -> `true`: the regex tested on undefined reads "undefined";
  * - version.ts `i < 3` -> `<= 3`: CNI versions have three parts, a fourth compares 0 with 0;
  *   `d < 0` -> `d <= 0`: guarded by `d !== 0`;
@@ -178,6 +181,8 @@ test('IPv4: nesting and overlap at the edges; formatting', () => {
   assert.equal(overlaps(big, parseCidr('10.48.0.0/16')!), false);
   assert.equal(overlaps(parseCidr('10.31.255.255/32')!, big), false);
   assert.equal(overlaps(parseCidr('10.0.0.0/8')!, big), true);
+  assert.equal(overlaps(parseCidr('10.48.0.0/16')!, big), false, 'wholly after');
+  assert.equal(overlaps(parseCidr('10.47.255.255/32')!, big), true, 'starting on the last address');
   assert.equal(formatIPv4(0xffffffff), '255.255.255.255');
   assert.equal(formatIPv4(0x0a200001), '10.32.0.1');
   assert.equal(formatCidr(big), '10.32.0.0/12');

@@ -10,6 +10,7 @@
  *   `c < 32` -> `true` / `c <= 32`: only 0 has 32 trailing zeros, and it gives 2 ** 32 either way;
  * - the text hashed into the epoch: every peer computes it with the same code, so any text
  *   gives equal epochs for equal decisions (a test pinning the hash would be a typed figure);
+ * - give's `start > block.base` -> `>=`: the token at the block's start is written just before;
  * - largestFreeBlock's `best.prefix <= c.prefix` -> `<`, and the sort of the owned blocks:
  *   they only change which of two equally large free blocks in different owned blocks is
  *   given, and either is a correct gift (the top one within a block is still checked).
@@ -335,6 +336,13 @@ test('a gift spanning several tokens of the donor moves all of them (space it go
   assert.equal(r3.ownerOf(range.base + sizeOf(range) / 2 - 1), c);
   assert.equal(r3.ownerOf(range.base + sizeOf(range) / 2), a);
   assert.equal(r3.ownerOf(range.base + sizeOf(range) / 4 - 1), a);
+  // a donor token on the very last address of the block moves too
+  const r4 = new Ring(range);
+  r4.initFrom([a]);
+  r4.give(a, b, { base: END, prefix: 32 });
+  r4.give(b, a, { base: END, prefix: 32 });
+  r4.give(a, c, range);
+  assert.deepEqual(r4.spans(), [{ first: range.base, last: END, owner: c }]);
 });
 
 test('tokens outside the range are never read as ownership', () => {
