@@ -10,6 +10,8 @@
  * - `same`: `!!a && !!b` -> `true` or `||`: every call passes a defined ballot on one side, and
  *   cmpBallot(undefined, defined) is never 0;
  * - merge `if (own)` -> `true`: deleting an absent key changes nothing;
+ * - the prior value's `cmpBallot(a.b, prior?.b) > 0` -> `>= 0`: two acceptances under one
+ *   ballot carry one value (a ballot's proposer accepts one value);
  * - mine()'s `{ observer: this.observer || undefined }`: only non-observers reach it, for
  *   whom it serialises as `{}`;
  * - acceptor `cmpBallot(e.proposal, me.promised) > 0` -> `>= 0`: an equal ballot is written
