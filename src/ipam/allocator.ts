@@ -182,17 +182,15 @@ export class Allocator {
     return gone;
   }
 
-  /** Free addresses this peer could hand out in the default subnet. */
+  /** Free addresses this peer could hand out in `subnet` (the default subnet unless given). */
   freeCount(subnet: Cidr = this.defaultSubnet): number {
     let total = 0;
     for (const r of this.space.owned()) {
       const part = intersect(r, subnet);
-      if (!part) continue;
-      const edges = subnet.prefix >= 31 ? 0 : Number(part.first === subnet.base) + Number(part.last === lastOf(subnet));
-      total += part.last - part.first + 1 - edges;
+      if (part) total += allocatableIn(subnet, part);
     }
     let used = 0;
-    for (const addr of this.byAddr.keys()) if (contains(subnet, addr) && this.owns(addr)) used++;
+    for (const addr of this.byAddr.keys()) if (allocatable(subnet, addr) && this.owns(addr)) used++;
     return Math.max(0, total - used);
   }
 
@@ -222,15 +220,13 @@ export class Allocator {
       : [{ first: subnet.base, last: lastOf(subnet) }];
     if (parts.length === 0) throw new NoSpaceError(`this peer owns no space in ${formatCidr(subnet)}`);
     const cursor = this.cursors[formatCidr(subnet)] ?? subnet.base;
-    // in subnets larger than /24, skip x.y.z.0 addresses: valid, but they surprise people and tools
-    const roundZero = subnet.prefix < 24;
     // two passes: from the cursor to the end, then from the start up to the cursor
     for (const after of [true, false]) {
       for (const p of parts) {
         const from = after ? Math.max(p.first, cursor + 1) : p.first;
         const to = after ? p.last : Math.min(p.last, cursor);
         for (let a = from; a <= to; a++) {
-          if (!this.byAddr.has(a) && isHostAddress(subnet, a) && !(roundZero && (a & 0xff) === 0)) return a;
+          if (!this.byAddr.has(a) && allocatable(subnet, a)) return a;
         }
       }
     }
@@ -252,6 +248,27 @@ function intersect(a: Cidr, b: Cidr): Span | undefined {
   const first = Math.max(a.base, b.base);
   const last = Math.min(lastOf(a), lastOf(b));
   return first <= last ? { first, last } : undefined;
+}
+
+/**
+ * Whether `findFree` may hand out `a` in `subnet`: a host address, and in subnets larger than
+ * /24 not an x.y.z.0 address (valid, but they surprise people and tools).
+ */
+function allocatable(subnet: Cidr, a: number): boolean {
+  return isHostAddress(subnet, a) && !(subnet.prefix < 24 && (a & 0xff) === 0);
+}
+
+/** How many addresses of `part` (a stretch inside `subnet`) `allocatable` accepts. */
+function allocatableIn(subnet: Cidr, part: Span): number {
+  if (subnet.prefix >= 31) return part.last - part.first + 1;
+  // the network and broadcast addresses
+  let out = part.last - part.first + 1 - Number(part.first === subnet.base) - Number(part.last === lastOf(subnet));
+  if (subnet.prefix < 24) {
+    // x.y.z.0 addresses in the stretch, less the network address (already taken off: it is one)
+    const zeros = Math.floor(part.last / 256) - Math.floor((part.first - 1) / 256);
+    out -= zeros - Number(part.first === subnet.base);
+  }
+  return out;
 }
 
 function defined<T extends object>(o: T): Partial<T> {

@@ -144,19 +144,26 @@ export class Ring {
     };
     if (end < span.last) setTok(end + 1, from);
     setTok(block.base, to);
+    // a stretch that reads as one may hold several tokens of `from` (space it got back by
+    // rmpeer or a second gift); those inside the block move too, or `from` would keep them
+    for (const k of this.tokens.keys()) {
+      const start = Number(k);
+      if (start > block.base && start <= end) setTok(start, to);
+    }
     return delta;
   }
 
   /** Takes over every stretch `dead` owns (rmpeer): versions jump so the takeover wins merges. */
   takeOver(dead: string, to: string): RingData {
     const delta: RingData = {};
-    for (const s of this.spans()) {
-      if (s.owner !== dead) continue;
-      const key = String(s.first);
+    // every token of the dead peer, not only the first of each stretch: a stretch that reads
+    // as one may hold several of its tokens
+    for (const key of this.tokens.keys()) {
       const prev = this.tokens.get(key)!;
+      if (prev.owner !== dead) continue;
       const e = { owner: to, v: Math.max(prev.v + 100, Date.now()) };
       this.tokens.put(key, e);
-      delta[`t:${s.first}`] = e;
+      delta[`t:${key}`] = e;
     }
     return delta;
   }

@@ -8,19 +8,23 @@
  */
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { readIfExists, writeFileAtomic } from '../common/fsutil';
+import { readIfExists, realFs, writeFileAtomic, type DurableFs } from '../common/fsutil';
 
 export class JsonStore<T> {
   private writing: Promise<void> | undefined;
   private next: { promise: Promise<void>; resolve: () => void; reject: (e: unknown) => void } | undefined;
 
-  /** `snapshot` is called at write time, so one write carries every change made before it. */
+  /**
+   * `snapshot` is called at write time, so one write carries every change made before it.
+   * `fsys` is the file-system layer of the writes (a test's recording one, or the real one).
+   */
   constructor(
     readonly path: string,
     private readonly snapshot: () => T,
+    private readonly fsys: DurableFs = realFs,
   ) {}
 
-  static async open<T>(dir: string, file: string, snapshot: () => T): Promise<{ store: JsonStore<T>; data: T | undefined }> {
+  static async open<T>(dir: string, file: string, snapshot: () => T, fsys: DurableFs = realFs): Promise<{ store: JsonStore<T>; data: T | undefined }> {
     await fs.mkdir(dir, { recursive: true, mode: 0o700 });
     const path = join(dir, file);
     const text = await readIfExists(path);
@@ -32,7 +36,7 @@ export class JsonStore<T> {
         throw new Error(`${path} is not valid JSON (${(e as Error).message}); move it aside to start afresh`);
       }
     }
-    return { store: new JsonStore(path, snapshot), data };
+    return { store: new JsonStore(path, snapshot, fsys), data };
   }
 
   /** Resolves once a write that started after this call has completed. */
@@ -56,8 +60,9 @@ export class JsonStore<T> {
     while (this.next) {
       const batch = this.next;
       this.next = undefined;
-      this.writing = writeFileAtomic(this.path, JSON.stringify(this.snapshot()));
       try {
+        // a snapshot that throws fails this batch (never leaves its callers waiting)
+        this.writing = writeFileAtomic(this.path, JSON.stringify(this.snapshot()), 0o600, this.fsys);
         await this.writing;
         batch.resolve();
       } catch (e) {

@@ -37,7 +37,9 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync, mkdirSync, readdirSync,
 import { tmpdir, cpus, release, totalmem, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { Netns, RouterProc, ROOT, WEFT, WEFT_NET, isRoot, netConf, uid } from '../helpers/netns';
+import { Netns, RouterProc, ROOT, WEFT, WEFT_NET, netConf, uid } from '../helpers/netns';
+
+const isRoot = () => process.getuid?.() === 0;
 import { commandLine, inNetns, timedRun, timedRunWithRss, TIME_BIN, type Invocation, type Timed } from './invoke';
 import { fmt, markdownTable, median, percentile, ratio, round } from './stats';
 import { jsonRows, loadNow, rowsTable, type BenchContext, type Row } from './common';

@@ -8,11 +8,12 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, existsSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
-import { rootSkip, uid, WEFT } from '../helpers/netns';
+import { uid, WEFT } from '../helpers/netns';
+import { needs, NETNS } from '../helpers/needs';
 import { eventually, inRange, namespacesWith, newSandbox, processesMentioning, upOpts } from '../helpers/sandbox';
 import { Sandbox, type SandboxPod } from '../../src/sandbox';
 
-const skip = rootSkip();
+const skip = needs(NETNS);
 
 describe('sandbox: 2 hosts x 2 pods', { skip, concurrency: false, timeout: 180_000 }, () => {
   let sb: Sandbox;

@@ -2,27 +2,21 @@
  * Test fixtures: network namespaces the test creates and removes, the router run inside one,
  * and the real dist/weft-net binary invoked as a runtime would. Nothing here touches the
  * machine's own namespace.
+ *
+ * Routers are started, watched and stopped by the same code as the sandbox's
+ * (`src/sys/process.ts`: a detached child writing to a log file, signalled and waited for by
+ * pid), so the tests exercise what `weft sandbox` uses and keep no second copy of it.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, existsSync, readdirSync, readFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { isAlive, killAndWait, processArgv, spawnDetached, terminate } from '../../src/sys/process';
+import { RouterClient } from '../../src/common/client';
+import { ROOT, WEFT, WEFT_NET } from './needs';
 
-export const ROOT = resolve(__dirname, '../..');
-export const WEFT = join(ROOT, 'dist/weft');
-export const WEFT_NET = join(ROOT, 'dist/weft-net');
-
-export function isRoot(): boolean {
-  return process.getuid?.() === 0;
-}
-
-/** Skip reason for tests that need root and the built binaries, or undefined when they can run. */
-export function rootSkip(): string | undefined {
-  if (!isRoot()) return 'needs root';
-  if (!existsSync(WEFT_NET) || !existsSync(WEFT)) return 'needs ./build.sh first';
-  return undefined;
-}
+export { ROOT, WEFT, WEFT_NET };
 
 export function sh(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number } = {}) {
   const r = spawnSync(cmd, args, { input: opts.input, encoding: 'utf8', timeout: opts.timeoutMs ?? 20_000 });
@@ -124,13 +118,13 @@ export function cniAsync(host: Netns, env: Record<string, string>, conf: unknown
   });
 }
 
-/** A weft router running in a host netns, with its own state dir and socket. */
+/** A weft router running in a host netns, with its own state dir, socket and log file. */
 export class RouterProc {
-  proc: ChildProcess | undefined;
+  pid: number | undefined;
   readonly dir: string;
   readonly socket: string;
   readonly stateDir: string;
-  log = '';
+  readonly logFile: string;
   /** Extra environment for the router (e.g. shorter timers). */
   env: Record<string, string> = {};
 
@@ -144,6 +138,7 @@ export class RouterProc {
     this.dir = dir ?? mkdtempSync(join(tmpdir(), 'weft-test-'));
     this.socket = join(this.dir, 'weft.sock');
     this.stateDir = join(this.dir, 'state');
+    this.logFile = join(this.dir, 'router.log');
   }
 
   /**
@@ -160,44 +155,63 @@ export class RouterProc {
     if (!this.host.run('ip', ['-4', 'route', 'show', 'default']).trim()) this.host.run('ip', ['route', 'add', 'default', 'dev', 'wup0']);
   }
 
-  /** Starts the router and waits (up to 30 s: a loaded machine starts slowly) until its API answers. */
-  async start(): Promise<void> {
+  /** Everything the router wrote so far (all its runs). */
+  get log(): string {
+    try {
+      return readFileSync(this.logFile, 'utf8');
+    } catch {
+      return '';
+    }
+  }
+
+  get running(): boolean {
+    return this.pid !== undefined && this.isMine(this.pid);
+  }
+
+  /** Starts the router and waits (up to `deadlineMs`: a loaded machine starts slowly) until its API answers; fails at once if it exits. */
+  async start(deadlineMs = 30_000): Promise<void> {
+    if (this.running) throw new Error(`router ${this.pid} in ${this.host.name} already runs`);
     if (this.uplink) this.ensureUplink();
-    const args = ['--', WEFT, 'router', '--state-dir', this.stateDir, '--socket', this.socket, '--log-level', 'debug', ...this.extraArgs];
-    const p = spawn('nsenter', [`--net=${this.host.path}`, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...this.env } });
-    this.proc = p;
-    p.stdout!.on('data', (d) => (this.log += d));
-    p.stderr!.on('data', (d) => (this.log += d));
-    const deadline = Date.now() + 30_000;
-    while (Date.now() < deadline) {
-      if (p.exitCode !== null) throw new Error(`router exited ${p.exitCode}: ${this.log}`);
-      const r = tryRun(WEFT, ['--socket', this.socket, 'report'], 5000);
-      if (r.ok) return;
+    const args = ['router', '--state-dir', this.stateDir, '--socket', this.socket, '--log-level', 'debug', ...this.extraArgs];
+    const env = Object.fromEntries(Object.entries({ ...process.env, ...this.env }).filter((e): e is [string, string] => e[1] !== undefined));
+    const pid = await spawnDetached(WEFT, args, { netns: this.host.path, logFile: this.logFile, env });
+    this.pid = pid;
+    const client = new RouterClient({ socket: this.socket, timeoutMs: 2000 });
+    const deadline = Date.now() + deadlineMs;
+    for (;;) {
+      if (!isAlive(pid)) throw new Error(`router exited before answering: ${this.log}`);
+      if (await client.get('/v1/report').then(() => true, () => false)) return;
+      if (Date.now() > deadline) throw new Error(`router did not answer within ${deadlineMs} ms: ${this.log}`);
       await sleep(50);
     }
-    throw new Error(`router did not answer within 30 s: ${this.log}`);
   }
 
   report(): any {
     return JSON.parse(sh(WEFT, ['--socket', this.socket, 'report']));
   }
 
-  /** Sends a signal and waits (up to 10 s) for the exit. */
+  /** Sends a signal and waits (up to 10 s) for the exit; throws when the router is still there. */
   async kill(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-    const p = this.proc;
-    if (!p || p.exitCode !== null || p.signalCode !== null) return;
-    let timer: NodeJS.Timeout | undefined;
-    const done = new Promise<void>((r) => p.once('close', () => r()));
-    p.kill(signal);
-    await Promise.race([done, new Promise<void>((r) => (timer = setTimeout(r, 10_000)))]);
-    clearTimeout(timer);
-    this.proc = undefined;
+    const pid = this.pid;
+    if (pid === undefined || !this.isMine(pid)) return;
+    if (!(await killAndWait(pid, signal, 10_000))) throw new Error(`router ${pid} in ${this.host.name} still runs 10 s after ${signal}`);
+    this.pid = undefined;
   }
 
-  /** Stops the router and removes its directory. */
+  /** Stops the router (SIGTERM, SIGKILL after 5 s) and removes its directory; throws if it survives. */
   async destroy(): Promise<void> {
-    await this.kill('SIGTERM');
+    const pid = this.pid;
+    if (pid !== undefined && this.isMine(pid)) {
+      const [t] = await terminate([pid], 5000);
+      if (t?.how === 'survived') throw new Error(`router ${pid} in ${this.host.name} survived SIGKILL`);
+    }
+    this.pid = undefined;
     rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  /** True while `pid` is still this router (not a reused pid). */
+  private isMine(pid: number): boolean {
+    return isAlive(pid) && (processArgv(pid)?.includes(this.socket) ?? false);
   }
 }
 
@@ -214,7 +228,7 @@ export function weftCli(socket: string, args: string[]): { code: number; out: st
   return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
 }
 
-/** Polls until `f` holds or the deadline passes; returns whether it held. */
+/** Polls until `f` holds (it may answer later) or the deadline passes; returns whether it held. */
 export async function until(f: () => boolean | Promise<boolean>, ms = 10_000, every = 100): Promise<boolean> {
   const end = Date.now() + ms;
   for (;;) {
@@ -228,14 +242,9 @@ export async function until(f: () => boolean | Promise<boolean>, ms = 10_000, ev
 export function processesMentioning(needle: string): number[] {
   const out: number[] = [];
   for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d) || Number(d) === process.pid) continue;
-    try {
-      const cmd = readFileSync(`/proc/${d}/cmdline`, 'utf8');
-      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
-      if (cmd.includes(needle) && stat[stat.lastIndexOf(')') + 2] !== 'Z') out.push(Number(d));
-    } catch {
-      /* gone meanwhile */
-    }
+    const pid = Number(d);
+    if (!Number.isInteger(pid) || pid === process.pid) continue;
+    if (processArgv(pid)?.join(' ').includes(needle) && isAlive(pid)) out.push(pid);
   }
   return out;
 }

@@ -6,8 +6,8 @@
  * UDP (dist/weft probe-agent) and SCTP (sctp-probe.py over raw sockets); probes run in parallel
  * from every pod. Everything goes with `destroy()`.
  */
+import { needs } from './needs';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { Netns, ROOT, WEFT, sh, uid } from './netns';
@@ -71,21 +71,11 @@ export interface PortSpec {
 }
 export const specName = (s: PortSpec) => `${s.protocol}/${s.port}`;
 
+/** The policy lab's needs (under CI a missing one fails, naming it; see needs.ts). */
 export function labSkip(): string | undefined {
-  if (process.getuid?.() !== 0) return 'needs root';
-  if (!existsSync(WEFT)) return 'needs ./build.sh first';
-  if (spawnOk('nft', ['--version'])) return undefined;
-  return 'needs nftables (apt-get install -y nftables)';
+  return needs({ root: true, built: true, tools: ['ip', 'nsenter', 'nft', 'python3'] });
 }
 
-function spawnOk(cmd: string, args: string[]): boolean {
-  try {
-    sh(cmd, args, { timeoutMs: 5000 });
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 export class PolicyLab {
   readonly hosts: LabHost[] = [];

@@ -1,6 +1,6 @@
 /** Shared by the end-to-end suites: sandboxes of their own, polling, address checks. */
 import { readdirSync } from 'node:fs';
-import { uid, sleep, WEFT, WEFT_NET } from './netns';
+import { uid, until, WEFT, WEFT_NET } from './netns';
 export { processesMentioning } from './netns';
 import { Sandbox, NETNS_DIR } from '../../src/sandbox';
 import { contains, parseCidr, parseIPv4 } from '../../src/common/ip';
@@ -20,14 +20,9 @@ export function namespacesWith(prefix: string): string[] {
 }
 
 
-/** Polls `fn` until it returns true or the deadline passes; returns the last result. */
-export async function eventually(fn: () => Promise<boolean>, deadlineMs: number, everyMs = 250): Promise<boolean> {
-  const deadline = Date.now() + deadlineMs;
-  for (;;) {
-    if (await fn()) return true;
-    if (Date.now() >= deadline) return false;
-    await sleep(everyMs);
-  }
+/** Polls `fn` until it returns true or the deadline passes (one implementation: `until`). */
+export function eventually(fn: () => Promise<boolean>, deadlineMs: number, everyMs = 250): Promise<boolean> {
+  return until(fn, deadlineMs, everyMs);
 }
 
 export function newSandbox(tag: string): Sandbox {

@@ -6,13 +6,19 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { cniEnv, Netns, RouterProc, rootSkip, sleep, WEFT, WEFT_NET } from '../helpers/netns';
+import { cniEnv, Netns, RouterProc, until, WEFT, WEFT_NET } from '../helpers/netns';
+import { needs, NETNS } from '../helpers/needs';
 
 const REF = '/usr/lib/cni';
-const skip = rootSkip() ?? (existsSync(join(REF, 'portmap')) ? undefined : 'needs containernetworking-plugins');
+const skip = needs({ ...NETNS, tools: [...NETNS.tools!, 'iperf3', 'sysctl'], files: ['portmap', 'tuning', 'bandwidth'].map((p) => join(REF, p)) });
+
+/** Waits (bounded) until something listens on TCP `port` inside `ns`. */
+function listening(ns: Netns, port: number): Promise<boolean> {
+  return until(() => ns.tryRun('ss', ['-Hltn', `sport = :${port}`]).out.trim() !== '', 10_000, 50);
+}
 
 /** Runs one plugin of the chain inside the host netns. */
 function plugin(host: Netns, type: string, env: Record<string, string>, conf: unknown) {
@@ -81,7 +87,7 @@ describe('a conflist chain with the reference plugins', { skip, concurrency: fal
     // a listener in the pod, reached through the host port on the host's own address
     const server = spawn('nsenter', [`--net=${pod.path}`, '--', process.execPath, '-e', "require('net').createServer(s=>s.end('hello-from-pod')).listen(8080)"]);
     try {
-      await sleep(500);
+      assert.ok(await listening(pod, 8080), 'the listener in the pod is up');
       const gw = result.ips[0].gateway;
       const client = `require('net').connect(18080, ${JSON.stringify(gw)}).on('data', d => { process.stdout.write(d); process.exit(0) }).on('error', e => { console.error(e.message); process.exit(1) })`;
       const got = spawnSync('nsenter', [`--net=${host.path}`, '--', process.execPath, '-e', client], { encoding: 'utf8', timeout: 10_000 });
@@ -96,6 +102,47 @@ describe('a conflist chain with the reference plugins', { skip, concurrency: fal
     }
     assert.doesNotMatch(host.run('iptables-save', ['-t', 'nat']), new RegExp(podIp.replace(/\./g, '\\.')));
     assert.deepEqual(router.report().ipam.attachments.filter((a: any) => a.network === 'chainnet'), []);
+  });
+
+  test('bandwidth in the chain limits what reaches the pod: near its rate, far below the same path unlimited', async (t) => {
+    const rate = 40_000_000; // bits/s into the pod
+    const measure = async (id: string, limited: boolean): Promise<number> => {
+      const p = Netns.create(`wc-bw${limited ? 'l' : 'u'}`);
+      try {
+        const env = cniEnv('ADD', id, p.path);
+        const chain = [
+          { cniVersion: '1.0.0', name: 'bwnet', type: 'weft-net', socket: router.socket },
+          ...(limited ? [{ cniVersion: '1.0.0', name: 'bwnet', type: 'bandwidth', capabilities: { bandwidth: true }, runtimeConfig: { bandwidth: { ingressRate: rate, ingressBurst: rate / 8 } } }] : []),
+        ];
+        let result: any;
+        for (const c of chain) {
+          const r = plugin(host, c.type, env, { ...c, ...(result ? { prevResult: result } : {}) });
+          assert.equal(r.code, 0, `${c.type} ADD: ${r.out} ${r.err}`);
+          result = r.json;
+        }
+        const addr = result.ips[0].address.split('/')[0];
+        const server = spawn('nsenter', [`--net=${p.path}`, '--', 'iperf3', '-s', '-1', '-p', '5201'], { stdio: 'ignore' });
+        try {
+          assert.ok(await listening(p, 5201), 'iperf3 listens in the pod');
+          const out = host.run('iperf3', ['-c', addr, '-p', '5201', '-t', '3', '-O', '1', '-J'], { timeoutMs: 30_000 });
+          const bps = JSON.parse(out).end.sum_received.bits_per_second as number;
+          assert.ok(bps > 0, out);
+          return bps;
+        } finally {
+          server.kill('SIGKILL');
+          for (const c of [...chain].reverse()) plugin(host, c.type, { ...env, CNI_COMMAND: 'DEL' }, { ...c, prevResult: result });
+        }
+      } finally {
+        p.destroy();
+      }
+    };
+    const unlimited = await measure('bw-free', false);
+    const limited = await measure('bw-limited', true);
+    const info = `limited ${(limited / 1e6).toFixed(1)} Mbit/s, unlimited ${(unlimited / 1e6).toFixed(1)} Mbit/s, rate ${rate / 1e6} Mbit/s`;
+    t.diagnostic(info);
+    // ratios only, and wide bands: shaping is approximate and this machine is shared
+    assert.ok(limited / rate > 0.4 && limited / rate < 1.6, `near the rate: ${info}`);
+    assert.ok(limited / unlimited < 0.5, `well below the unlimited path: ${info}`);
   });
 
   test('a 0.4.0 chain parses our result as prevResult', () => {
@@ -114,7 +161,7 @@ describe('a conflist chain with the reference plugins', { skip, concurrency: fal
   });
 });
 
-describe('weft install-cni', { skip: rootSkip() }, () => {
+describe('weft install-cni', { skip: needs({ built: true }) }, () => {
   test('installs the plugin and a conflist atomically; keeps an existing conflist unless --force', () => {
     const dir = mkdtempSync(join(tmpdir(), 'weft-install-'));
     try {
@@ -137,6 +184,64 @@ describe('weft install-cni', { skip: rootSkip() }, () => {
       const bad = run(['--conf-name', '../evil']);
       assert.equal(bad.status, 1);
       assert.match(bad.stderr, /--conf-name/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a reader never sees a partial plugin or conflist: each install replaces the file by a rename (new inode), never writes it in place', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'weft-install-'));
+    try {
+      const bin = join(dir, 'bin');
+      const conf = join(dir, 'net.d');
+      const install = (n: number) =>
+        new Promise<number | null>((resolve) => {
+          const p = spawn(WEFT, ['install-cni', '--bin-dir', bin, '--conf-dir', conf, '--plugin', WEFT_NET, '--socket', `/run/weft${n}.sock`, '--force'], { stdio: 'ignore' });
+          p.on('close', resolve);
+        });
+      assert.equal(await install(0), 0);
+      const installed = join(bin, 'weft-net');
+      const conflist = join(conf, '10-weft.conflist');
+      const size = statSync(WEFT_NET).size;
+      // a reader in another process: the plugin's size and the conflist's JSON, as fast as it can
+      const stop = join(dir, 'stop');
+      const reader = spawn(
+        process.execPath,
+        [
+          '-e',
+          `const fs = require('fs'); const [bin, conf, stop, size] = process.argv.slice(1); let reads = 0, bad = [];
+           while (!fs.existsSync(stop)) {
+             try { const s = fs.statSync(bin).size; if (s !== Number(size)) bad.push('plugin size ' + s); } catch (e) { bad.push('plugin ' + e.code); }
+             try { JSON.parse(fs.readFileSync(conf, 'utf8')); } catch (e) { bad.push('conflist ' + (e.code || 'torn')); }
+             reads++;
+           }
+           process.stdout.write(JSON.stringify({ reads, bad: bad.slice(0, 5), nbad: bad.length }));`,
+          installed,
+          conflist,
+          stop,
+          String(size),
+        ],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      );
+      let out = '';
+      reader.stdout.on('data', (d) => (out += d));
+      const done = new Promise<void>((r) => reader.on('close', () => r()));
+      for (let n = 1; n <= 4; n++) {
+        // the new file exists beside the old one until the rename: it cannot have the old inode
+        const before = [statSync(installed).ino, statSync(conflist).ino];
+        assert.equal(await install(n), 0);
+        assert.notEqual(statSync(installed).ino, before[0], `install ${n} replaced the plugin, not rewrote it`);
+        assert.notEqual(statSync(conflist).ino, before[1], `install ${n} replaced the conflist`);
+        assert.equal(JSON.parse(readFileSync(conflist, 'utf8')).plugins[0].socket, `/run/weft${n}.sock`);
+      }
+      writeFileSync(stop, '');
+      assert.ok(await until(() => out !== '', 60_000, 20), 'the reader finished');
+      await done;
+      const seen = JSON.parse(out) as { reads: number; bad: string[]; nbad: number };
+      assert.ok(seen.reads > 0);
+      assert.deepEqual(seen.bad, [], `${seen.nbad} partial reads in ${seen.reads}`);
+      assert.deepEqual(readdirSync(bin), ['weft-net'], 'no temporary file left');
+      assert.deepEqual(readdirSync(conf), ['10-weft.conflist']);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

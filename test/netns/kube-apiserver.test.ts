@@ -10,12 +10,13 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Netns, rootSkip, sh, uid, WEFT } from '../helpers/netns';
+import { Netns, sh, uid, WEFT } from '../helpers/netns';
+import { needs, NETNS } from '../helpers/needs';
 import { until } from '../helpers/kube';
 import { applyObject, deleteObject } from '../../src/kube/apiserver/admin';
 import { nodeFor } from '../../src/kube/apiserver/cli';
 
-const skip = rootSkip();
+const skip = needs(NETNS);
 
 test('dist/weft kube-apiserver in one namespace serves clients in another; kube-check reads Nodes and the record', { skip }, async () => {
   const server = Netns.create('wk-api');

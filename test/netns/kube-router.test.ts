@@ -10,11 +10,12 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { RouterProc, rootSkip, scope, underlayHosts, until, WEFT } from '../helpers/netns';
+import { RouterProc, scope, underlayHosts, until, WEFT } from '../helpers/netns';
+import { needs, NETNS } from '../helpers/needs';
 import { apiRequest, applyObject, deleteObject } from '../../src/kube/apiserver/admin';
 import { nodeFor } from '../../src/kube/apiserver/cli';
 
-const skip = rootSkip();
+const skip = needs(NETNS);
 const FAST = { WEFT_HEARTBEAT_MS: '500', WEFT_RETRY_MIN_MS: '200', WEFT_RETRY_MAX_MS: '1000', WEFT_PROBE_MS: '1000', WEFT_PROGRAM_MS: '1000' };
 const NET = '172.31.12';
 

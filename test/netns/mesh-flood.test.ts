@@ -7,9 +7,10 @@
 import { describe, test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { cni, cniEnv, netConf, Netns, RouterProc, rootSkip, scope, underlayHosts, until } from '../helpers/netns';
+import { cni, cniEnv, netConf, Netns, RouterProc, scope, underlayHosts, until } from '../helpers/netns';
+import { needs, NETNS } from '../helpers/needs';
 
-const skip = rootSkip();
+const skip = needs(NETNS);
 // heartbeats far apart: only the handshake deadline and the pending limits may drop the idle ones
 const FAST = { WEFT_HEARTBEAT_MS: '60000', WEFT_RETRY_MIN_MS: '200', WEFT_RETRY_MAX_MS: '1000' };
 

@@ -2,9 +2,14 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import parsePrometheus from 'parse-prometheus-text-format';
-import { cni, cniEnv, httpGet, netConf, Netns, RouterProc, rootSkip, until, weftCli } from '../helpers/netns';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { cni, cniEnv, httpGet, netConf, Netns, RouterProc, until, weftCli, WEFT } from '../helpers/netns';
+import { needs, NETNS } from '../helpers/needs';
 
-const skip = rootSkip();
+const skip = needs(NETNS);
 
 type Family = { name: string; type: string; metrics: { value?: string; labels?: Record<string, string>; buckets?: Record<string, string>; count?: string }[] };
 
@@ -21,12 +26,19 @@ describe('operating a router', { skip, concurrency: false }, () => {
     const f = fams.find((x) => x.name === name);
     assert.ok(f, `metric ${name} exported`);
     const m = f.metrics.find((x) => Object.entries(labels).every(([k, v]) => x.labels?.[k] === v));
-    return m ? Number(m.value ?? m.count) : 0;
+    // a series that is not there is a failure, never a zero
+    assert.ok(m, `series ${name}${JSON.stringify(labels)} exported`);
+    return Number(m.value ?? m.count);
+  };
+  const readyz = () => {
+    const r = httpGet(host, 'http://127.0.0.1:6782/readyz');
+    return { status: r.status, missing: (JSON.parse(r.body) as { missing: string[] }).missing };
   };
 
   before(async () => {
     host = Netns.create('wo-h');
-    router = new RouterProc(host, ['--nickname', 'opshost']);
+    // an advertised address gives the router its VXLAN device, which /readyz checks too
+    router = new RouterProc(host, ['--nickname', 'opshost', '--advertise-addr', '127.0.0.1']);
     // no self-repair during these tests unless one asks for it: what /readyz sees stays put
     router.env = { WEFT_PROGRAM_MS: '60000' };
     await router.start();
@@ -42,22 +54,29 @@ describe('operating a router', { skip, concurrency: false }, () => {
     for (const n of ['weft_connections', 'weft_peers', 'weft_ips', 'weft_max_ips', 'weft_ipam_unreachable_share', 'weft_ipam_pending_allocates', 'weft_plugin_requests_total', 'weft_allocation_duration_seconds', 'weft_gossip_messages_total', 'weft_gossip_bytes_total']) {
       assert.ok(before.some((f) => f.name === n), `${n} present`);
     }
-    const ips0 = value(before, 'weft_ips');
-    const adds0 = value(before, 'weft_plugin_requests_total', { verb: 'ADD', result: 'ok' });
-    for (const i of [1, 2]) {
+    assert.ok(before.some((f) => f.name.startsWith('weft_process_')), 'process metrics under weft_process_');
+    const add = (i: number) => {
       const p = Netns.create(`wo-p${i}`);
       pods.push(p);
       assert.equal(cni(host, cniEnv('ADD', `ops-${i}`, p.path), netConf(router.socket)).code, 0);
-    }
+    };
+    // one ADD first: a labelled series exists from its first count on
+    add(1);
+    const base = metrics();
+    const ips0 = value(base, 'weft_ips');
+    const adds0 = value(base, 'weft_plugin_requests_total', { verb: 'ADD', result: 'ok' });
+    add(2);
+    add(3);
     const mid = metrics();
     assert.equal(value(mid, 'weft_ips'), ips0 + 2);
     assert.equal(value(mid, 'weft_plugin_requests_total', { verb: 'ADD', result: 'ok' }), adds0 + 2);
     assert.equal(value(mid, 'weft_peers'), 1);
     assert.ok(value(mid, 'weft_max_ips') > 1000);
-    assert.equal(cni(host, cniEnv('DEL', 'ops-2', pods[1]!.path), netConf(router.socket)).code, 0);
+    for (const i of [2, 3]) assert.equal(cni(host, cniEnv('DEL', `ops-${i}`, pods[i - 1]!.path), netConf(router.socket)).code, 0);
     const after = metrics();
-    assert.equal(value(after, 'weft_ips'), ips0 + 1);
-    assert.equal(value(after, 'weft_plugin_requests_total', { verb: 'DEL', result: 'ok' }), 1);
+    assert.equal(value(after, 'weft_ips'), ips0);
+    assert.equal(value(after, 'weft_plugin_requests_total', { verb: 'DEL', result: 'ok' }), 2);
+    assert.throws(() => value(after, 'weft_plugin_requests_total', { verb: 'FROB' }), /series weft_plugin_requests_total\{"verb":"FROB"\} exported/);
   });
 
   test('report, ps and status agree with the pods that exist', () => {
@@ -81,6 +100,20 @@ describe('operating a router', { skip, concurrency: false }, () => {
     assert.match(st, /Range: 10\.32\.0\.0\/12/);
     const ipam = weftCli(router.socket, ['status', 'ipam']).out;
     assert.match(ipam, /\(opshost\) 1048576 IPs \(100\.0% of total/);
+    // the field names the README calls stable, read by scripts
+    const has = (o: any, keys: string[], where: string) => {
+      for (const k of keys) assert.ok(o && k in o, `report ${where}.${k}`);
+    };
+    has(rep, ['version', 'router', 'mesh', 'ipam'], '');
+    has(rep.router, ['name', 'nickname', 'bridge', 'bridgeMac', 'mtu', 'socket', 'encryption', 'port'], 'router');
+    has(rep.mesh, ['targets', 'connections', 'peers'], 'mesh');
+    has(rep.mesh.peers[0], ['name', 'nickname', 'uid', 'connections', 'reachable'], 'mesh.peers[]');
+    has(rep.ipam, ['status', 'range', 'defaultSubnet', 'free', 'gateways', 'owners', 'attachments'], 'ipam');
+    has(rep.ipam.owners[0], ['peer', 'nickname', 'size', 'share', 'reachable', 'free'], 'ipam.owners[]');
+    for (const a of rep.ipam.attachments) has(a, ['network', 'containerId', 'ifname', 'address', 'bridge', 'createdAt'], 'ipam.attachments[]');
+    // (the README lists gateway too; the router does not record it: reported to the lead)
+    for (const a of pods) has(a, ['mac'], 'ipam.attachments[] of a pod');
+    assert.equal(rep.ipam.attachments[0].network, '_gateway', "the bridge's own addresses first");
   });
 
   test('/healthz answers; /readyz fails while the bridge is missing and passes once the router put it back', async () => {
@@ -105,6 +138,50 @@ describe('operating a router', { skip, concurrency: false }, () => {
     assert.ok(await until(() => httpGet(host, 'http://127.0.0.1:6782/readyz').status === 200, 10_000, 200), 'ready again');
     assert.ok(host.links().some((l) => l.ifname === 'weave'), 'the router recreated the bridge');
     assert.ok(pods[0]!.ping(gw()), 'the pod is back on the bridge');
+  });
+
+  test('/readyz names what is missing: the VXLAN device, the iptables jump, and IPAM that cannot allocate', async () => {
+    // no self-repair while the parts are missing; a restart puts them back
+    await router.kill('SIGTERM');
+    router.env = { WEFT_PROGRAM_MS: '60000' };
+    await router.start();
+    assert.deepEqual(readyz(), { status: 200, missing: [] });
+    host.run('ip', ['link', 'del', 'vxlan-6784']);
+    assert.deepEqual(readyz(), { status: 503, missing: ['VXLAN device vxlan-6784 is missing'] });
+    await router.kill('SIGTERM');
+    await router.start();
+    assert.deepEqual(readyz(), { status: 200, missing: [] }, 'a starting router puts the VXLAN device back');
+    // the jump into weft's chain, from whichever iptables backend holds it
+    const backend = ['iptables-nft', 'iptables-legacy'].find((b) => host.run(`${b}-save`, []).includes('-A FORWARD -j WEFT-FORWARD'))!;
+    assert.ok(backend, 'the router hooked WEFT-FORWARD into FORWARD');
+    host.run(backend, ['-t', 'filter', '-D', 'FORWARD', '-j', 'WEFT-FORWARD']);
+    const noRule = readyz();
+    assert.equal(noRule.status, 503);
+    assert.deepEqual(noRule.missing, ['iptables rules missing: filter/WEFT-FORWARD']);
+    await router.kill('SIGTERM');
+    await router.start();
+    assert.deepEqual(readyz(), { status: 200, missing: [] }, 'and the jump');
+    // a running router repairs both by itself, within seconds
+    await router.kill('SIGTERM');
+    router.env = { WEFT_PROGRAM_MS: '300' };
+    await router.start();
+    host.run('ip', ['link', 'del', 'vxlan-6784']);
+    host.run(backend, ['-t', 'filter', '-D', 'FORWARD', '-j', 'WEFT-FORWARD']);
+    assert.ok(await until(() => readyz().status === 200, 10_000, 200), `repaired: ${JSON.stringify(readyz())}`);
+    assert.ok(host.links().some((l) => l.ifname === 'vxlan-6784'), 'the VXLAN device is back');
+    assert.ok(host.run(`${backend}-save`, []).includes('-A FORWARD -j WEFT-FORWARD'), 'the jump is back');
+    // IPAM that cannot allocate: a router waiting for a consensus of three that never comes
+    const lone = Netns.create('wo-ipam');
+    const waiting = new RouterProc(lone, ['--advertise-addr', '127.0.0.1', '--ipalloc-init', 'consensus=3']);
+    try {
+      await waiting.start();
+      const r = httpGet(lone, 'http://127.0.0.1:6782/readyz');
+      assert.equal(r.status, 503);
+      assert.deepEqual(JSON.parse(r.body).missing, ['IPAM cannot allocate: awaiting consensus (quorum 2, 1 known)']);
+    } finally {
+      await waiting.destroy();
+      lone.destroy();
+    }
   });
 
   test('expose and hide add and remove host addresses; bad arguments and a stopped router are clear errors', async () => {
@@ -152,5 +229,25 @@ describe('operating a router', { skip, concurrency: false }, () => {
     const f = weftCli(router.socket, ['forget', '192.0.2.55']);
     assert.equal(f.code, 0);
     assert.doesNotMatch(weftCli(router.socket, ['status', 'targets']).out, /192\.0\.2\.55/);
+  });
+});
+
+describe('weft router refusals', { skip: needs({ built: true }) }, () => {
+  test('--password-file and WEFT_PASSWORD are refused with a clear error, before anything is made', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'weft-pw-'));
+    try {
+      const state = join(dir, 'state');
+      for (const [args, env] of [
+        [['--password-file', join(dir, 'pw')], {}],
+        [[], { WEFT_PASSWORD: 'secret' }],
+      ] as [string[], Record<string, string>][]) {
+        const r = spawnSync(WEFT, ['router', '--state-dir', state, '--socket', join(dir, 'weft.sock'), ...args], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, ...env } });
+        assert.equal(r.status, 1, r.stderr);
+        assert.match(r.stderr, /--password-file: encryption is not available in this version of weft/);
+        assert.ok(!existsSync(state), 'no state directory made');
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

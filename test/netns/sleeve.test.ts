@@ -11,14 +11,13 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { isRoot, type Netns } from '../helpers/netns';
+import type { Netns } from '../helpers/netns';
+import { needs } from '../helpers/needs';
 import { SleeveFixture, UNDERLAY_NET, peerName, podIp } from '../helpers/sleeve-fixture';
 import { Capture, type Ipv4Packet } from '../helpers/pcap';
 import { SLEEVE_PORT } from '../../src/datapath/sleeve/sleeve';
 
-const TOOLS = ['tcpdump', 'ethtool', 'nft', 'iperf3', 'nsenter'];
-const missing = TOOLS.filter((t) => spawnSync('sh', ['-c', `command -v ${t}`]).status !== 0);
-const skip = !isRoot() ? 'needs root' : missing.length ? `needs ${missing.join(', ')} (./build.sh --deps)` : undefined;
+const skip = needs({ root: true, tools: ['ip', 'tcpdump', 'ethtool', 'nft', 'iperf3', 'nsenter', 'bridge'] });
 
 /** 16 bytes that ping repeats through its payload. */
 const PATTERN = 'deadbeefcafef00d5eed1e55c0ffee42';

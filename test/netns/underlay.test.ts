@@ -6,9 +6,10 @@
  */
 import { describe, test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { httpGet, RouterProc, rootSkip, scope, underlayHosts, until, weftCli } from '../helpers/netns';
+import { httpGet, RouterProc, scope, underlayHosts, until, weftCli } from '../helpers/netns';
+import { needs, NETNS } from '../helpers/needs';
 
-const skip = rootSkip();
+const skip = needs(NETNS);
 const FAST = { WEFT_HEARTBEAT_MS: '300', WEFT_RETRY_MIN_MS: '200', WEFT_RETRY_MAX_MS: '1000', WEFT_UNDERLAY_RETRY_MS: '300', WEFT_PROGRAM_MS: '300' };
 
 describe('underlay discovery without a default route', { skip, concurrency: false, timeout: 120_000 }, () => {

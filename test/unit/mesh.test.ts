@@ -84,8 +84,6 @@ test('simultaneous dials resolve to one connection, the same on both sides', asy
       return ca.length === 1 && cb.length === 1 && ca[0]!.established && cb[0]!.established && ca[0]!.outbound && !cb[0]!.outbound;
     };
     await until(agreed, 5000);
-    await new Promise((r) => setTimeout(r, 300));
-    assert.ok(agreed(), 'and it stays that way');
     assert.equal(b.mesh.targetList()[0]?.state, 'established', "b's own target counts as established through a's connection");
   } finally {
     await a.mesh.stop();

@@ -71,12 +71,12 @@ test('unknown verb is code 4; versions too old for the verb are code 1', async (
 });
 
 test('router down: ADD is code 11 at once, STATUS code 50; errors carry the config version', async () => {
-  const t0 = Date.now();
   const add = await call(addEnv, JSON.stringify(conf));
   assert.equal(add.out.code, 11);
   assert.equal(add.out.cniVersion, '1.0.0');
-  assert.match(add.out.msg, /unreachable/);
-  assert.ok(Date.now() - t0 < 5000);
+  // "at once": the connection was refused for want of a socket, no deadline had to run out
+  assert.match(add.out.msg, /unreachable: no socket \(is `weft router` running\?\)/);
+  assert.doesNotMatch(add.out.msg, /did not answer/);
   const st = await call({ CNI_COMMAND: 'STATUS' }, JSON.stringify({ ...conf, cniVersion: '1.1.0' }));
   assert.equal(st.out.code, 50);
 });

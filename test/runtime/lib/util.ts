@@ -5,37 +5,20 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, chmodSync, constants, copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync } from 'node:fs';
 import { delimiter, dirname, join } from 'node:path';
-import { Netns, RouterProc, rootSkip, sleep, tryRun, WEFT_NET } from '../../helpers/netns';
+import { Netns, RouterProc, sleep, tryRun, WEFT_NET } from '../../helpers/netns';
+import { needs, NETNS } from '../../helpers/needs';
 
 /** A sleep that does not keep the process alive (for grace periods raced against exits). */
 export function idle(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms).unref());
 }
 
-/** Finds an executable on PATH, as spawn would. */
-export function which(cmd: string): string | undefined {
-  for (const d of (process.env.PATH ?? '').split(delimiter)) {
-    if (!d) continue;
-    const p = join(d, cmd);
-    try {
-      accessSync(p, constants.X_OK);
-      return p;
-    } catch {
-      /* next */
-    }
-  }
-  return undefined;
-}
-
-/** Why a runtime test cannot run here, or undefined when it can. */
+/**
+ * Why a runtime test cannot run here, or undefined when it can; under CI a missing program
+ * or file fails the test instead, naming it (see test/helpers/needs.ts).
+ */
 export function runtimeSkip(cmds: string[], files: string[] = []): string | undefined {
-  const base = rootSkip();
-  if (base) return base;
-  const missing = cmds.filter((c) => !which(c));
-  if (missing.length) return `missing ${missing.join(', ')} (apt-get install --no-install-recommends containerd runc podman containernetworking-plugins busybox-static iproute2 iptables iputils-ping)`;
-  const absent = files.filter((f) => !existsSync(f));
-  if (absent.length) return `missing ${absent.join(', ')}`;
-  return undefined;
+  return needs({ ...NETNS, tools: [...NETNS.tools!, ...cmds], files });
 }
 
 /** Polls `probe` until it returns a value other than undefined/false, or throws after `timeoutMs`. */
@@ -255,18 +238,9 @@ export function ensureMountPoint(path: string, c: Cleanup): void {
   }
 }
 
-/**
- * Stops a RouterProc: SIGTERM, SIGKILL after 10 s; its directory is left to the caller.
- * (RouterProc.kill keeps a 10 s timer alive after the exit, which holds the test process.)
- */
+/** Stops a RouterProc (SIGTERM, then SIGKILL); its directory is left to the caller. */
 export async function stopRouter(router: RouterProc): Promise<void> {
-  const p = router.proc;
-  if (!p || p.exitCode !== null || p.signalCode !== null) return;
-  const exited = new Promise<void>((r) => p.once('close', () => r()));
-  p.kill('SIGTERM');
-  if (await Promise.race([exited.then(() => true), idle(10_000).then(() => false)])) return;
-  p.kill('SIGKILL');
-  await Promise.race([exited, idle(5000)]);
+  await router.kill('SIGTERM').catch(() => router.kill('SIGKILL'));
 }
 
 /**
