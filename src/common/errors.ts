@@ -167,6 +167,7 @@ const byKind: Record<string, (msg: string) => WeftError> = {
   config: (m) => new ConfigError('', m),
   env: (m) => new EnvError('', m),
   decode: (m) => new DecodeError(m),
+  'unsupported-field': (m) => new UnsupportedFieldError('', m),
   version: (m) => new VersionError(m),
   'router-unavailable': (m) => new RouterUnavailableError(m),
   'no-space': (m) => new NoSpaceError(m),

@@ -56,7 +56,8 @@ export function parseNetConf(stdin: string): NetConf {
     throw new DecodeError(`stdin is not valid JSON: ${(e as Error).message}`);
   }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new DecodeError('stdin must be a JSON object');
-  const r = netConfSchema.safeParse(raw);
+  // reportInput: a field of the wrong type is named as such, not as missing
+  const r = netConfSchema.safeParse(raw, { reportInput: true });
   if (!r.success) throw zodToConfigError(r.error);
   return r.data;
 }

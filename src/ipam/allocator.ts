@@ -67,13 +67,20 @@ export class Allocator {
     this.cursors = { ...state.cursors };
   }
 
-  /** Puts a record back (after a load, or to undo a release that could not be committed). */
-  restore(rec: AllocationRecord): void {
+  /**
+   * Puts a record back (after a load, or to undo a release that could not be committed). An
+   * undo never takes an address back from an attachment that got it meanwhile: that one's
+   * allocation is what the next commit writes. Returns whether it was put back.
+   */
+  restore(rec: AllocationRecord): boolean {
     const a = parseAddrWithPrefix(rec.address);
-    if (!a) return;
+    if (!a) return false;
+    const holder = this.byAddr.get(a.addr);
+    if (holder && attachmentId(holder.rec) !== attachmentId(rec)) return false;
     const e = { rec, addr: a.addr };
     this.byKey.set(attachmentId(rec), e);
     this.byAddr.set(a.addr, e);
+    return true;
   }
 
   snapshot(): AllocatorState {

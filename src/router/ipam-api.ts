@@ -112,6 +112,8 @@ export class IpamApi {
         note(gatewayKey(req.bridge, subnet));
         gateway = (await gateways.gatewayFor(subnet)).address;
       }
+      // the pod's gateway, as `weft report` lists it
+      if (gateway) rec.gateway = addressOf(gateway);
     } catch (e) {
       for (const k of created) allocator.release(k);
       throw e;

@@ -225,3 +225,39 @@ test('space exchange: a malformed request is answered "bad request", never throw
   assert.deepEqual(got, [{ id: 'x1', ok: false, reason: 'bad request' }]);
   void a;
 });
+
+test('API: undoing a release whose commit failed never takes the address back from an ADD that got it meanwhile', async () => {
+  // commits wait until the test says how they end
+  const commits: ((e?: Error) => void)[] = [];
+  const nextCommit = async () => {
+    for (let i = 0; i < 100 && commits.length === 0; i++) await new Promise((r) => setImmediate(r));
+    const c = commits.shift();
+    assert.ok(c, 'a commit was asked for');
+    return c;
+  };
+  const net = new FakeNet();
+  const n = node(net, A, { mode: 'consensus', size: 1 });
+  await n.ipam.start();
+  const server = new IpamApi({
+    ipam: n.ipam,
+    commit: () => new Promise<void>((resolve, reject) => commits.push((e) => (e ? reject(e) : resolve()))),
+    bridge: { name: 'weave', ensure: async () => ({ ifname: 'weave', address: '02:aa:00:00:00:01', mtu: 1450, operstate: 'UP', flags: ['UP'] }) },
+    gateways: { gatewayFor: (s) => n.ipam.allocate(gatewayKey('weave', s), s, undefined, { bridge: 'weave' }), ensure: async () => undefined },
+    mtu: () => 1450,
+    log,
+  });
+  const first = server.allocate({ ...key('old'), bridge: 'weave', address: '10.32.9.9' });
+  (await nextCommit())();
+  await first;
+  const release = server.release(key('old'));
+  const failRelease = await nextCommit();
+  const add = server.allocate({ ...key('new'), bridge: 'weave', address: '10.32.9.9' });
+  const okAdd = await nextCommit();
+  failRelease(new Error('disk full'));
+  await assert.rejects(release, /disk full/);
+  okAdd();
+  await add;
+  assert.equal(n.ipam.allocator.get(key('new'))?.address, '10.32.9.9/12');
+  assert.equal(n.ipam.allocator.get(key('old')), undefined, 'the undo did not put the old holder back over the new one');
+  await n.ipam.stop();
+});
