@@ -21,6 +21,8 @@ export interface PaxosEntry {
   proposal?: Ballot;
   /** Observers take no part; they are listed so proposers do not wait for them. */
   observer?: boolean;
+  /** The N this participant was told (consensus=N): quorums use the largest N any participant has. */
+  size?: number;
 }
 
 export function cmpBallot(a: Ballot | undefined, b: Ballot | undefined): number {
@@ -42,13 +44,20 @@ export class Consensus {
     readonly observer: boolean,
   ) {}
 
+  /**
+   * N/2+1 of the largest N any participant was told: routers that counted the cluster at
+   * different moments (Kubernetes Nodes coming up) still need quorums that intersect.
+   */
   get quorum(): number {
-    return Math.floor(this.size / 2) + 1;
+    let n = this.size;
+    for (const e of this.entries.values()) if (!e.observer && typeof e.size === 'number' && e.size > n) n = e.size;
+    return Math.floor(n / 2) + 1;
   }
 
   private mine(): PaxosEntry {
     const e = this.entries.get(this.self);
-    return e ? { promised: e.promised, accepted: e.accepted, proposal: e.proposal, observer: e.observer } : { observer: this.observer || undefined };
+    const size = this.observer ? undefined : this.size;
+    return e ? { promised: e.promised, accepted: e.accepted, proposal: e.proposal, observer: e.observer, size } : { observer: this.observer || undefined, size };
   }
 
   merge(data: MapData<PaxosEntry>): MapData<PaxosEntry> | undefined {

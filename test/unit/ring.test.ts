@@ -97,3 +97,15 @@ test('consensus: without a quorum nothing is decided', () => {
   alone.step(() => true);
   assert.deepEqual(alone.decided(), [A]);
 });
+
+test('consensus: quorums use the largest N any participant was told', () => {
+  const a = new Consensus(A, 1, false);
+  assert.equal(a.quorum, 1);
+  const b = new Consensus(B, 5, false);
+  a.merge(b.step(() => true)!);
+  assert.equal(a.quorum, 3, 'B was told 5: A needs 3 too');
+  // A proposes, but alone it cannot decide with B's N known
+  const d = a.step((p) => p === A);
+  assert.ok(d);
+  assert.equal(a.decided(), undefined);
+});
