@@ -149,7 +149,8 @@ export class Router {
     }
 
     const underlay = new UnderlayFinder(
-      { log: child('underlay'), peers: () => mesh.targetList().filter((t) => t.explicit).map((t) => t.addr) },
+      // the flags' peers from the start (sources start after the underlay), then every source's
+      { log: child('underlay'), peers: () => [...new Set([...o.peers, ...mesh.targetList().filter((t) => t.explicit).map((t) => t.addr)])] },
       { advertiseAddr: o.advertiseAddr, iface: o.iface, ifaceCanReach: o.ifaceCanReach, ownDevices: ownDevice(o.bridge), retryMs: t.underlayRetryMs },
     );
     const prober = new Prober({ log: child('probe') });

@@ -8,7 +8,7 @@
  * pid), so the tests exercise what `weft sandbox` uses and keep no second copy of it.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -139,6 +139,7 @@ export class RouterProc {
     this.socket = join(this.dir, 'weft.sock');
     this.stateDir = join(this.dir, 'state');
     this.logFile = join(this.dir, 'router.log');
+    mkdirSync(this.dir, { recursive: true });
   }
 
   /**

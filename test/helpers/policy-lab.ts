@@ -165,7 +165,7 @@ export class PolicyLab {
     this.servers.push(child);
     return new Promise((resolve, reject) => {
       let out = '';
-      const timer = setTimeout(() => reject(new Error(`${argv.join(' ')} in ${ns.name}: not ready within 10 s: ${out}`)), 10_000);
+      const timer = setTimeout(() => reject(new Error(`${argv.join(' ')} in ${ns.name}: not ready within 30 s: ${out}`)), 30_000);
       child.stdout!.on('data', (d) => {
         out += d;
         if (out.includes('ready')) {
@@ -282,7 +282,7 @@ class Agent {
     let log = '';
     this.child.stderr!.on('data', (d) => (log += d));
     this.ready = new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`probe agent in ${ns.name}: not ready within 10 s: ${log}`)), 10_000);
+      const timer = setTimeout(() => reject(new Error(`probe agent in ${ns.name}: not ready within 30 s: ${log}`)), 30_000);
       createInterface({ input: this.child.stdout! }).on('line', (line) => {
         if (line === 'ready') {
           clearTimeout(timer);
