@@ -15,13 +15,22 @@ export type MapData<T> = Record<string, Versioned<T>>;
 /** JSON with object keys sorted, so equal values serialise alike whatever order their keys came in. */
 export function canonical(x: unknown): string {
   if (x === null || typeof x !== 'object') return JSON.stringify(x) ?? 'null';
-  if (Array.isArray(x)) return `[${x.map(canonical).join(',')}]`;
+  if (Array.isArray(x)) {
+    let s = '[';
+    for (let i = 0; i < x.length; i++) s += (i ? ',' : '') + canonical(x[i]);
+    return s + ']';
+  }
   const o = x as Record<string, unknown>;
-  return `{${Object.keys(o)
-    .filter((k) => o[k] !== undefined)
-    .sort()
-    .map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`)
-    .join(',')}}`;
+  const keys = Object.keys(o).sort();
+  let s = '{';
+  let first = true;
+  for (const k of keys) {
+    const v = o[k];
+    if (v === undefined) continue;
+    s += (first ? '' : ',') + JSON.stringify(k) + ':' + canonical(v);
+    first = false;
+  }
+  return s + '}';
 }
 
 /** True when `a` should replace `b`. */
@@ -55,18 +64,23 @@ export class VersionedMap<T> {
   /** Per bucket: the sum of the entries' hashes, and the keys in it (kept as entries change). */
   private readonly sums = new Array<number>(BUCKETS).fill(0);
   private readonly bucketKeys: Set<string>[] = Array.from({ length: BUCKETS }, () => new Set<string>());
+  /** Each entry's hash, as added to its bucket (so replacing it need not hash the old entry again). */
+  private readonly hashes = new Map<string, number>();
 
   /** Every write goes through here, so the digest never has to be computed from scratch. */
   private write(key: string, e: Versioned<T> | undefined): void {
     const b = bucketOf(key);
-    const prev = this.entries.get(key);
-    if (prev) this.sums[b] = (this.sums[b]! - entryHash(key, prev)) >>> 0;
+    const prev = this.hashes.get(key);
+    if (prev !== undefined) this.sums[b] = (this.sums[b]! - prev) >>> 0;
     if (e) {
+      const h = entryHash(key, e);
       this.entries.set(key, e);
-      this.sums[b] = (this.sums[b]! + entryHash(key, e)) >>> 0;
+      this.hashes.set(key, h);
+      this.sums[b] = (this.sums[b]! + h) >>> 0;
       this.bucketKeys[b]!.add(key);
     } else {
       this.entries.delete(key);
+      this.hashes.delete(key);
       this.bucketKeys[b]!.delete(key);
     }
   }

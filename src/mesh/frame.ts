@@ -18,17 +18,30 @@ export function encodeFrame(msg: unknown): Buffer {
 /** Accumulates bytes and yields whole frames. */
 export class FrameReader {
   private buf: Buffer = Buffer.alloc(0);
+  /** Chunks not yet joined: a large frame arriving in many pieces is copied once, not once per piece. */
+  private parts: Buffer[] = [];
+  private partsLen = 0;
+  private need = 4;
 
   constructor(private readonly max = MAX_FRAME) {}
 
   /** Returns the frames completed by `chunk`; throws FrameError on a bad or oversized frame. */
   push(chunk: Buffer): Record<string, unknown>[] {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+    this.parts.push(chunk);
+    this.partsLen += chunk.length;
+    if (this.buf.length + this.partsLen < this.need) return [];
+    this.buf = Buffer.concat(this.buf.length ? [this.buf, ...this.parts] : this.parts);
+    this.parts = [];
+    this.partsLen = 0;
     const out: Record<string, unknown>[] = [];
+    this.need = 4;
     while (this.buf.length >= 4) {
       const len = this.buf.readUInt32BE(0);
       if (len > this.max) throw new FrameError(`frame of ${len} bytes exceeds ${this.max}`);
-      if (this.buf.length < 4 + len) break;
+      if (this.buf.length < 4 + len) {
+        this.need = 4 + len;
+        break;
+      }
       const body = this.buf.subarray(4, 4 + len);
       this.buf = this.buf.subarray(4 + len);
       let msg: unknown;

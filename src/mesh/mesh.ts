@@ -22,7 +22,7 @@ import type { PeerTargets } from './peer-source';
 import type { Message } from './protocol';
 import type { RouteTable } from './routes';
 import { NeighbourRing } from './neighbours';
-import { Topology, type PeerMeta, type PeerView } from './topology';
+import { ROUTES_EVERY_MS, Topology, type PeerMeta, type PeerView } from './topology';
 import { tcpTransport, type MeshTransport } from './transport';
 
 export interface MeshComponents {
@@ -367,16 +367,17 @@ export class Mesh implements Startable, PeerTargets {
   private topoTimer: NodeJS.Timeout | undefined;
   private lastReachable: ReadonlySet<string> = new Set();
 
-  /** Topology changes come in bursts: react once per burst. */
+  /** Topology changes come in bursts: react once per burst, on fresh routes. */
   private topologyChanged(): void {
     if (this.topoTimer || this.stopped) return;
     this.topoTimer = setTimeout(() => {
       this.topoTimer = undefined;
       this.onTopology();
-    }, 0);
+    }, ROUTES_EVERY_MS);
   }
 
   private onTopology(): void {
+    this.topology.refresh();
     const peers = this.topology.peers();
     const reachable = peers.filter((e) => e.reachable);
     const explicit = this.maker.list().filter((t) => t.explicit).length;

@@ -10,7 +10,7 @@
 export interface RouteEntry {
   name: string;
   /** Peers it reports established connections to. */
-  conns: readonly string[];
+  conns: readonly string[] | ReadonlySet<string>;
 }
 
 export interface RouteTable {
@@ -24,10 +24,17 @@ export interface RouteTable {
 
 /** Breadth-first search from `self` over symmetric edges. */
 export function computeRoutes(self: string, entries: Iterable<RouteEntry>): RouteTable {
-  const conns = new Map<string, Set<string>>();
-  for (const e of entries) conns.set(e.name, new Set(e.conns));
-  const neighbours = (n: string): string[] =>
-    [...(conns.get(n) ?? [])].filter((m) => m !== n && conns.get(m)?.has(n)).sort();
+  const conns = new Map<string, ReadonlySet<string> | readonly string[]>();
+  for (const e of entries) conns.set(e.name, e.conns);
+  const has = (n: string, m: string) => {
+    const c = conns.get(n);
+    return c ? ('has' in c ? c.has(m) : c.includes(m)) : false;
+  };
+  const neighbours = (n: string): string[] => {
+    const out: string[] = [];
+    for (const m of conns.get(n) ?? []) if (m !== n && has(m, n)) out.push(m);
+    return out.sort();
+  };
   const nextHop = new Map<string, string>();
   const distance = new Map<string, number>([[self, 0]]);
   const queue: string[] = [self];

@@ -50,6 +50,9 @@ const peerSchema = z.object({ nickname: z.string(), uid: z.string(), addr: z.opt
 const edgeSchema = z.object({ up: z.boolean(), v: z.number() });
 
 type PeerValue = Omit<PeerEntry, 'name' | 'conns'>;
+
+/** How often readers may see routes recomputed after a change (the mesh itself refreshes when it reacts). */
+export const ROUTES_EVERY_MS = 50;
 type EdgeValue = { up: boolean };
 /** A value of the channel: a peer (`p:NAME`) or a connection (`e:FROM>TO`). */
 export type TopoValue = PeerValue | EdgeValue;
@@ -64,6 +67,11 @@ export class Topology implements Gossiper<TopoValue> {
   /** Up edges by writer (derived from the map). */
   private readonly out = new Map<string, Set<string>>();
   private table: RouteTable | undefined;
+  private tableAt = 0;
+  private dirty = true;
+  private view: PeerView[] | undefined;
+  /** Each peer's connections, sorted, built when first asked after a change of its edges. */
+  private readonly sortedConns = new Map<string, string[]>();
   private mine = new Set<string>();
 
   constructor(
@@ -160,6 +168,7 @@ export class Topology implements Gossiper<TopoValue> {
   remove(name: string): void {
     for (const k of this.map.keys()) if (writerOf(k) === name) this.map.delete(k);
     this.out.delete(name);
+    this.sortedConns.delete(name);
     this.touch();
   }
 
@@ -168,13 +177,15 @@ export class Topology implements Gossiper<TopoValue> {
     const a = k.slice(2, k.indexOf('>'));
     const b = k.slice(k.indexOf('>') + 1);
     const up = (this.map.get(k) as EdgeValue | undefined)?.up ?? false;
+    this.sortedConns.delete(a);
     let s = this.out.get(a);
     if (up) (s ??= this.out.set(a, new Set()).get(a)!).add(b);
     else s?.delete(b);
   }
 
   private touch(): void {
-    this.table = undefined;
+    this.dirty = true;
+    this.view = undefined;
     this.changed();
   }
 
@@ -183,11 +194,24 @@ export class Topology implements Gossiper<TopoValue> {
     return this.out.get(a)?.has(b) ?? false;
   }
 
+  /**
+   * The routes, recomputed after a change at most once per `ROUTES_EVERY_MS` for readers (a
+   * burst of gossip changes the topology hundreds of times a second); `refresh()` forces it.
+   */
   get routes(): RouteTable {
-    this.table ??= computeRoutes(
+    if (!this.table || (this.dirty && Date.now() - this.tableAt >= ROUTES_EVERY_MS)) this.refresh();
+    return this.table!;
+  }
+
+  /** Recomputes the routes now. */
+  refresh(): RouteTable {
+    this.table = computeRoutes(
       this.self.name,
-      this.names().map((name) => ({ name, conns: [...(this.out.get(name) ?? [])] })),
+      this.names().map((name) => ({ name, conns: this.out.get(name) ?? [] })),
     );
+    this.tableAt = Date.now();
+    this.dirty = false;
+    this.view = undefined;
     return this.table;
   }
 
@@ -196,16 +220,17 @@ export class Topology implements Gossiper<TopoValue> {
   }
 
   private names(): string[] {
-    return this.map
-      .keys()
-      .filter((k) => k.startsWith('p:'))
-      .map((k) => k.slice(2));
+    const out: string[] = [];
+    for (const k of this.map.keys()) if (k.startsWith('p:')) out.push(k.slice(2));
+    return out;
   }
 
   get(name: string): PeerEntry | undefined {
     const p = this.map.get(peerKey(name)) as Versioned<PeerValue> | undefined;
     if (!p) return undefined;
-    return { name, nickname: p.nickname, uid: p.uid, addr: p.addr, meta: p.meta, conns: [...(this.out.get(name) ?? [])].sort() };
+    let conns = this.sortedConns.get(name);
+    if (!conns) this.sortedConns.set(name, (conns = [...(this.out.get(name) ?? [])].sort()));
+    return { name, nickname: p.nickname, uid: p.uid, addr: p.addr, meta: p.meta, conns };
   }
 
   /** How many peers are known, this router included. */
@@ -213,8 +238,12 @@ export class Topology implements Gossiper<TopoValue> {
     return this.names().length;
   }
 
+  /** Every known peer, as of the last change (the list is built once per change). */
   peers(): PeerView[] {
-    const reach = this.routes.reachable;
-    return this.names().map((n) => ({ ...this.get(n)!, reachable: reach.has(n) }));
+    if (!this.view) {
+      const reach = this.routes.reachable;
+      this.view = this.names().map((n) => ({ ...this.get(n)!, reachable: reach.has(n) }));
+    }
+    return this.view;
   }
 }

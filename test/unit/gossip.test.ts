@@ -120,9 +120,12 @@ test('topology: routes need both ends; a stale copy of our own key is written ov
   const t = new Topology({ name: 'a', uid: 'new' }, () => undefined);
   t.setSelf({ name: 'a', nickname: 'A', uid: 'new', conns: ['b'], meta: {} });
   t.merge({ 'p:b': { nickname: 'B', uid: 'x', meta: {}, v: 5 }, 'e:b>a': { up: true, v: 5 }, 'e:b>c': { up: true, v: 5 }, 'p:c': { nickname: 'C', uid: 'y', meta: {}, v: 5 } } as never);
+  t.refresh();
   assert.ok(t.isReachable('b'));
   assert.equal(t.isReachable('c'), false, 'c does not report b');
   t.merge({ 'e:c>b': { up: true, v: 6 } } as never);
+  assert.equal(t.isReachable('c'), false, 'readers may see routes up to ROUTES_EVERY_MS old');
+  t.refresh();
   assert.ok(t.isReachable('c'));
   assert.equal(t.routes.nextHop.get('c'), 'b');
   // an older incarnation of a reported a connection to z: buried under a tombstone above it
