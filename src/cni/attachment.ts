@@ -1,19 +1,20 @@
 /** What ADD, DEL, CHECK and GC share: the attachment key, the router client, releasing. */
 import { statSync } from 'node:fs';
 import { RouterClient } from '../common/client';
-import { nodeCrypto } from '../common/lazy';
 import { ConfigError, EnvError, RouterUnavailableError, UnsupportedFieldError } from '../common/errors';
-import { isMac, parseAddrWithPrefix, parseCidr, randomMac } from '../common/ip';
+import { isMac, parseAddrWithPrefix, parseCidr } from '../common/ip';
 import { capability, DEFAULT_BRIDGE, DEFAULT_SOCKET, type NetConf } from '../common/netconf';
 import { spoolDirFor, spoolRelease } from '../common/spool';
 import type { AllocateRequest, AttachmentKey, ReleaseResponse } from '../common/api';
 import type { Logger } from '../common/log';
 import type { CniEnv } from './env';
+import type { Trace } from './trace';
 
 export interface Ctx {
   env: CniEnv;
   conf: NetConf;
   log: Logger;
+  trace: Trace;
 }
 
 export function keyOf(ctx: Ctx): AttachmentKey {
@@ -75,8 +76,11 @@ function requestedMac(ctx: Ctx): string | undefined {
   return undefined;
 }
 
-/** Builds the allocation request ADD sends; validates what the router cannot see (field names). */
-export function allocateRequest(ctx: Ctx): AllocateRequest & { mac: string } {
+/**
+ * Builds the allocation request ADD sends; validates what the router cannot see (field names).
+ * Without a MAC asked for, `mac` is absent and the router picks one.
+ */
+export function allocateRequest(ctx: Ctx): AllocateRequest {
   const ipamType = ctx.conf.ipam?.type;
   if (ipamType !== undefined && ipamType !== 'weft' && ipamType !== '') {
     throw new UnsupportedFieldError('ipam.type', `"${ipamType}": weft's router owns pod addresses; leave ipam.type out`);
@@ -91,7 +95,7 @@ export function allocateRequest(ctx: Ctx): AllocateRequest & { mac: string } {
     bridge: bridgeOf(ctx.conf),
     address: requestedAddress(ctx),
     subnet,
-    mac: requestedMac(ctx) ?? randomMac(nodeCrypto().randomBytes(6)),
+    mac: requestedMac(ctx),
     pod: podNamespace || podName ? { namespace: podNamespace, name: podName } : undefined,
   };
 }

@@ -103,6 +103,11 @@ export class ExistsError extends SysError {
   override readonly kind = 'exists';
 }
 
+/** The router has no such endpoint (an older router than this plugin or CLI). */
+export class NotFoundError extends WeftError {
+  override readonly kind = 'not-found';
+}
+
 /** A request to the router was malformed (CLI or plugin sent something the API rejects). */
 export class BadRequestError extends WeftError {
   override readonly kind = 'bad-request';
@@ -124,6 +129,7 @@ const byKind: Record<string, (msg: string) => WeftError> = {
   exists: (m) => new ExistsError(m),
   'address-not-found': (m) => new AddressNotFoundError(m),
   'bad-request': (m) => new BadRequestError(m),
+  'not-found': (m) => new NotFoundError(m),
 };
 
 /** Wire form of an error in router API responses. */

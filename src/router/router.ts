@@ -27,6 +27,9 @@ import type { RouterOptions } from './options';
 import type { ConnectionReport, Report } from './report';
 import { replaceAddress, removeAddress, listAddresses, setMaster } from '../sys/link';
 import { hostVethName } from '../common/api';
+import { PodLinks } from '../datapath/pod-links';
+import { WarmIp } from '../sys/warm';
+import { CniApi } from './cni-api';
 
 export const VERSION = '0.1.0';
 
@@ -232,6 +235,12 @@ export class Router {
       observe: (op, r, s) => this.onApi?.(op, r, s),
     }).register(this.api);
     this.registerApi();
+    // speed (issue 11): the CNI verbs' netlink work, done here through warm `ip` processes
+    const warmIp = new WarmIp();
+    await warmIp.start();
+    const podLinks = new PodLinks({ ip: warmIp, attachments: () => this.ipam.allocator.list(), log: this.log.child({ component: 'pods' }) });
+    await podLinks.start();
+    new CniApi({ ipam: this.ipam, store: this.store as JsonStore<unknown>, host: this.host, links: podLinks, mtu: () => this.mtu, log: this.log, observe: (op, r, s) => this.onApi?.(op, r, s) }).register(this.api);
     await this.api.listen(o.socket);
     await this.publishStateDir();
 

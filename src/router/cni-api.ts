@@ -1,0 +1,171 @@
+/**
+ * The CNI verbs' work in the router: POST /v1/cni/add, /v1/cni/del, /v1/cni/check (contracts
+ * in src/common/api.ts). The plugin sends one request per verb and prints the answer.
+ *
+ * ADD makes the host end of the pair while the allocation is being committed (both need only
+ * the bridge), then configures the pod's end once the address is durable; any failure undoes
+ * what was made before the error is answered. DEL takes the host end down, then releases the
+ * address durably, and leaves the deletion of the pair to PodLinks. Every answer can carry the
+ * milliseconds of each step (`trace`), the store's fsync apart.
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { randomBytes } from 'node:crypto';
+import * as z from 'zod/mini';
+import {
+  cniAddRequestSchema,
+  cniCheckRequestSchema,
+  cniDelRequestSchema,
+  hostVethName,
+  type AttachmentKey,
+  type CniAddResponse,
+  type CniCheckResponse,
+  type CniDelResponse,
+  type Timing,
+} from '../common/api';
+import { BadRequestError, ConfigError } from '../common/errors';
+import { randomMac } from '../common/ip';
+import type { Logger } from '../common/log';
+import { zodToConfigError } from '../common/netconf';
+import { verifyAttachment } from '../common/pod-check';
+import type { HostNetwork } from '../datapath/host';
+import type { PodLinks } from '../datapath/pod-links';
+import type { IpamService } from '../ipam/service';
+import type { JsonStore } from '../ipam/store';
+import type { ApiServer } from './http';
+import { IpamApi } from './ipam-api';
+
+export interface CniApiComponents {
+  ipam: IpamService;
+  store: JsonStore<unknown>;
+  host: HostNetwork;
+  links: PodLinks;
+  /** The pod MTU the router derived. */
+  mtu(): number;
+  log: Logger;
+  /** Counts requests by verb and result (for metrics). */
+  observe?: (op: string, result: 'ok' | 'error', seconds: number) => void;
+}
+
+/** The timing record of the request being served, for the commit wrapper below. */
+const current = new AsyncLocalStorage<Timing>();
+
+/** The store with each commit's time added to the current request's `fsync`. */
+function timedCommits<T extends { commit(): Promise<void> }>(store: T): T {
+  const commit = async (): Promise<void> => {
+    const t0 = performance.now();
+    try {
+      await store.commit();
+    } finally {
+      const t = current.getStore();
+      if (t) t.fsync = (t.fsync ?? 0) + (performance.now() - t0);
+    }
+  };
+  return new Proxy(store, { get: (target, prop, recv) => (prop === 'commit' ? commit : Reflect.get(target, prop, recv)) });
+}
+
+function parse<T>(schema: z.ZodMiniType<T>, body: unknown): T {
+  const r = schema.safeParse(body);
+  if (!r.success) throw new BadRequestError(zodToConfigError(r.error).message);
+  return r.data;
+}
+
+const keyOf = (r: AttachmentKey): AttachmentKey => ({ network: r.network, containerId: r.containerId, ifname: r.ifname });
+
+export class CniApi {
+  private readonly ipamApi: IpamApi;
+
+  constructor(private readonly c: CniApiComponents) {
+    this.ipamApi = new IpamApi({ ipam: c.ipam, store: timedCommits(c.store), host: c.host, mtu: c.mtu, log: c.log });
+  }
+
+  register(api: ApiServer): void {
+    const served =
+      (op: string, h: (b: unknown, t: Timing) => Promise<object>) =>
+      (b: unknown): Promise<object> => {
+        const timing: Timing = {};
+        const t0 = performance.now();
+        return current.run(timing, async () => {
+          try {
+            const r = await h(b, timing);
+            this.c.observe?.(op, 'ok', (performance.now() - t0) / 1000);
+            timing.total = performance.now() - t0;
+            return (b as { trace?: unknown })?.trace === true ? { ...r, timing } : r;
+          } catch (e) {
+            this.c.observe?.(op, 'error', (performance.now() - t0) / 1000);
+            throw e;
+          }
+        });
+      };
+    api
+      .on('POST', '/v1/cni/add', served('add', (b, t) => this.add(b, t)))
+      .on('POST', '/v1/cni/del', served('del', (b, t) => this.del(b, t)))
+      .on('POST', '/v1/cni/check', served('check', (b, t) => this.check(b, t)));
+  }
+
+  async add(body: unknown, timing: Timing = {}): Promise<CniAddResponse> {
+    const req = parse(cniAddRequestSchema, body);
+    const { host, links } = this.c;
+    if (req.bridge !== host.o.bridge) throw new ConfigError('bridge', `"${req.bridge}": this router serves bridge "${host.o.bridge}"`);
+    const key = keyOf(req);
+    const hostName = hostVethName(key);
+    return links.withName(hostName, async () => {
+      const step = <T>(name: string, p: Promise<T>): Promise<T> => {
+        const t0 = performance.now();
+        return p.finally(() => (timing[name] = performance.now() - t0));
+      };
+      await step('bridge', host.ensureBridge());
+      const hostMac = randomMac(randomBytes(6));
+      const mac = req.mac ?? randomMac(randomBytes(6));
+      const mtu = req.mtu ?? this.c.mtu();
+      const [pair, alloc] = await Promise.allSettled([
+        step('hostLink', links.createPair({ hostName, hostMac, bridge: req.bridge, mtu, hairpin: req.hairpin, netns: req.netns, ifname: req.ifname, mac })),
+        step('allocate', this.ipamApi.allocate({ ...key, bridge: req.bridge, address: req.address, subnet: req.subnet, mac, pod: req.pod })),
+      ]);
+      if (alloc.status === 'rejected') {
+        if (pair.status === 'fulfilled') await links.remove(hostName);
+        throw alloc.reason;
+      }
+      const a = alloc.value;
+      try {
+        if (pair.status === 'rejected') throw pair.reason;
+        await step('podLink', links.configure({ netns: req.netns, ifname: req.ifname, addresses: [a.address], gateway: a.gateway }));
+      } catch (e) {
+        // leave nothing half-made: the pair goes (its peer with it) and the address is released
+        await links.remove(hostName).catch((re) => this.c.log.error({ veth: hostName, err: (re as Error).message }, 'removing the pair after a failed ADD'));
+        await this.ipamApi.release(key).catch((re) => this.c.log.error({ containerId: key.containerId, err: (re as Error).message }, 'release after a failed ADD'));
+        throw e;
+      }
+      return { ...a, mtu, hostVeth: { name: hostName, mac: hostMac }, mac };
+    });
+  }
+
+  async del(body: unknown, timing: Timing = {}): Promise<CniDelResponse> {
+    const key = keyOf(parse(cniDelRequestSchema, body));
+    const hostName = hostVethName(key);
+    return this.c.links.withName(hostName, async () => {
+      let t0 = performance.now();
+      // off the wire before the address can be handed out again
+      const vethExisted = await this.c.links.detach(hostName);
+      timing.hostLink = performance.now() - t0;
+      t0 = performance.now();
+      const r = await this.ipamApi.release(key);
+      timing.release = performance.now() - t0;
+      return { ...r, vethExisted };
+    });
+  }
+
+  async check(body: unknown, timing: Timing = {}): Promise<CniCheckResponse> {
+    const req = parse(cniCheckRequestSchema, body);
+    const key = keyOf(req);
+    const hostName = hostVethName(key);
+    const t0 = performance.now();
+    const [h, p] = await Promise.all([this.c.links.inspectHost(req.bridge, hostName), this.c.links.inspectPod(req.netns, req.ifname)]);
+    timing.inspect = performance.now() - t0;
+    const rec = this.c.ipam.allocator.get(key);
+    verifyAttachment(
+      { containerId: key.containerId, ifname: key.ifname, netns: req.netns, bridge: req.bridge, hostName, record: rec, addresses: req.addresses, gateway: req.gateway },
+      { ...h, ...p },
+    );
+    return {};
+  }
+}
