@@ -1,5 +1,5 @@
+/** The plugin's process: stdin, environment and file descriptors around runPlugin. */
 import { readFileSync, writeSync } from 'node:fs';
-import * as v8 from 'node:v8';
 import { runPlugin } from '../cni/main';
 
 /** Writes straight to the descriptor: no stream to set up for a few hundred bytes. */
@@ -18,7 +18,7 @@ function writeFd(fd: number, s: string): void {
   }
 }
 
-function main(): void {
+export function runPluginProcess(): void {
   void runPlugin({
     env: process.env,
     readStdin: () => readFileSync(0, 'utf8'),
@@ -26,8 +26,3 @@ function main(): void {
     stderr: (s) => writeFd(2, s),
   }).then((code) => (process.exitCode = code));
 }
-
-// Built into a V8 startup snapshot (build.sh), the modules above are initialised at build
-// time and every CNI call starts from the ready heap; run plainly otherwise.
-if (v8.startupSnapshot?.isBuildingSnapshot()) v8.startupSnapshot.setDeserializeMainFunction(main);
-else main();

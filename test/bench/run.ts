@@ -35,6 +35,7 @@ import { Netns, RouterProc, ROOT, WEFT, WEFT_NET, isRoot, netConf, uid } from '.
 import { commandLine, inNetns, timedRun, timedRunWithRss, TIME_BIN, type Invocation, type Timed } from './invoke';
 import { fmt, markdownTable, median, percentile, ratio, round } from './stats';
 import { jsonRows, loadNow, rowsTable, type BenchContext, type Row } from './common';
+import { breakdownTable, parseTrace, type Traced } from './breakdown';
 import { throughputBench } from './throughput';
 import { convergeBench } from './converge';
 
@@ -128,13 +129,15 @@ interface Samples {
   check: number[];
   del: number[];
   rss: number[];
+  /** weft-net's WEFT_TRACE lines of the timed calls, by verb. */
+  traces: Record<'ADD' | 'CHECK' | 'DEL', Traced[]>;
   failures: { verb: string; iteration: number; error: string }[];
   lastInv: Partial<Record<'ADD' | 'CHECK' | 'DEL' | 'RSS', Invocation>>;
 }
 
-const newSamples = (): Samples => ({ add: [], check: [], del: [], rss: [], failures: [], lastInv: {} });
+const newSamples = (): Samples => ({ add: [], check: [], del: [], rss: [], traces: { ADD: [], CHECK: [], DEL: [] }, failures: [], lastInv: {} });
 
-function cniEnvFor(verb: string, containerId: string, pod: Netns): Record<string, string> {
+function cniEnvFor(verb: string, containerId: string, pod: Netns, traced: boolean): Record<string, string> {
   return {
     PATH: BASE_PATH,
     CNI_PATH: REF_DIR,
@@ -142,13 +145,15 @@ function cniEnvFor(verb: string, containerId: string, pod: Netns): Record<string
     CNI_CONTAINERID: containerId,
     CNI_NETNS: pod.path,
     CNI_IFNAME: 'eth0',
+    // weft-net writes where its time went to stderr (src/cni/trace.ts); the reference ignores it
+    ...(traced ? { WEFT_TRACE: '1' } : {}),
   };
 }
 
 function invocation(s: Subject, verb: string, containerId: string, pod: Netns, conf: Record<string, unknown>, confName: string): Invocation {
   return {
     argv: inNetns(s.host, [s.plugin]),
-    env: cniEnvFor(verb, containerId, pod),
+    env: cniEnvFor(verb, containerId, pod, s.key === 'weft'),
     stdin: JSON.stringify(conf),
     stdinName: confName,
     timeoutMs: CALL_TIMEOUT_MS,
@@ -198,6 +203,10 @@ function cycle(s: Subject, iteration: number, out: Samples, warm: boolean): void
       out.add.push(add.ms);
       if (!check.error) out.check.push(check.ms);
       if (!del.error) out.del.push(del.ms);
+      for (const [verb, r] of [['ADD', add], ['CHECK', check], ['DEL', del]] as const) {
+        const trace = r.error ? undefined : parseTrace(r.stderr);
+        if (trace) out.traces[verb].push({ trace, wallMs: r.ms });
+      }
       out.lastInv.ADD = addInv;
       out.lastInv.CHECK = checkInv;
       out.lastInv.DEL = delInv;
@@ -404,6 +413,13 @@ async function main(): Promise<number> {
   addRow('DEL p90 (ms), ref ipMasq true', 'ms', W.del, M.del, p90, vs(W.lastInv.DEL, M.lastInv.DEL));
   addRow('CHECK median (ms)', 'ms', W.check, R.check, median, vs(W.lastInv.CHECK, R.lastInv.CHECK));
   addRow('CHECK p90 (ms)', 'ms', W.check, R.check, p90, vs(W.lastInv.CHECK, R.lastInv.CHECK));
+  // the goal of issue 11: the plugin's own work (its call less a bare Node start) within the reference's whole call
+  const node = median(startup.node.samples);
+  const own = (xs: number[]) => xs.map((x) => x - node);
+  addRow('ADD median less Node 24 start-up (ms), vs reference ADD', 'ms', own(W.add), R.add, median, `(${vs(W.lastInv.ADD, R.lastInv.ADD)}) less median of \`${commandLine(startup.node.inv)}\``);
+  addRow('CHECK median less Node 24 start-up (ms), vs reference CHECK', 'ms', own(W.check), R.check, median, `(${vs(W.lastInv.CHECK, R.lastInv.CHECK)}) less the same`);
+  addRow('DEL median less Node 24 start-up (ms), vs reference DEL', 'ms', own(W.del), R.del, median, `(${vs(W.lastInv.DEL, R.lastInv.DEL)}) less the same`);
+  addRow('DEL median less Node 24 start-up (ms), vs reference DEL with ipMasq', 'ms', own(W.del), M.del, median, `(${vs(W.lastInv.DEL, M.lastInv.DEL)}) less the same`);
   addRow('start-up median (ms), vs Node 24 `node -e 0`', 'ms', startup.weft.samples, startup.node.samples, median, vs(startup.weft.inv, startup.node.inv));
   addRow('start-up median (ms), vs bridge VERSION', 'ms', startup.weft.samples, startup.bridge.samples, median, vs(startup.weft.inv, startup.bridge.inv));
   addRow('start-up p90 (ms), vs bridge VERSION', 'ms', startup.weft.samples, startup.bridge.samples, p90, vs(startup.weft.inv, startup.bridge.inv));
@@ -438,6 +454,8 @@ async function main(): Promise<number> {
   );
   if (truncated) out.push('', `**Stopped early: BENCH_DEADLINE_S passed; see the n= counts.**`);
   out.push('', table, '');
+  out.push(`Where weft-net's time goes (its WEFT_TRACE line of each timed call, medians; marks are ms since the process started, router steps as the router timed them; Node 24 \`node -e 0\` median in this run: ${fmt(median(startup.node.samples), 2)} ms):`, '');
+  out.push(breakdownTable(W.traces), '');
   out.push(`Configs on stdin (\`+prevResult\` = the same with the ADD's result as prevResult; temp paths vary per run):`, '');
   for (const [name, c] of Object.entries(confs)) out.push(`- \`${name}\`: \`${JSON.stringify(c)}\``);
   const m = { ...machine(), loadavgBefore: loadBefore, loadavgAfter: loadavg().map((x) => round(x, 2)) };
@@ -464,7 +482,13 @@ async function main(): Promise<number> {
       ...Object.fromEntries(
         subjects.map((s) => [
           s.key,
-          { add: samples[s.key].add.map((x) => round(x)), check: samples[s.key].check.map((x) => round(x)), del: samples[s.key].del.map((x) => round(x)), rssKiB: samples[s.key].rss },
+          {
+            add: samples[s.key].add.map((x) => round(x)),
+            check: samples[s.key].check.map((x) => round(x)),
+            del: samples[s.key].del.map((x) => round(x)),
+            rssKiB: samples[s.key].rss,
+            ...(s.key === 'weft' ? { traces: samples[s.key].traces } : {}),
+          },
         ]),
       ),
     },
