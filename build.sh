@@ -34,11 +34,14 @@ node_modules/.bin/ncc build src/bin/weft.ts -o build/weft --minify --no-source-m
 # initialised at build time (the snapshot builder has no 'module' object: give it one)
 { echo 'var module = { exports: {} };'; cat build/main/index.js; } > build/main/snapshot.js
 # the router+CLI bundle rides along as an asset, with V8's code cache for it; V8 accepts only
-# a cache this executable made itself, so a first build runs `weft version` and hands it out
+# a cache this executable made itself, so a first build runs `weft version` and hands it out.
+# --no-rehash-snapshot: see src/bin/main.ts (the router rehashes); Node flags reach the
+# executable as `weft --node-options="--cpu-prof" router ...` (NODE_OPTIONS is not read)
 sea() {
   cat > build/weft.sea.json <<JSON
 { "main": "build/main/snapshot.js", "output": "build/weft.blob",
   "disableExperimentalSEAWarning": true, "useSnapshot": true,
+  "execArgv": ["--no-rehash-snapshot"], "execArgvExtension": "cli",
   "assets": { "weft.js": "build/weft/index.js", "weft.cache": "build/weft.cache" } }
 JSON
   # fixed seeds: the two builds give the same heap, and V8 takes the cache of the first in the second

@@ -10,6 +10,7 @@
  */
 import { basename, dirname } from 'node:path';
 import * as v8 from 'node:v8';
+import { warmUp } from '../cni/warm-up';
 import { runPluginProcess } from './weft-net';
 
 export const PLUGIN_NAME = 'weft-net';
@@ -28,6 +29,29 @@ export function invokedAs(argv0: string = process.argv0): string {
   return basename(argv0 || process.execPath);
 }
 
+/** The subcommand of `weft [--socket PATH] COMMAND ...`. */
+export function subcommand(args: readonly string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--socket') i++;
+    else if (!a.startsWith('-')) return a;
+  }
+  return undefined;
+}
+
+/**
+ * The executable starts with --no-rehash-snapshot (build.sh): V8 then keeps the hash seed baked
+ * into the snapshot instead of rehashing every table of it, which is a sizeable part of a CNI
+ * call's start-up. A fixed seed is harmless in a process that lives for one call on input from
+ * the runtime, but a daemon reading the network should hash with a seed of its own: the router
+ * replaces itself (same pid) with a run that rehashes.
+ */
+function rehashForDaemon(): void {
+  const args = process.argv.slice(2);
+  if (subcommand(args) !== 'router' || !process.execArgv.includes('--no-rehash-snapshot') || process.execArgv.includes('--rehash-snapshot')) return;
+  process.execve!(process.execPath, [process.argv0, '--node-options=--rehash-snapshot', ...args], process.env);
+}
+
 /* eslint-disable @typescript-eslint/no-require-imports */
 function runCli(): void {
   const sea = require('node:sea') as typeof import('node:sea');
@@ -37,6 +61,7 @@ function runCli(): void {
     createRequire(__filename)('./weft');
     return;
   }
+  rehashForDaemon();
   const vm = require('node:vm') as typeof import('node:vm');
   let cachedData: Buffer | undefined;
   try {
@@ -62,5 +87,8 @@ function main(): void {
 
 // Built into a V8 startup snapshot (build.sh), the modules above are initialised at build
 // time and every call starts from the ready heap; run plainly otherwise.
-if (v8.startupSnapshot?.isBuildingSnapshot()) v8.startupSnapshot.setDeserializeMainFunction(main);
-else main();
+if (v8.startupSnapshot?.isBuildingSnapshot()) {
+  // the plugin's code paths compiled now ship as bytecode in the snapshot (src/cni/warm-up.ts)
+  warmUp();
+  v8.startupSnapshot.setDeserializeMainFunction(main);
+} else main();

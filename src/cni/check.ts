@@ -5,7 +5,7 @@
  * are tolerated.
  */
 import * as z from 'zod/mini';
-import type { CniCheckResponse } from '../common/api';
+import type { CniCheckRequest, CniCheckResponse } from '../common/api';
 import { CheckFailedError, ConfigError, NotFoundError } from '../common/errors';
 import { zodToConfigError } from '../common/netconf';
 import { bridgeOf, clientOf, keyOf, requireNetns, type Ctx } from './attachment';
@@ -16,31 +16,36 @@ const prevResultSchema = z.looseObject({
   ips: z.optional(z.array(z.looseObject({ address: z.string(), gateway: z.optional(z.string()), interface: z.optional(z.number()) }))),
 });
 
-export async function check(ctx: Ctx): Promise<void> {
+/** The request CHECK sends, from the config and its prevResult (no I/O). */
+export function checkRequest(ctx: Ctx): CniCheckRequest {
   const { env, conf, trace } = ctx;
   if (conf.prevResult === undefined) throw new ConfigError('prevResult', 'is required for CHECK');
   const pr = prevResultSchema.safeParse(conf.prevResult);
   if (!pr.success) throw zodToConfigError(pr.error, 'prevResult');
-  requireNetns(env);
   const ifaces = pr.data.interfaces ?? [];
   const idx = ifaces.findIndex((i) => i.name === env.ifname && i.sandbox !== undefined);
   if (idx < 0) throw new CheckFailedError(`prevResult has no interface ${env.ifname} in a sandbox`);
   const ips = (pr.data.ips ?? []).filter((ip) => ip.interface === idx);
-  const addresses = ips.map((ip) => ip.address);
-  const gateway = ips.find((ip) => ip.gateway)?.gateway;
+  return {
+    ...keyOf(ctx),
+    netns: env.netns,
+    bridge: bridgeOf(conf),
+    addresses: ips.map((ip) => ip.address),
+    gateway: ips.find((ip) => ip.gateway)?.gateway,
+    ...(trace.on ? { trace: true } : {}),
+  };
+}
+
+export async function check(ctx: Ctx): Promise<void> {
+  const { env, conf, trace } = ctx;
+  const req = checkRequest(ctx);
+  requireNetns(env);
   trace.mark('request');
   let r: CniCheckResponse;
   try {
-    r = await clientOf(conf, 10_000).post<CniCheckResponse>('/v1/cni/check', {
-      ...keyOf(ctx),
-      netns: env.netns,
-      bridge: bridgeOf(conf),
-      addresses,
-      gateway,
-      ...(trace.on ? { trace: true } : {}),
-    });
+    r = await clientOf(conf, 10_000).post<CniCheckResponse>('/v1/cni/check', req);
   } catch (e) {
-    if (e instanceof NotFoundError) return checkHere(ctx, addresses, gateway);
+    if (e instanceof NotFoundError) return checkHere(ctx, req.addresses, req.gateway);
     throw e;
   }
   trace.mark('answer');

@@ -40,6 +40,8 @@ export async function runPlugin(io: Io): Promise<number> {
     }
     if (verb === 'VERSION') {
       io.stdout(JSON.stringify({ cniVersion: PLUGIN_VERSION, supportedVersions: SUPPORTED_VERSIONS }) + '\n');
+      const t = trace.line(verb);
+      if (t) io.stderr(t);
       return 0;
     }
     const env = parseEnv(verb, io.env);

@@ -42,7 +42,7 @@ const r = (k: string) => (t: Traced) => t.trace.router?.[k];
 /** The steps, in the order they happen; indented ones are parts of the one above. */
 export const STEPS: Step[] = [
   { label: 'whole call, wall (as timed by the bench)', of: (t) => t.wallMs },
-  { label: 'process start to plugin main (exec, Node, snapshot)', of: (t) => t.trace.marks.main },
+  { label: 'Node\'s clock start to plugin main (Node start-up, snapshot deserialised)', of: (t) => t.trace.marks.main },
   { label: 'env + config parsed and validated', of: (t) => d(t, 'main', 'parsed') },
   { label: 'request prepared (incl. netns check)', of: (t) => d(t, 'parsed', 'request') },
   { label: 'router round trip (connect, request, answer)', of: (t) => d(t, 'request', 'answer') },
@@ -56,7 +56,7 @@ export const STEPS: Step[] = [
   { label: '    CHECK: host and pod `ip -json` reads, in parallel', of: r('inspect') },
   { label: '  socket and JSON, both ways (round trip less router)', of: (t) => (t.trace.router?.total !== undefined ? (d(t, 'request', 'answer') ?? NaN) - t.trace.router.total : undefined) },
   { label: 'result printed', of: (t) => d(t, 'answer', 'end') },
-  { label: 'exit, and the bench\'s nsenter and spawn (wall less the end mark)', of: (t) => t.wallMs - (t.trace.marks.end ?? NaN) },
+  { label: 'outside Node\'s clock: exec and loader before it, exit after the end mark, the bench\'s spawn and nsenter (wall less the end mark)', of: (t) => t.wallMs - (t.trace.marks.end ?? NaN) },
 ];
 
 /** A table: one row per step, one column per verb, medians in ms; steps no verb has are left out. */

@@ -130,12 +130,12 @@ interface Samples {
   del: number[];
   rss: number[];
   /** weft-net's WEFT_TRACE lines of the timed calls, by verb. */
-  traces: Record<'ADD' | 'CHECK' | 'DEL', Traced[]>;
+  traces: Record<'ADD' | 'CHECK' | 'DEL' | 'VERSION', Traced[]>;
   failures: { verb: string; iteration: number; error: string }[];
   lastInv: Partial<Record<'ADD' | 'CHECK' | 'DEL' | 'RSS', Invocation>>;
 }
 
-const newSamples = (): Samples => ({ add: [], check: [], del: [], rss: [], traces: { ADD: [], CHECK: [], DEL: [] }, failures: [], lastInv: {} });
+const newSamples = (): Samples => ({ add: [], check: [], del: [], rss: [], traces: { ADD: [], CHECK: [], DEL: [], VERSION: [] }, failures: [], lastInv: {} });
 
 function cniEnvFor(verb: string, containerId: string, pod: Netns, traced: boolean): Record<string, string> {
   return {
@@ -332,17 +332,22 @@ async function main(): Promise<number> {
 
   // --- 2. process start-up (no namespace needed: VERSION touches no network)
   const startup = {
-    weft: { samples: [] as number[], inv: { argv: [REL_WEFT_NET], env: { PATH: BASE_PATH, CNI_COMMAND: 'VERSION' }, timeoutMs: 10_000 } as Invocation },
+    weft: { samples: [] as number[], inv: { argv: [REL_WEFT_NET], env: { PATH: BASE_PATH, CNI_COMMAND: 'VERSION', WEFT_TRACE: '1' }, timeoutMs: 10_000 } as Invocation },
     node: { samples: [] as number[], inv: { argv: [REL_NODE24, '-e', '0'], env: { PATH: BASE_PATH }, timeoutMs: 10_000 } as Invocation },
     bridge: { samples: [] as number[], inv: { argv: [REF_BRIDGE], env: { PATH: BASE_PATH, CNI_COMMAND: 'VERSION' }, timeoutMs: 10_000 } as Invocation },
   };
   const startupFailures: string[] = [];
+  const versionTraces: Traced[] = [];
   process.stderr.write('bench: start-up ');
   for (let i = -WARMUP; i < RUNS && !deadlinePassed(); i++) {
     for (const [name, s] of rotate(Object.entries(startup), i)) {
       const r = timedRun(s.inv);
       if (r.error) startupFailures.push(`${name}: ${r.error}`);
-      else if (i >= 0) s.samples.push(r.ms);
+      else if (i >= 0) {
+        s.samples.push(r.ms);
+        const trace = name === 'weft' ? parseTrace(r.stderr) : undefined;
+        if (trace) versionTraces.push({ trace, wallMs: r.ms });
+      }
     }
     if (i % 10 === 0) process.stderr.write('.');
     await checkpoint();
@@ -401,6 +406,7 @@ async function main(): Promise<number> {
 
   // --- rows
   const W = samples.weft;
+  W.traces.VERSION = versionTraces;
   const R = samples.ref;
   const M = samples.refMasq;
   addRow('ADD median (ms)', 'ms', W.add, R.add, median, vs(W.lastInv.ADD, R.lastInv.ADD));

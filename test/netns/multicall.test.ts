@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { linkSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { rootSkip, WEFT, WEFT_NET } from '../helpers/netns';
+import { Netns, RouterProc, rootSkip, WEFT, WEFT_NET } from '../helpers/netns';
 
 const VERSION_ENV = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', CNI_COMMAND: 'VERSION' };
 const isPluginAnswer = (out: string) => {
@@ -62,5 +62,19 @@ test('weft install-cni without --plugin installs this executable under the plugi
     );
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the router, unlike a CNI call, hashes with a seed of its own: it replaces itself (same pid) with a run that rehashes the snapshot', { skip: rootSkip() }, async () => {
+  const host = Netns.create('wt-mc');
+  const router = new RouterProc(host);
+  try {
+    await router.start();
+    const argv = readFileSync(`/proc/${router.proc!.pid}/cmdline`, 'utf8').split('\0');
+    assert.ok(argv.includes('--node-options=--rehash-snapshot'), argv.join(' '));
+    assert.ok(argv.includes('router') && argv.includes(router.socket), 'still the router it was started as');
+  } finally {
+    await router.destroy();
+    host.destroy();
   }
 });
