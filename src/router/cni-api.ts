@@ -17,6 +17,7 @@ import {
   cniDelRequestSchema,
   hostVethName,
   type AttachmentKey,
+  type CniAddRequest,
   type CniAddResponse,
   type CniCheckResponse,
   type CniDelResponse,
@@ -32,7 +33,7 @@ import type { PodLinks } from '../datapath/pod-links';
 import type { IpamService } from '../ipam/service';
 import type { JsonStore } from '../ipam/store';
 import type { ApiServer } from './http';
-import { IpamApi } from './ipam-api';
+import { gatewayKey, IpamApi } from './ipam-api';
 
 export interface CniApiComponents {
   ipam: IpamService;
@@ -46,18 +47,25 @@ export interface CniApiComponents {
   observe?: (op: string, result: 'ok' | 'error', seconds: number) => void;
 }
 
-/** The timing record of the request being served, for the commit wrapper below. */
-const current = new AsyncLocalStorage<Timing>();
+/** The request being served: its timing, and what to start when its commit starts. */
+interface Served {
+  timing: Timing;
+  /** Called when the request's change is in memory and its commit (the fsync) begins. */
+  onCommit?: () => void;
+}
+const current = new AsyncLocalStorage<Served>();
 
-/** The store with each commit's time added to the current request's `fsync`. */
+/** The store with each commit's time added to the current request's `fsync`, and its start announced. */
 function timedCommits<T extends { commit(): Promise<void> }>(store: T): T {
   const commit = async (): Promise<void> => {
+    const served = current.getStore();
     const t0 = performance.now();
+    const p = store.commit();
+    served?.onCommit?.();
     try {
-      await store.commit();
+      await p;
     } finally {
-      const t = current.getStore();
-      if (t) t.fsync = (t.fsync ?? 0) + (performance.now() - t0);
+      if (served) served.timing.fsync = (served.timing.fsync ?? 0) + (performance.now() - t0);
     }
   };
   return new Proxy(store, { get: (target, prop, recv) => (prop === 'commit' ? commit : Reflect.get(target, prop, recv)) });
@@ -84,7 +92,7 @@ export class CniApi {
       (b: unknown): Promise<object> => {
         const timing: Timing = {};
         const t0 = performance.now();
-        return current.run(timing, async () => {
+        return current.run({ timing }, async () => {
           try {
             const r = await h(b, timing);
             this.c.observe?.(op, 'ok', (performance.now() - t0) / 1000);
@@ -117,18 +125,34 @@ export class CniApi {
       const hostMac = randomMac(randomBytes(6));
       const mac = req.mac ?? randomMac(randomBytes(6));
       const mtu = req.mtu ?? this.c.mtu();
-      const [pair, alloc] = await Promise.allSettled([
-        step('hostLink', links.createPair({ hostName, hostMac, bridge: req.bridge, mtu, hairpin: req.hairpin, netns: req.netns, ifname: req.ifname, mac })),
+      const pair = step('hostLink', links.createPair({ hostName, hostMac, bridge: req.bridge, mtu, hairpin: req.hairpin, netns: req.netns, ifname: req.ifname, mac }));
+      // the pod's end is configured while the allocation is being made durable: its address
+      // is final once in memory (the answer still waits for the fsync)
+      let podLink: Promise<void> | undefined;
+      const served = current.getStore();
+      if (served) {
+        served.onCommit = () => {
+          podLink ??= this.configureEarly(key, req, pair, step);
+          podLink.catch(() => undefined); // awaited below; this only marks it handled
+        };
+      }
+      const [made, alloc] = await Promise.allSettled([
+        pair,
         step('allocate', this.ipamApi.allocate({ ...key, bridge: req.bridge, address: req.address, subnet: req.subnet, mac, pod: req.pod })),
       ]);
+      if (served) served.onCommit = undefined;
       if (alloc.status === 'rejected') {
-        if (pair.status === 'fulfilled') await links.remove(hostName);
+        await podLink?.catch(() => undefined);
+        if (made.status === 'fulfilled') await links.remove(hostName);
         throw alloc.reason;
       }
       const a = alloc.value;
       try {
-        if (pair.status === 'rejected') throw pair.reason;
-        await step('podLink', links.configure({ netns: req.netns, ifname: req.ifname, addresses: [a.address], gateway: a.gateway }));
+        if (made.status === 'rejected') throw made.reason;
+        // configured early with the address the answer carries, or now
+        if (!podLink || (await podLink.then(() => this.c.ipam.allocator.get(key)?.address)) !== a.address) {
+          await step('podLink', links.configure({ netns: req.netns, ifname: req.ifname, addresses: [a.address], gateway: a.gateway }));
+        }
       } catch (e) {
         // leave nothing half-made: the pair goes (its peer with it) and the address is released
         await links.remove(hostName).catch((re) => this.c.log.error({ veth: hostName, err: (re as Error).message }, 'removing the pair after a failed ADD'));
@@ -137,6 +161,20 @@ export class CniApi {
       }
       return { ...a, mtu, hostVeth: { name: hostName, mac: hostMac }, mac };
     });
+  }
+
+  /**
+   * Configures the pod's end with the address the allocator holds for `key` now (its commit has
+   * begun), once the pair exists. The gateway is the bridge's address in the same subnet.
+   */
+  private async configureEarly(key: AttachmentKey, req: CniAddRequest, pair: Promise<void>, step: <T>(name: string, p: Promise<T>) => Promise<T>): Promise<void> {
+    const { allocator } = this.c.ipam;
+    const rec = allocator.get(key);
+    if (!rec) throw new Error(`no allocation in memory for ${key.containerId}/${key.ifname} at commit`);
+    const { subnet } = allocator.subnetFor(req);
+    const gw = allocator.inRange(subnet) ? allocator.get(gatewayKey(req.bridge, subnet))?.address : undefined;
+    await pair;
+    await step('podLink', this.c.links.configure({ netns: req.netns, ifname: req.ifname, addresses: [rec.address], gateway: gw?.split('/')[0] }));
   }
 
   async del(body: unknown, timing: Timing = {}): Promise<CniDelResponse> {
