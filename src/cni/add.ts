@@ -3,8 +3,8 @@
  * (src/router/cni-api.ts). The plugin validates, asks, and prints the result in 1.x shape.
  */
 import type { CniAddRequest, CniAddResponse } from '../common/api';
-import { NotFoundError } from '../common/errors';
-import { allocateRequest, clientOf, requireNetns, type Ctx } from './attachment';
+import { NetnsNotFoundError, NotFoundError } from '../common/errors';
+import { allocateRequest, clientOf, openNetns, type Ctx } from './attachment';
 import { addHere } from './local';
 import { resultOf } from './result';
 import type { CniResult } from './version';
@@ -24,13 +24,14 @@ export function addRequest(ctx: Ctx): CniAddRequest {
 export async function add(ctx: Ctx): Promise<CniResult> {
   const { env, conf, trace } = ctx;
   const req = addRequest(ctx);
-  requireNetns(env);
+  const netnsRef = openNetns(env);
   let r: CniAddResponse;
   trace.mark('request');
   try {
-    r = await clientOf(conf).post<CniAddResponse>('/v1/cni/add', req);
+    r = await clientOf(conf).post<CniAddResponse>('/v1/cni/add', { ...req, netnsRef });
   } catch (e) {
-    if (e instanceof NotFoundError) return addHere(ctx, req);
+    // an older router; or one that cannot see this process's descriptors (no shared pid namespace)
+    if (e instanceof NotFoundError || e instanceof NetnsNotFoundError) return addHere(ctx, req);
     throw e;
   }
   trace.mark('answer');

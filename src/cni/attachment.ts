@@ -1,5 +1,5 @@
 /** What ADD, DEL, CHECK and GC share: the attachment key, the router client, releasing. */
-import { statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync } from 'node:fs';
 import { RouterClient } from '../common/client';
 import { ConfigError, EnvError, RouterUnavailableError, UnsupportedFieldError } from '../common/errors';
 import { isMac, parseAddrWithPrefix, parseCidr } from '../common/ip';
@@ -24,15 +24,22 @@ export function keyOf(ctx: Ctx): AttachmentKey {
 /**
  * ADD and CHECK work inside the container's network namespace: a path that is not there is the
  * runtime's mistake, reported as such before anything is allocated or created.
+ *
+ * The namespace is opened and the descriptor kept for the rest of the call: the router reaches
+ * the namespace through `/proc/<this pid>/fd/<fd>`, which works even when the runtime's mount
+ * of it is invisible to the router (containerd in a mount namespace of its own, a router in a
+ * container). Returns that path.
  */
-export function requireNetns(env: CniEnv): void {
-  let ok = false;
+export function openNetns(env: CniEnv): string {
+  let fd: number | undefined;
   try {
-    ok = statSync(env.netns).isFile();
+    fd = openSync(env.netns, 'r');
+    if (fstatSync(fd).isFile()) return `/proc/${process.pid}/fd/${fd}`;
   } catch {
-    ok = false;
+    /* reported below */
   }
-  if (!ok) throw new EnvError('CNI_NETNS', `${env.netns} is not a network namespace (no such file; the container's namespace is gone or was never made)`);
+  if (fd !== undefined) closeSync(fd);
+  throw new EnvError('CNI_NETNS', `${env.netns} is not a network namespace (no such file; the container's namespace is gone or was never made)`);
 }
 
 export function bridgeOf(conf: NetConf): string {

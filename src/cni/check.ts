@@ -6,9 +6,9 @@
  */
 import * as z from 'zod/mini';
 import type { CniCheckRequest, CniCheckResponse } from '../common/api';
-import { CheckFailedError, ConfigError, NotFoundError } from '../common/errors';
+import { CheckFailedError, ConfigError, NetnsNotFoundError, NotFoundError } from '../common/errors';
 import { zodToConfigError } from '../common/netconf';
-import { bridgeOf, clientOf, keyOf, requireNetns, type Ctx } from './attachment';
+import { bridgeOf, clientOf, keyOf, openNetns, type Ctx } from './attachment';
 import { checkHere } from './local';
 
 const prevResultSchema = z.looseObject({
@@ -39,13 +39,13 @@ export function checkRequest(ctx: Ctx): CniCheckRequest {
 export async function check(ctx: Ctx): Promise<void> {
   const { env, conf, trace } = ctx;
   const req = checkRequest(ctx);
-  requireNetns(env);
+  const netnsRef = openNetns(env);
   trace.mark('request');
   let r: CniCheckResponse;
   try {
-    r = await clientOf(conf, 10_000).post<CniCheckResponse>('/v1/cni/check', req);
+    r = await clientOf(conf, 10_000).post<CniCheckResponse>('/v1/cni/check', { ...req, netnsRef });
   } catch (e) {
-    if (e instanceof NotFoundError) return checkHere(ctx, req.addresses, req.gateway);
+    if (e instanceof NotFoundError || e instanceof NetnsNotFoundError) return checkHere(ctx, req.addresses, req.gateway);
     throw e;
   }
   trace.mark('answer');

@@ -86,6 +86,8 @@ export interface StatusResponse {
 export const cniAddRequestSchema = z.extend(allocateRequestSchema, {
   /** The pod's network namespace: /var/run/netns/NAME or /proc/PID/ns/net, as the runtime gave it. */
   netns: z.string().check(z.regex(/^\/[^\n\0]*$/, 'must be an absolute path')),
+  /** A path to the same namespace that the router can open: /proc/PID/fd/N of the plugin's descriptor; `netns` when absent. */
+  netnsRef: z.optional(z.string().check(z.regex(/^\/[^\n\0]*$/, 'must be an absolute path'))),
   /** Pod MTU; the router's own (underlay less the encapsulation) when absent. */
   mtu: z.optional(z.int().check(z.minimum(68), z.maximum(65535))),
   /** Hairpin on the host end. */
@@ -122,6 +124,8 @@ export interface CniDelResponse extends ReleaseResponse {
  */
 export const cniCheckRequestSchema = z.extend(attachmentKeySchema, {
   netns: z.string().check(z.regex(/^\/[^\n\0]*$/, 'must be an absolute path')),
+  /** As in the ADD request. */
+  netnsRef: z.optional(z.string().check(z.regex(/^\/[^\n\0]*$/, 'must be an absolute path'))),
   bridge: z.string().check(z.regex(IFNAME_RE, 'invalid bridge name')),
   /** Addresses prevResult gives the interface (A.B.C.D/P). */
   addresses: z.array(z.string()),

@@ -39,6 +39,8 @@ export interface PairSpec {
   hairpin: boolean;
   /** Path of the pod's network namespace. */
   netns: string;
+  /** How errors name the namespace (the runtime's path); `netns` when absent. */
+  netnsName?: string;
   ifname: string;
   mac: string;
 }
@@ -140,7 +142,7 @@ export class PodLinks implements Startable {
           throw e;
         }
         // which name clashed? our own host end is ours to replace; the pod's name is not
-        if (!(await this.remove(v.hostName))) throw new InterfaceExistsError(`interface ${v.ifname} already exists in ${v.netns}`);
+        if (!(await this.remove(v.hostName))) throw new InterfaceExistsError(`interface ${v.ifname} already exists in ${v.netnsName ?? v.netns}`);
       }
     }
   }

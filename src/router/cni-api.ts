@@ -125,7 +125,8 @@ export class CniApi {
       const hostMac = randomMac(randomBytes(6));
       const mac = req.mac ?? randomMac(randomBytes(6));
       const mtu = req.mtu ?? this.c.mtu();
-      const pair = step('hostLink', links.createPair({ hostName, hostMac, bridge: req.bridge, mtu, hairpin: req.hairpin, netns: req.netns, ifname: req.ifname, mac }));
+      const netns = req.netnsRef ?? req.netns;
+      const pair = step('hostLink', links.createPair({ hostName, hostMac, bridge: req.bridge, mtu, hairpin: req.hairpin, netns, netnsName: req.netns, ifname: req.ifname, mac }));
       // the pod's end is configured while the allocation is being made durable: its address
       // is final once in memory (the answer still waits for the fsync)
       let podLink: Promise<void> | undefined;
@@ -151,7 +152,7 @@ export class CniApi {
         if (made.status === 'rejected') throw made.reason;
         // configured early with the address the answer carries, or now
         if (!podLink || (await podLink.then(() => this.c.ipam.allocator.get(key)?.address)) !== a.address) {
-          await step('podLink', links.configure({ netns: req.netns, ifname: req.ifname, addresses: [a.address], gateway: a.gateway }));
+          await step('podLink', links.configure({ netns, ifname: req.ifname, addresses: [a.address], gateway: a.gateway }));
         }
       } catch (e) {
         // leave nothing half-made: the pair goes (its peer with it) and the address is released
@@ -174,7 +175,7 @@ export class CniApi {
     const { subnet } = allocator.subnetFor(req);
     const gw = allocator.inRange(subnet) ? allocator.get(gatewayKey(req.bridge, subnet))?.address : undefined;
     await pair;
-    await step('podLink', this.c.links.configure({ netns: req.netns, ifname: req.ifname, addresses: [rec.address], gateway: gw?.split('/')[0] }));
+    await step('podLink', this.c.links.configure({ netns: req.netnsRef ?? req.netns, ifname: req.ifname, addresses: [rec.address], gateway: gw?.split('/')[0] }));
   }
 
   async del(body: unknown, timing: Timing = {}): Promise<CniDelResponse> {
@@ -197,7 +198,7 @@ export class CniApi {
     const key = keyOf(req);
     const hostName = hostVethName(key);
     const t0 = performance.now();
-    const [h, p] = await Promise.all([this.c.links.inspectHost(req.bridge, hostName), this.c.links.inspectPod(req.netns, req.ifname)]);
+    const [h, p] = await Promise.all([this.c.links.inspectHost(req.bridge, hostName), this.c.links.inspectPod(req.netnsRef ?? req.netns, req.ifname)]);
     timing.inspect = performance.now() - t0;
     const rec = this.c.ipam.allocator.get(key);
     verifyAttachment(

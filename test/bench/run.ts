@@ -18,12 +18,14 @@
  * Env: BENCH_RUNS (default 30), BENCH_WARMUP (2), BENCH_RSS_RUNS (10), BENCH_CNI_DIR
  * (/usr/lib/cni), BENCH_DEADLINE_S (1200: loops stop early and say so once it has passed).
  *
- * After those ("latency"), two more parts, each in a sandbox of its own (see their files):
+ * After those ("latency"), three more parts (see their files):
+ *   cri         containerd's CRI RunPodSandbox and Stop+Remove with weft-net vs bridge+host-local,
+ *               portmap chained on both (test/bench/cri.ts; BENCH_CRI_RUNS, BENCH_CRI_WARMUP)
  *   throughput  iperf3 pod->pod through weft vs the underlay vs a hand-built kernel VXLAN
  *               (test/bench/throughput.ts; BENCH_TP_REPS, BENCH_TP_SECONDS, BENCH_TP_MTUS)
  *   converge    16 hosts vs 8: time to a full mesh, to ready IPAM, to a finished set-up; a
  *               sampled ping matrix (test/bench/converge.ts; BENCH_CONVERGE_HOSTS)
- * BENCH_ONLY=latency|throughput|converge (or a comma list) runs only those; default all. The
+ * BENCH_ONLY=latency|cri|throughput|converge (or a comma list) runs only those; default all. The
  * sandbox parts first wait for a quiet machine: BENCH_MAX_LOAD (1.0, 1-minute load average),
  * BENCH_LOAD_WAIT_S (600).
  */
@@ -38,6 +40,7 @@ import { jsonRows, loadNow, rowsTable, type BenchContext, type Row } from './com
 import { breakdownTable, parseTrace, type Traced } from './breakdown';
 import { throughputBench } from './throughput';
 import { convergeBench } from './converge';
+import { criBench } from './cri';
 
 // ---------------------------------------------------------------- configuration
 
@@ -513,7 +516,7 @@ async function main(): Promise<number> {
 /** bench-results.json: the latency part's fields at the top level (as before), the other parts under their names. */
 const results: Record<string, unknown> = {};
 
-const PARTS = ['latency', 'throughput', 'converge'] as const;
+const PARTS = ['latency', 'cri', 'throughput', 'converge'] as const;
 type Part = (typeof PARTS)[number];
 
 function onlyEnv(): Set<Part> {
@@ -541,7 +544,7 @@ async function sandboxPart(
   const missing: string[] = [];
   if (!isRoot()) missing.push('root (network namespaces)');
   for (const f of [WEFT_NET, WEFT]) if (!existsSync(f)) missing.push(f);
-  const tools = part === 'throughput' ? ['ip', 'nsenter', 'ping', 'ss', 'iperf3'] : ['ip', 'nsenter', 'ping'];
+  const tools = part === 'throughput' ? ['ip', 'nsenter', 'ping', 'ss', 'iperf3'] : part === 'cri' ? ['ip', 'nsenter', 'containerd'] : ['ip', 'nsenter', 'ping'];
   for (const tool of tools) if (spawnSync(tool, ['-V'], { timeout: 5000 }).error) missing.push(tool);
   if (missing.length) {
     process.stderr.write(`bench: ${part}: cannot run: missing ${missing.join(', ')} (./build.sh; apt-get install -y iperf3 iproute2 iputils-ping; run as root)\n`);
@@ -618,6 +621,9 @@ async function run(): Promise<void> {
       await cleanup().catch((e) => process.stderr.write(`bench: clean-up: ${(e as Error).message}\n`));
     }
     code = Math.max(code, c);
+  }
+  if (only.has('cri') && !interrupted) {
+    code = Math.max(code, await sandboxPart('cri', 'containerd CRI pod start and stop', ['weft', 'reference'], ['BENCH_CRI_RUNS', 'BENCH_CRI_WARMUP'], criBench));
   }
   if (only.has('throughput') && !interrupted) {
     code = Math.max(code, await sandboxPart('throughput', 'weft throughput', ['Gbit/s (or bytes)', 'reference'], ['BENCH_TP_REPS', 'BENCH_TP_SECONDS', 'BENCH_TP_MTUS'], throughputBench));
