@@ -16,16 +16,23 @@ const prevResultSchema = z.looseObject({
   ips: z.optional(z.array(z.looseObject({ address: z.string(), gateway: z.optional(z.string()), interface: z.optional(z.number()) }))),
 });
 
-/** The request CHECK sends, from the config and its prevResult (no I/O). */
-export function checkRequest(ctx: Ctx): CniCheckRequest {
-  const { env, conf, trace } = ctx;
-  if (conf.prevResult === undefined) throw new ConfigError('prevResult', 'is required for CHECK');
-  const pr = prevResultSchema.safeParse(conf.prevResult);
+type PrevResult = z.infer<typeof prevResultSchema>;
+
+/** The config's prevResult, required and checked (code 7 naming the field otherwise). */
+export function prevResultOf(ctx: Ctx): PrevResult {
+  if (ctx.conf.prevResult === undefined) throw new ConfigError('prevResult', 'is required for CHECK');
+  const pr = prevResultSchema.safeParse(ctx.conf.prevResult);
   if (!pr.success) throw zodToConfigError(pr.error, 'prevResult');
-  const ifaces = pr.data.interfaces ?? [];
+  return pr.data;
+}
+
+/** The request CHECK sends, from the config and its prevResult (no I/O). */
+export function checkRequest(ctx: Ctx, pr: PrevResult = prevResultOf(ctx)): CniCheckRequest {
+  const { env, conf, trace } = ctx;
+  const ifaces = pr.interfaces ?? [];
   const idx = ifaces.findIndex((i) => i.name === env.ifname && i.sandbox !== undefined);
   if (idx < 0) throw new CheckFailedError(`prevResult has no interface ${env.ifname} in a sandbox`);
-  const ips = (pr.data.ips ?? []).filter((ip) => ip.interface === idx);
+  const ips = (pr.ips ?? []).filter((ip) => ip.interface === idx);
   return {
     ...keyOf(ctx),
     netns: env.netns,
@@ -38,8 +45,10 @@ export function checkRequest(ctx: Ctx): CniCheckRequest {
 
 export async function check(ctx: Ctx): Promise<void> {
   const { env, conf, trace } = ctx;
-  const req = checkRequest(ctx);
+  const pr = prevResultOf(ctx);
+  // a namespace that is not there is the runtime's mistake (code 4), whatever prevResult says
   const netnsRef = openNetns(env);
+  const req = checkRequest(ctx, pr);
   trace.mark('request');
   let r: CniCheckResponse;
   try {
