@@ -49,7 +49,9 @@ export function subcommand(args: readonly string[]): string | undefined {
 function rehashForDaemon(): void {
   const args = process.argv.slice(2);
   if (subcommand(args) !== 'router' || !process.execArgv.includes('--no-rehash-snapshot') || process.execArgv.includes('--rehash-snapshot')) return;
-  process.execve!(process.execPath, [process.argv0, '--node-options=--rehash-snapshot', ...args], process.env);
+  // Node options given with --node-options (e.g. --cpu-prof) carry over; values cannot hold spaces
+  const keep = process.execArgv.filter((a) => a !== '--no-rehash-snapshot');
+  process.execve!(process.execPath, [process.argv0, `--node-options=${[...keep, '--rehash-snapshot'].join(' ')}`, ...args], process.env);
 }
 
 /* eslint-disable @typescript-eslint/no-require-imports */

@@ -98,7 +98,8 @@ export class Sandbox extends SandboxCore {
       await phase(
         'pods',
         async () => {
-          for (const h of this.hosts) await this.addPods(h.index, o.pods, signal);
+          // a few hosts at a time: each asks its router, whose first ADD may wait for space from a peer
+          await mapPool(this.hosts, 4, (h) => this.addPods(h.index, o.pods, signal));
         },
         () => `${this.pods.length} attached by ${o.plugin}`,
       );

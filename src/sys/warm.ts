@@ -43,7 +43,7 @@ export interface IpRunner {
 }
 
 export interface WarmIpOptions {
-  /** Processes kept waiting per kind (host/pod, plain/json); default 2. */
+  /** Processes kept waiting per kind (host/pod, plain/json) once the kind has been used; default 1. */
   size?: number;
   /** Delay before used processes are replaced, so a replacement never competes with the request it served; default 20 ms. */
   refillDelayMs?: number;
@@ -91,14 +91,18 @@ export class WarmIp implements IpRunner, Startable {
   private readonly refillDelayMs: number;
 
   constructor(o: WarmIpOptions = {}) {
-    this.size = o.size ?? 2;
+    this.size = o.size ?? 1;
     this.refillDelayMs = o.refillDelayMs ?? 20;
   }
 
-  /** Starts the waiting processes of every kind. */
+  /**
+   * Starts the waiting processes ADD and DEL use (host and pod, plain); the JSON kinds (CHECK)
+   * start waiting after their first use. Every process is a fork of the router, so a router
+   * that starts among many (a sandbox of 32) starts few.
+   */
   async start(): Promise<void> {
     this.stopped = false;
-    for (const opts of [{}, { json: true }, { netns: '' }, { netns: '', json: true }]) {
+    for (const opts of [{}, { netns: '' }]) {
       const k = kindOf(opts);
       this.kinds.set(k.key, k);
     }

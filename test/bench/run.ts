@@ -629,7 +629,7 @@ async function run(): Promise<void> {
     code = Math.max(code, await sandboxPart('throughput', 'weft throughput', ['Gbit/s (or bytes)', 'reference'], ['BENCH_TP_REPS', 'BENCH_TP_SECONDS', 'BENCH_TP_MTUS'], throughputBench));
   }
   if (only.has('converge') && !interrupted) {
-    code = Math.max(code, await sandboxPart('converge', 'weft convergence', ['value', 'reference'], ['BENCH_CONVERGE_HOSTS'], convergeBench));
+    code = Math.max(code, await sandboxPart('converge', 'weft convergence', ['value', 'reference'], ['BENCH_CONVERGE_HOSTS', 'BENCH_IDLE_SETTLE_S', 'BENCH_IDLE_WINDOW_S'], convergeBench));
   }
   if (Object.keys(results).length) {
     writeFileSync(RESULTS_FILE, JSON.stringify(results, null, 2) + '\n');
