@@ -49,6 +49,6 @@ test('warm ip: batches in a pod namespace, JSON reads, typed failures, a deadlin
     await w.stop();
     ns.destroy();
   }
-  assert.ok(pids.size >= 6);
+  assert.ok(pids.size >= 4, "the four kinds were waiting at the end");
   assert.ok(await until(() => [...pids].every((p) => !isAlive(p)), 5000), 'no waiting process outlives stop()');
 });
