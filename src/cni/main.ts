@@ -14,6 +14,7 @@ import { del } from './del';
 import { check } from './check';
 import { gc } from './gc';
 import { status } from './status';
+import { Trace } from './trace';
 
 export interface Io {
   env: NodeJS.ProcessEnv;
@@ -29,6 +30,8 @@ export async function runPlugin(io: Io): Promise<number> {
   let verb: Verb | undefined;
   let conf: NetConf | undefined;
   let log: Logger | undefined;
+  const trace = new Trace(io.env);
+  trace.mark('main');
   try {
     verb = parseCommand(io.env);
     if (verb === undefined) {
@@ -37,6 +40,8 @@ export async function runPlugin(io: Io): Promise<number> {
     }
     if (verb === 'VERSION') {
       io.stdout(JSON.stringify({ cniVersion: PLUGIN_VERSION, supportedVersions: SUPPORTED_VERSIONS }) + '\n');
+      const t = trace.line(verb);
+      if (t) io.stderr(t);
       return 0;
     }
     const env = parseEnv(verb, io.env);
@@ -53,7 +58,8 @@ export async function runPlugin(io: Io): Promise<number> {
       network: conf.name,
       ...(env.containerId ? { containerId: env.containerId } : {}),
     });
-    const ctx: Ctx = { env, conf, log };
+    trace.mark('parsed');
+    const ctx: Ctx = { env, conf, log, trace };
     switch (verb) {
       case 'ADD':
         io.stdout(JSON.stringify(convertResult(await add(ctx), conf.cniVersion)) + '\n');
@@ -72,12 +78,16 @@ export async function runPlugin(io: Io): Promise<number> {
         break;
     }
     log.flush();
+    const t = trace.line(verb);
+    if (t) io.stderr(t);
     return 0;
   } catch (e) {
     const out = toCniError(e, verb, conf?.cniVersion ?? PLUGIN_VERSION);
     log?.error({ code: out.code, err: out.msg }, `${verb ?? 'CNI'} failed`);
     log?.flush();
     io.stdout(JSON.stringify(out) + '\n');
+    const t = trace.line(verb);
+    if (t) io.stderr(t);
     return 1;
   }
 }

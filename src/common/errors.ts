@@ -132,6 +132,11 @@ export class AuthenticationError extends HandshakeError {
   override readonly kind = 'authentication';
 }
 
+/** The router has no such endpoint (an older router than this plugin or CLI). */
+export class NotFoundError extends WeftError {
+  override readonly kind = 'not-found';
+}
+
 /** A request to the router was malformed (CLI or plugin sent something the API rejects). */
 export class BadRequestError extends WeftError {
   override readonly kind = 'bad-request';
@@ -183,6 +188,7 @@ const byKind: Record<string, (msg: string) => WeftError> = {
   'bad-request': (m) => new BadRequestError(m),
   'kube-api': (m) => new KubeApiError(m),
   'invalid-object': (m) => new ObjectError('', '', m),
+  'not-found': (m) => new NotFoundError(m),
 };
 
 /** Wire form of an error in router API responses. */

@@ -37,6 +37,9 @@ import type { RouterConfig } from './options';
 import { Repair } from './repair';
 import { buildReport, connectionReports } from './report';
 import { SpoolDrainer } from './spool';
+import { PodLinks } from '../datapath/pod-links';
+import { WarmIp } from '../sys/warm';
+import { CniApi } from './cni-api';
 
 export const VERSION = '0.1.0';
 
@@ -192,6 +195,8 @@ export class Router {
         dataPath,
         underlay,
       });
+    const warmIp = new WarmIp();
+    const podLinks = new PodLinks({ ip: warmIp, attachments: () => ipam.allocator.list(), log: child('pods') });
     const api = new ApiServer(log);
     new IpamApi({
       ipam,
@@ -210,6 +215,8 @@ export class Router {
       bridge,
       reprogram: () => dataPath.schedule(),
     }).register(api);
+    // the CNI verbs' netlink work, done here through warm `ip` processes (issue 11)
+    new CniApi({ ipam, commit, bridge: { name: o.bridge, ensure: () => host.ensureBridge() }, gateways: bridge, links: podLinks, mtu: () => dataPath.podMtu, log, observe: (op, r, s) => metrics.request(op, r, s) }).register(api);
 
     // events between parts
     const useUnderlay = async (u: Underlay) => {
@@ -257,6 +264,8 @@ export class Router {
       onRing();
     }
     await this.up(spool);
+    await this.up(warmIp);
+    await this.up(podLinks);
     await api.listen(o.socket);
     this.started.push({ start: async () => undefined, stop: () => api.close() });
     this.started.push({ start: async () => undefined, stop: () => prober.stop() });

@@ -1,5 +1,8 @@
 /** Text output of `weft sandbox`: the connectivity grid, status and down summaries. */
-import { arpTableLimit, fmtMs, type DownResult, type PingMatrix, type SandboxPod, type SandboxStatus } from './sandbox';
+import { arpTableLimit } from './ping';
+import type { DownResult, PingMatrix, SandboxPod, SandboxStatus } from './types';
+import { fmtMs } from './util';
+import { formatNeigh } from './neigh';
 
 /** Beyond this many pods the grid is too wide to read; only failures are listed. */
 const MAX_GRID = 40;
@@ -101,6 +104,7 @@ export function formatDown(d: DownResult, prefix: string): string {
   for (const o of d.others.slice(0, 5)) out.push(`left alone: pid ${o.pid} in ${o.netns} (${o.cmd}); its namespace lives on until it exits`);
   if (d.others.length > 5) out.push(`... and ${d.others.length - 5} more processes left alone`);
   if (d.dirRemoved) out.push(`removed ${d.dirRemoved}`);
+  if (d.neigh) out.push(`neighbour table limits (machine-wide) now ${formatNeigh(d.neigh)}`);
   if (!d.routers.length && !d.namespaces.length && !d.dirRemoved && !d.failed.length) out.push(`nothing to remove: no sandbox with prefix ${prefix}`);
   return out.join('\n') + '\n';
 }

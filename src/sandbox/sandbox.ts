@@ -9,220 +9,43 @@
  * never leaves anything that a later `down` cannot find. Pods are attached by the real plugin
  * binary, invoked exactly as a container runtime would.
  */
-import { promises as fs, readFileSync } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { RouterClient } from '../common/client';
-import { SysError, WeftError } from '../common/errors';
-import { readIfExists } from '../common/fsutil';
-import type { Report } from '../router/report';
 import { ipBatch, run } from '../sys/exec';
-import { isAlive, killAndWait, netnsPids, parentPid, processArgv, runCaptured, spawnDetached, terminate, type Termination } from '../sys/process';
-import { checkPrefix, hostAddress, sandboxDir, SANDBOX_ROOT, UNDERLAY_PREFIXLEN, upOptions, type RawUpOptions, type UpOptions } from './options';
-import { mapPool, sleep } from './pool';
-import { readState, StateWriter, type HostRecord, type PodRecord, type SandboxState } from './state';
+import { killAndWait, runCaptured, spawnDetached } from '../sys/process';
+import { SandboxCore } from './base';
+import { formatNeigh, neighNeed, raiseNeighLimits, readNeighLimits, type NeighSizing } from './neigh';
+import { hostAddress, UNDERLAY_PREFIXLEN, upOptions, type RawUpOptions, type UpOptions } from './options';
+import { mapPool } from './pool';
+import { pingDetail, pingMatrix } from './ping';
+import type { HostRecord, PodRecord } from './state';
+import { downSandbox, sandboxStatus } from './teardown';
+import {
+  CNI_NETWORK,
+  HOST_IFNAME,
+  METRICS_ADDR,
+  netnsPath,
+  POD_IFNAME,
+  SandboxError,
+  stripPrefixLen,
+  UNDERLAY_BRIDGE,
+  type Phase,
+  type PingMatrix,
+  type SandboxHost,
+  type SandboxOpenOptions,
+  type SandboxPod,
+  type SandboxStatus,
+  type DownResult,
+  type UpResult,
+} from './types';
+import { describeMesh, exists, fmtMs, podNo } from './util';
 
-export const NETNS_DIR = '/var/run/netns';
-const UNDERLAY_BRIDGE = 'br0';
-const HOST_IFNAME = 'eth0';
-const POD_IFNAME = 'eth0';
-const METRICS_ADDR = '127.0.0.1:6782';
-const CNI_NETWORK = 'weft';
-
-/** A set-up or operation failure of the sandbox itself (not of a ping). */
-export class SandboxError extends WeftError {
-  override readonly kind = 'sandbox';
-}
-
-export interface SandboxHost extends HostRecord {
-  /** /var/run/netns/<netns>. */
-  netnsPath: string;
-}
-
-export interface SandboxPod extends PodRecord {
-  /** /var/run/netns/<name>. */
-  netnsPath: string;
-  /** Address without prefix length, e.g. 10.32.0.2. */
-  address?: string;
-}
-
-export interface Phase {
-  name: string;
-  ms: number;
-  detail?: string;
-}
-
-export interface MeshWait {
-  /** True when every router reported all N peers before the deadline. */
-  complete: boolean;
-  /** Peers each router reported last (undefined: no answer or no mesh in its report). */
-  peers: (number | undefined)[];
-  /** Established connections each router reported last. */
-  established: (number | undefined)[];
-  /** Why it stopped waiting without a full mesh. */
-  reason?: string;
-  ms: number;
-}
-
-export interface UpResult {
-  phases: Phase[];
-  mesh: MeshWait;
-  hosts: SandboxHost[];
-  pods: SandboxPod[];
-  ms: number;
-}
-
-export interface PingResult {
-  from: SandboxPod;
-  to: SandboxPod;
-  ok: boolean;
-}
-
-export interface PingMatrix {
-  pods: SandboxPod[];
-  /**
-   * ok[i][j]: pod i reached pod j; null on the diagonal and where an address is missing. A
-   * destination whose address another pod holds too is never pinged and counts as false: a
-   * reply could come from the wrong pod.
-   */
-  ok: (boolean | null)[][];
-  /** Addresses held by more than one pod (an IPAM failure), with the pods holding them. */
-  duplicates: { address: string; pods: string[] }[];
-  sameHost: { ok: number; total: number };
-  crossHost: { ok: number; total: number };
-  /** Pairs pinged; less than totalPairs when the matrix was sampled. */
-  pinged: number;
-  /** Ordered pairs of pods with addresses. */
-  totalPairs: number;
-  /** Pings the kernel refused with ENOBUFS (its ARP table, shared with the machine, was full). */
-  noBufferSpace: number;
-  ms: number;
-}
-
-export interface HostStatus {
-  host: SandboxHost;
-  netnsExists: boolean;
-  alive: boolean;
-  report?: Report;
-  error?: string;
-}
-
-export interface PodStatus {
-  pod: SandboxPod;
-  netnsExists: boolean;
-}
-
-export interface SandboxStatus {
-  prefix: string;
-  dir: string;
-  state?: SandboxState;
-  hosts: HostStatus[];
-  pods: PodStatus[];
-  /** Namespaces with the prefix that the state file does not name. */
-  strays: string[];
-}
-
-export interface DownResult {
-  routers: (Termination & { host?: string })[];
-  namespaces: string[];
-  /** Namespaces that could not be deleted, with the reason. */
-  failed: { netns: string; error: string }[];
-  /** Processes other than routers still inside a deleted namespace (left alone). */
-  others: { pid: number; netns: string; cmd: string }[];
-  dirRemoved?: string;
-}
-
-export interface SandboxOpenOptions {
-  /** Namespace name prefix (default wsb). */
-  prefix?: string;
-  /** Directory for the state file, router state, sockets and logs (default /run/weft-sandbox/<prefix>). */
-  dir?: string;
-  /** Progress lines. */
-  log?: (line: string) => void;
-}
-
-const netnsPath = (name: string) => join(NETNS_DIR, name);
-const stripPrefixLen = (cidr: string | undefined) => cidr?.split('/')[0];
-
-export class Sandbox {
-  readonly prefix: string;
-  readonly dir: string;
-  private state: SandboxState | undefined;
-  private readonly writer: StateWriter;
-  private readonly log: (line: string) => void;
-
-  constructor(opts: SandboxOpenOptions = {}) {
-    this.prefix = checkPrefix(opts.prefix ?? 'wsb');
-    this.dir = opts.dir ?? sandboxDir(this.prefix);
-    this.writer = new StateWriter(this.dir);
-    this.log = opts.log ?? (() => undefined);
-  }
-
+export class Sandbox extends SandboxCore {
   /** A sandbox handle with its state file loaded (if there is one). */
   static async open(opts: SandboxOpenOptions = {}): Promise<Sandbox> {
     const sb = new Sandbox(opts);
     await sb.load();
     return sb;
-  }
-
-  async load(): Promise<SandboxState | undefined> {
-    this.state = await readState(this.dir);
-    return this.state;
-  }
-
-  /** True when a state file was loaded or written. */
-  get exists(): boolean {
-    return this.state !== undefined;
-  }
-
-  get underlayNetns(): string {
-    return `${this.prefix}-ul`;
-  }
-
-  hostNetns(i: number): string {
-    return `${this.prefix}-h${i}`;
-  }
-
-  podNetns(host: number, j: number): string {
-    return `${this.prefix}-h${host}-p${j}`;
-  }
-
-  get hosts(): SandboxHost[] {
-    return (this.state?.hosts ?? []).map((h) => ({ ...h, netnsPath: netnsPath(h.netns) }));
-  }
-
-  get pods(): SandboxPod[] {
-    return (this.state?.pods ?? []).map((p) => ({ ...p, netnsPath: netnsPath(p.name), address: stripPrefixLen(p.cidr) }));
-  }
-
-  /** Host by 1-based index. */
-  host(i: number): SandboxHost {
-    const h = this.hosts.find((x) => x.index === i);
-    if (!h) throw new SandboxError(`no host ${i} in the sandbox (hosts: ${this.hosts.map((x) => x.index).join(', ') || 'none'})`);
-    return h;
-  }
-
-  podsOf(i: number): SandboxPod[] {
-    return this.pods.filter((p) => p.host === i);
-  }
-
-  private get st(): SandboxState {
-    if (!this.state) throw new SandboxError(`no sandbox with prefix ${this.prefix} (no ${join(this.dir, 'state.json')}); start one with weft sandbox up`);
-    return this.state;
-  }
-
-  private save(): Promise<void> {
-    return this.writer.write(this.st);
-  }
-
-  /** Namespaces whose name carries this sandbox's prefix, whether recorded or not. */
-  async namespaces(): Promise<string[]> {
-    let names: string[];
-    try {
-      names = await fs.readdir(NETNS_DIR);
-    } catch {
-      return [];
-    }
-    return names.filter((n) => n.startsWith(`${this.prefix}-`)).sort();
   }
 
   // ---------------------------------------------------------------- up
@@ -267,6 +90,7 @@ export class Sandbox {
     try {
       await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
       await this.save();
+      const neigh = await phase('neigh', () => this.sizeNeighbourTable(o.hosts, o.pods), (s) => `${formatNeigh(s.after)} (machine-wide; was ${formatNeigh(s.before)}; restored by down)`);
       await phase('underlay', () => this.makeUnderlay(o.hosts, o.mtu, o.join), () => `${this.underlayNetns}: bridge ${UNDERLAY_BRIDGE}, ${o.hosts} host${o.hosts === 1 ? '' : 's'} on 172.30.0.0/24, mtu ${o.mtu}`);
       await phase('routers', () => this.startRouters(), () => this.hosts.map((h) => `${h.nickname}=${h.pid}`).join(' '));
       await phase('api', () => this.waitReady(o.deadlineMs, signal), () => 'every router answers');
@@ -274,13 +98,14 @@ export class Sandbox {
       await phase(
         'pods',
         async () => {
-          for (const h of this.hosts) await this.addPods(h.index, o.pods, signal);
+          // a few hosts at a time: each asks its router, whose first ADD may wait for space from a peer
+          await mapPool(this.hosts, 4, (h) => this.addPods(h.index, o.pods, signal));
         },
         () => `${this.pods.length} attached by ${o.plugin}`,
       );
       this.st.readyAt = new Date().toISOString();
       await this.save();
-      return { phases, mesh, hosts: this.hosts, pods: this.pods, ms: Date.now() - t0 };
+      return { phases, neigh, mesh, hosts: this.hosts, pods: this.pods, ms: Date.now() - t0 };
     } catch (e) {
       this.log(`set-up ${signal?.aborted ? 'interrupted' : 'failed'}; removing what was made...`);
       const d = await this.down().catch((de: unknown) => {
@@ -290,6 +115,20 @@ export class Sandbox {
       if (d) this.log(`removed ${d.namespaces.length} namespaces, ${d.routers.length} routers`);
       throw e;
     }
+  }
+
+  /**
+   * Raises the machine's neighbour table limits for what this sandbox makes (src/sandbox/neigh.ts),
+   * recording the original values in the state file first, so a `down` after a crash restores them.
+   */
+  private async sizeNeighbourTable(hosts: number, pods: number): Promise<NeighSizing> {
+    const need = neighNeed(hosts, pods);
+    this.st.neigh = { need, original: await readNeighLimits() };
+    await this.save();
+    const s = await raiseNeighLimits(this.prefix, need);
+    this.st.neigh = { need, original: s.original };
+    await this.save();
+    return s;
   }
 
   private async makeUnderlay(n: number, mtu: number, joinBy: UpOptions['join']): Promise<void> {
@@ -354,78 +193,6 @@ export class Sandbox {
     await this.save();
   }
 
-  /** True when `pid` is this host's router (guards against a reused pid). */
-  private isRouter(h: HostRecord, pid: number | undefined = h.pid): boolean {
-    if (!pid || !isAlive(pid)) return false;
-    const argv = processArgv(pid);
-    return !!argv && argv.includes('router') && argv.includes(h.socket);
-  }
-
-  private client(h: HostRecord, timeoutMs = 5000): RouterClient {
-    return new RouterClient({ socket: h.socket, timeoutMs });
-  }
-
-  /** The router's report (GET /v1/report, what `weft report` prints). */
-  report(host: number | HostRecord, timeoutMs = 5000): Promise<Report> {
-    const h = typeof host === 'number' ? this.host(host) : host;
-    return this.client(h, timeoutMs).get<Report>('/v1/report');
-  }
-
-  /** Every router's report, or the error for the ones that do not answer. */
-  reports(timeoutMs = 5000): Promise<(Report | Error)[]> {
-    return Promise.all(this.hosts.map((h) => this.report(h, timeoutMs).catch((e: Error) => e)));
-  }
-
-  /** Waits until each router (or only `only`) answers its API; fails at once when one exits. */
-  async waitReady(deadlineMs: number, signal?: AbortSignal, only?: number[]): Promise<void> {
-    const deadline = Date.now() + deadlineMs;
-    let pending = this.st.hosts.filter((h) => !only || only.includes(h.index));
-    const last = new Map<number, string>();
-    for (;;) {
-      signal?.throwIfAborted();
-      for (const h of pending) {
-        if (!h.pid || !isAlive(h.pid)) throw new SandboxError(`router of ${h.nickname} (pid ${h.pid ?? '-'}) exited; its log ${h.logFile} ends:\n${await tail(h.logFile, 12)}`);
-      }
-      const answered = await Promise.all(
-        pending.map((h) =>
-          this.report(h, 2000).then(
-            () => true,
-            (e: Error) => (last.set(h.index, e.message), false),
-          ),
-        ),
-      );
-      pending = pending.filter((_, k) => !answered[k]);
-      if (pending.length === 0) return;
-      if (Date.now() >= deadline) {
-        const h = pending[0]!;
-        throw new SandboxError(
-          `router of ${pending.map((x) => x.nickname).join(', ')} did not answer within ${fmtMs(deadlineMs)} (${last.get(h.index)}); the log ${h.logFile} ends:\n${await tail(h.logFile, 12)}`,
-        );
-      }
-      await sleep(100, signal);
-    }
-  }
-
-  /**
-   * Best effort: waits until every router reports all hosts as peers and an established
-   * connection to each of the others (N-1 each), up to the deadline, and
-   * then reports what it saw. Routers whose report has no mesh section cannot get there, so
-   * it does not wait for those.
-   */
-  async waitMesh(deadlineMs: number, signal?: AbortSignal): Promise<MeshWait> {
-    const t0 = Date.now();
-    const n = this.st.hosts.length;
-    for (;;) {
-      const rs = await this.reports(2000);
-      const peers = rs.map((r) => (r instanceof Error ? undefined : r.mesh?.peers?.length));
-      const established = rs.map((r) => (r instanceof Error ? undefined : r.mesh?.connections?.filter((c) => c.state === 'established').length));
-      const ms = Date.now() - t0;
-      if (peers.every((p, i) => p !== undefined && p >= n && (established[i] ?? 0) >= n - 1)) return { complete: true, peers, established, ms };
-      if (rs.some((r) => !(r instanceof Error) && !r.mesh)) return { complete: false, peers, established, ms, reason: 'the routers report no mesh' };
-      if (ms >= deadlineMs) return { complete: false, peers, established, ms, reason: `not all ${n} peers within ${fmtMs(deadlineMs)}` };
-      await sleep(250, signal);
-    }
-  }
 
   // ---------------------------------------------------------------- pods
 
@@ -556,243 +323,38 @@ export class Sandbox {
     return stdout;
   }
 
+
   // ---------------------------------------------------------------- connectivity
 
   /** One ping from a pod to another pod's address (a second try if the first is lost). */
   async ping(from: SandboxPod, to: SandboxPod | string, tries = 2): Promise<boolean> {
-    return (await this.pingDetail(from, to, tries)).ok;
+    return (await pingDetail(from, to, tries)).ok;
   }
 
   /** Like ping, and tells whether the kernel refused to send (ENOBUFS: its neighbour table is full). */
-  async pingDetail(from: SandboxPod, to: SandboxPod | string, tries = 2): Promise<{ ok: boolean; noBufferSpace: boolean }> {
-    const addr = typeof to === 'string' ? to : to.address;
-    let noBufferSpace = false;
-    if (!addr) return { ok: false, noBufferSpace };
-    for (let k = 0; k < tries; k++) {
-      try {
-        await run('ping', ['-c1', '-W1', '-n', '-q', addr], { netns: from.netnsPath, timeoutMs: 5000 });
-        return { ok: true, noBufferSpace: false };
-      } catch (e) {
-        // lost or unreachable; "No buffer space available" means the ARP table overflowed
-        if (e instanceof SysError && /No buffer space available/.test(`${e.message}\n${e.stderr}`)) noBufferSpace = true;
-      }
-    }
-    return { ok: false, noBufferSpace };
+  pingDetail(from: SandboxPod, to: SandboxPod | string, tries = 2): Promise<{ ok: boolean; noBufferSpace: boolean }> {
+    return pingDetail(from, to, tries);
   }
 
-  /**
-   * Every pod pings every other pod, at most `concurrency` pings at a time.
-   *
-   * Each pinged pair costs two entries in the kernel's ARP table, and that table is shared by
-   * every namespace on the machine (net.ipv4.neigh.default.gc_thresh3, 1024 by default, set
-   * only in the machine's own namespace). Beyond `maxPairs` (default: half that limit) the
-   * matrix is sampled: one pair for every ordered pair of hosts first, then random pairs.
-   */
-  async pingMatrix(opts: { concurrency?: number; pods?: SandboxPod[]; maxPairs?: number } = {}): Promise<PingMatrix> {
-    const t0 = Date.now();
-    const pods = opts.pods ?? this.pods;
-    const ok: (boolean | null)[][] = pods.map(() => pods.map(() => null));
-    const withAddr = pods.map((p, i) => (p.address ? i : -1)).filter((i) => i >= 0);
-    const totalPairs = withAddr.length * (withAddr.length - 1);
-    const maxPairs = opts.maxPairs ?? neighbourBudget();
-    const pairs = totalPairs <= maxPairs ? allPairs(withAddr) : samplePairs(pods, withAddr, maxPairs);
-    const holders = new Map<string, string[]>();
-    for (const p of pods) if (p.address) holders.set(p.address, [...(holders.get(p.address) ?? []), p.name]);
-    const duplicates = [...holders].filter(([, names]) => names.length > 1).map(([address, names]) => ({ address, pods: names }));
-    const dup = new Set(duplicates.map((d) => d.address));
-    let noBufferSpace = 0;
-    await mapPool(pairs, opts.concurrency ?? 16, async ([i, j]) => {
-      if (dup.has(pods[j]!.address!)) {
-        ok[i]![j] = false;
-        return;
-      }
-      const r = await this.pingDetail(pods[i]!, pods[j]!);
-      ok[i]![j] = r.ok;
-      if (r.noBufferSpace) noBufferSpace++;
-    });
-    const sameHost = { ok: 0, total: 0 };
-    const crossHost = { ok: 0, total: 0 };
-    for (const [i, j] of pairs) {
-      const bucket = pods[i]!.host === pods[j]!.host ? sameHost : crossHost;
-      bucket.total++;
-      if (ok[i]![j]) bucket.ok++;
-    }
-    return { pods, ok, duplicates, sameHost, crossHost, pinged: pairs.length, totalPairs, noBufferSpace, ms: Date.now() - t0 };
+  /** Every pod pings every other pod (sampled beyond the neighbour-table budget; see ping.ts). */
+  pingMatrix(opts: { concurrency?: number; pods?: SandboxPod[]; maxPairs?: number } = {}): Promise<PingMatrix> {
+    return pingMatrix(this.pods, opts);
   }
 
   // ---------------------------------------------------------------- status and down
 
-  async status(): Promise<SandboxStatus> {
-    await this.load();
-    const all = await this.namespaces();
-    const known = new Set([...(this.state ? [this.underlayNetns] : []), ...this.hosts.map((h) => h.netns), ...this.pods.map((p) => p.name)]);
-    const hosts = await Promise.all(
-      this.hosts.map(async (h): Promise<HostStatus> => {
-        const alive = this.isRouter(h);
-        const hs: HostStatus = { host: h, netnsExists: all.includes(h.netns), alive };
-        if (alive) {
-          try {
-            hs.report = await this.report(h, 3000);
-          } catch (e) {
-            hs.error = (e as Error).message;
-          }
-        }
-        return hs;
-      }),
-    );
-    return {
-      prefix: this.prefix,
-      dir: this.dir,
-      state: this.state,
-      hosts,
-      pods: this.pods.map((p) => ({ pod: p, netnsExists: all.includes(p.name) })),
-      strays: all.filter((n) => !known.has(n)),
-    };
+  status(): Promise<SandboxStatus> {
+    return sandboxStatus(this);
   }
 
   /**
    * Removes the sandbox: routers (SIGTERM, then SIGKILL after `graceMs`), every namespace with
-   * the prefix (recorded or not), and the sandbox directory. Idempotent.
+   * the prefix (recorded or not), the sandbox directory, and its share of the neighbour table
+   * limits (the originals come back with the last sandbox down). Idempotent.
    */
   async down(graceMs = 5000): Promise<DownResult> {
-    let state: SandboxState | undefined;
-    try {
-      state = await readState(this.dir);
-    } catch (e) {
-      this.log(`ignoring a damaged state file: ${(e as Error).message}`);
-    }
-    state ??= this.state;
-    const namespaces = await this.namespaces();
-    const hosts = state?.hosts ?? [];
-
-    // routers: the recorded pids (when still the same process), and any router found inside
-    // one of the namespaces (a crash may have lost its pid)
-    const routerPids = new Map<number, string | undefined>();
-    for (const h of hosts) if (h.pid && this.isRouter(h)) routerPids.set(h.pid, h.nickname);
-    const candidates: { pid: number; netns: string; argv: string[] }[] = [];
-    for (const ns of namespaces) {
-      for (const pid of await netnsPids(ns)) {
-        if (routerPids.has(pid)) continue;
-        const argv = processArgv(pid) ?? [];
-        if (argv.includes('router') && argv.includes('--socket')) routerPids.set(pid, hosts.find((h) => h.netns === ns)?.nickname ?? ns);
-        else if (argv.length) candidates.push({ pid, netns: ns, argv });
-      }
-    }
-    // what a router started (its probes) goes with it; anything else is someone else's
-    const children = candidates.filter((c) => routerPids.has(parentPid(c.pid) ?? -1));
-    const terms = await terminate([...routerPids.keys()], graceMs);
-    const routers = terms.map((t) => ({ ...t, host: routerPids.get(t.pid) }));
-    await terminate(
-      children.map((c) => c.pid),
-      1000,
-    );
-    const others: DownResult['others'] = candidates
-      .filter((c) => !children.includes(c) && isAlive(c.pid))
-      .map((c) => ({ pid: c.pid, netns: c.netns, cmd: c.argv.join(' ').slice(0, 80) }));
-
-    // pods first, then hosts, then the underlay
-    const order = (n: string) => (n === `${this.prefix}-ul` ? 2 : /-p\d+$/.test(n) ? 0 : 1);
-    const removed: string[] = [];
-    const failed: DownResult['failed'] = [];
-    await mapPool(
-      [...namespaces].sort((a, b) => order(a) - order(b)),
-      8,
-      async (ns) => {
-        try {
-          await run('ip', ['netns', 'del', ns]);
-          removed.push(ns);
-        } catch (e) {
-          failed.push({ netns: ns, error: (e as Error).message });
-        }
-      },
-    );
-
-    let dirRemoved: string | undefined;
-    if (await exists(this.dir)) {
-      await fs.rm(this.dir, { recursive: true, force: true });
-      dirRemoved = this.dir;
-    }
-    await fs.rmdir(SANDBOX_ROOT).catch(() => undefined); // only when empty
-    this.state = undefined;
-    return { routers, namespaces: removed.sort(), failed, others, dirRemoved };
+    const r = await downSandbox(this, graceMs);
+    this.forget();
+    return r;
   }
-}
-
-/** Half of the kernel's ARP table limit, which every namespace on the machine shares. */
-export function neighbourBudget(): number {
-  return Math.floor(arpTableLimit() / 2);
-}
-
-/** net.ipv4.neigh.default.gc_thresh3 as this process sees it (1024 when unreadable). */
-export function arpTableLimit(): number {
-  try {
-    const n = Number(readFileSync('/proc/sys/net/ipv4/neigh/default/gc_thresh3', 'utf8').trim());
-    return Number.isInteger(n) && n > 0 ? n : 1024;
-  } catch {
-    return 1024;
-  }
-}
-
-function allPairs(idx: number[]): [number, number][] {
-  const out: [number, number][] = [];
-  for (const i of idx) for (const j of idx) if (i !== j) out.push([i, j]);
-  return out;
-}
-
-/** Up to `max` ordered pairs: one per ordered pair of hosts (both ends varied), then random ones. */
-function samplePairs(pods: SandboxPod[], idx: number[], max: number): [number, number][] {
-  const byHost = new Map<number, number[]>();
-  for (const i of idx) byHost.set(pods[i]!.host, [...(byHost.get(pods[i]!.host) ?? []), i]);
-  const hosts = [...byHost.keys()].sort((a, b) => a - b);
-  const seen = new Set<string>();
-  const out: [number, number][] = [];
-  const add = (i: number, j: number) => {
-    const k = `${i}>${j}`;
-    if (i === j || seen.has(k) || out.length >= max) return;
-    seen.add(k);
-    out.push([i, j]);
-  };
-  let turn = 0;
-  for (const a of hosts) {
-    for (const b of hosts) {
-      const src = byHost.get(a)!;
-      const dst = byHost.get(b)!;
-      const i = src[turn % src.length]!;
-      const j = dst[(turn + 1) % dst.length]!;
-      add(i, j);
-      turn++;
-    }
-  }
-  for (let tries = 0; out.length < max && tries < max * 20; tries++) {
-    add(idx[Math.floor(Math.random() * idx.length)]!, idx[Math.floor(Math.random() * idx.length)]!);
-  }
-  return out;
-}
-
-function podNo(name: string): number {
-  return Number(name.slice(name.lastIndexOf('-p') + 2));
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await fs.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function tail(file: string, lines: number): Promise<string> {
-  const text = (await readIfExists(file).catch(() => undefined)) ?? '';
-  return text.trimEnd().split('\n').slice(-lines).map((l) => `    ${l}`).join('\n') || '    (empty)';
-}
-
-export function fmtMs(ms: number): string {
-  return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`;
-}
-
-export function describeMesh(m: MeshWait, n: number): string {
-  const per = m.peers.map((p, i) => `host${i + 1}:${p ?? '?'}/${m.established[i] ?? '?'}`).join(' ');
-  if (m.complete) return `full mesh: ${n} peers each, ${m.established.reduce<number>((a, b) => a + (b ?? 0), 0)} established connections`;
-  return `incomplete (${m.reason}); peers/established seen ${per}`;
 }

@@ -59,6 +59,16 @@ export const stateSchema = z.object({
   underlay: z.object({ netns: z.string(), bridge: z.string(), subnet: z.string() }),
   hosts: z.array(hostSchema),
   pods: z.array(podSchema),
+  /**
+   * The machine-wide neighbour table limits this sandbox raised: its need, and the values found
+   * before any sandbox raised them (what `down` restores when it is the last one).
+   */
+  neigh: z.optional(
+    z.object({
+      need: z.int(),
+      original: z.object({ thresh1: z.int(), thresh2: z.int(), thresh3: z.int() }),
+    }),
+  ),
 });
 
 export type HostRecord = z.infer<typeof hostSchema>;

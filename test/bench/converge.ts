@@ -1,26 +1,30 @@
 /**
- * How fast a sandbox of N hosts converges: 16 hosts next to 8, one pod each.
+ * How fast a sandbox of N hosts converges: 32 hosts next to 16, one pod each; what routers cost.
  *
  * `Sandbox.up` (prefix wbc + random, deadlineMs 120000, no matrix) runs while this polls every
  * router's report (GET /v1/report, 250 ms apart) from the moment `up` is called:
  *   mesh   every router reports N peers and N-1 established connections
  *   ipam   every router reports ipam.status "ready" and every pod has an address (its ADD result)
  *   total  `up` returns (underlay, routers started one after another, API, mesh, pods)
- * then a sampled ping matrix (`pingMatrix({maxPairs: 120})`), ok of pinged, and the tear-down.
+ * then the ping matrix (every pair the neighbour table allows: the sandbox raises its limits),
+ * the routers idle (BENCH_IDLE_SETTLE_S, 15) then measured over BENCH_IDLE_WINDOW_S (20): RSS
+ * and CPU per router, the gossip each sent; CPU of all routers at the full mesh; the tear-down.
  * Times are from the call of `up`, to the first poll that saw the state (an upper bound by at
  * most one poll). `up` attaches pods only after its own mesh wait, so `ipam` includes the mesh.
  *
- * Env: BENCH_CONVERGE_HOSTS (16,8: the first is the figure, the second its reference).
+ * Env: BENCH_CONVERGE_HOSTS (32,16: the first is the figure, the second its reference).
  */
 import { Sandbox, type UpResult } from '../../src/sandbox';
 import { WEFT, WEFT_NET, uid } from '../helpers/netns';
 import { sleep } from '../../src/sandbox/pool';
 import { type BenchContext, type Row, loadNow, row, waitQuiet } from './common';
-import { round } from './stats';
+import { cpuSeconds, gossipSent, idleFootprint, type Gossip, type Idle } from './footprint';
+import { median, round } from './stats';
 
-const DEADLINE_MS = 120_000;
+const DEADLINE_MS = 180_000;
 const POLL_MS = 250;
-const MAX_PAIRS = 120;
+const SETTLE_S = Number(process.env.BENCH_IDLE_SETTLE_S ?? 15);
+const WINDOW_S = Number(process.env.BENCH_IDLE_WINDOW_S ?? 20);
 
 interface Run {
   hosts: number;
@@ -36,6 +40,12 @@ interface Run {
   downS: number;
   ping: { ok: number; pinged: number; totalPairs: number; crossHost: { ok: number; total: number }; sameHost: { ok: number; total: number }; duplicates: number; noBufferSpace: number; s: number };
   phases: UpResult['phases'];
+  /** CPU seconds of all routers together when the full mesh was first seen. */
+  cpuAtMeshS: number;
+  /** Gossip each router had sent by the end of the idle window. */
+  gossip: Gossip[];
+  idle: Idle;
+  neigh: UpResult['neigh'];
   lastSeen: string;
   polls: number;
   loadStart: string;
@@ -43,7 +53,7 @@ interface Run {
 }
 
 function hostsEnv(): number[] {
-  const v = process.env.BENCH_CONVERGE_HOSTS ?? '16,8';
+  const v = process.env.BENCH_CONVERGE_HOSTS ?? '32,16';
   const out = v.split(',').map((s) => Number(s.trim()));
   if (!out.length || out.some((n) => !Number.isInteger(n) || n < 2 || n > 64)) throw new Error(`BENCH_CONVERGE_HOSTS="${v}": expected host counts 2..64, comma-separated`);
   return out;
@@ -63,6 +73,7 @@ async function oneRun(ctx: BenchContext, n: number): Promise<Run> {
   let upFailed = false;
   let polls = 0;
   let lastSeen = '';
+  let cpuAtMeshS = NaN;
   const t0 = Date.now();
   const upP = sb.up({ hosts: n, pods: 1, weft: WEFT, plugin: WEFT_NET, deadlineMs: DEADLINE_MS, matrix: false }, ctx.signal).then(
     (r) => ((upDoneAt = Date.now() - t0), r),
@@ -85,7 +96,10 @@ async function oneRun(ctx: BenchContext, n: number): Promise<Run> {
         const est = rs.map((r) => (r instanceof Error ? undefined : r.mesh?.connections?.filter((c) => c.state === 'established').length));
         const status = rs.map((r) => (r instanceof Error ? 'no answer' : r.ipam?.status));
         const pods = sb.pods;
-        if (meshAt === undefined && peers.every((p, i) => p !== undefined && p >= n && (est[i] ?? 0) >= n - 1)) meshAt = at;
+        if (meshAt === undefined && peers.every((p, i) => p !== undefined && p >= n && (est[i] ?? 0) >= n - 1)) {
+          meshAt = at;
+          cpuAtMeshS = sb.hosts.reduce((a, h) => a + (h.pid ? cpuSeconds(h.pid) : NaN), 0);
+        }
         if (ipamReadyAt === undefined && status.every((s) => s === 'ready')) ipamReadyAt = at;
         if (podsAt === undefined && pods.length === n && pods.every((p) => p.address)) podsAt = at;
         lastSeen = `peers/established ${peers.map((p, i) => `${p ?? '?'}/${est[i] ?? '?'}`).join(' ')}; ipam ${[...new Set(status)].join(', ')}; pods addressed ${pods.filter((p) => p.address).length}/${n}`;
@@ -106,11 +120,15 @@ async function oneRun(ctx: BenchContext, n: number): Promise<Run> {
     if (meshAt === undefined) ctx.failures.push(`convergence ${n} hosts: never saw a full mesh in ${polls} polls; last: ${lastSeen}`);
     if (ipamReadyAt === undefined || podsAt === undefined) ctx.failures.push(`convergence ${n} hosts: never saw every IPAM ready and every pod addressed in ${polls} polls; last: ${lastSeen}`);
 
-    ctx.progress(`bench: convergence ${n} hosts: ping matrix (max ${MAX_PAIRS} pairs)`);
-    const m = await sb.pingMatrix({ maxPairs: MAX_PAIRS });
+    ctx.progress(`bench: convergence ${n} hosts: ping matrix (every pair the neighbour table allows)`);
+    const m = await sb.pingMatrix({});
     const ok = m.sameHost.ok + m.crossHost.ok;
     if (ok < m.pinged) ctx.failures.push(`convergence ${n} hosts: ${m.pinged - ok} of ${m.pinged} pings failed${m.noBufferSpace ? ` (${m.noBufferSpace} with ENOBUFS)` : ''}`);
     if (m.duplicates.length) ctx.failures.push(`convergence ${n} hosts: addresses held twice: ${m.duplicates.map((d) => `${d.address}=${d.pods.join('+')}`).join('; ')}`);
+    ctx.progress(`bench: convergence ${n} hosts: ${SETTLE_S} s to settle, then ${WINDOW_S} s of idle routers measured`);
+    await sleep(SETTLE_S * 1000, ctx.signal);
+    const idle = await idleFootprint(sb.hosts.map((h) => h.pid!), WINDOW_S * 1000, ctx.signal);
+    const gossip = await gossipSent(sb);
     const loadEnd = loadNow();
     const d0 = Date.now();
     const d = await sb.down();
@@ -129,6 +147,10 @@ async function oneRun(ctx: BenchContext, n: number): Promise<Run> {
       downS: downMs / 1000,
       ping: { ok, pinged: m.pinged, totalPairs: m.totalPairs, crossHost: m.crossHost, sameHost: m.sameHost, duplicates: m.duplicates.length, noBufferSpace: m.noBufferSpace, s: m.ms / 1000 },
       phases: up.phases,
+      cpuAtMeshS,
+      gossip,
+      idle,
+      neigh: up.neigh,
       lastSeen,
       polls,
       loadStart,
@@ -165,8 +187,19 @@ export async function convergeBench(ctx: BenchContext): Promise<Row[]> {
   timeRow('every IPAM "ready" and every pod addressed', (r) => r.ipamS);
   timeRow('total set-up (Sandbox.up returns)', (r) => r.totalS);
   timeRow('tear-down (Sandbox.down)', (r) => r.downS, `${a ? `Sandbox.down() of ${a.hosts} hosts` : ''}${b ? `  vs  of ${b.hosts}` : ''}`);
+  const perRouter = (r: Run) => r.cpuAtMeshS / r.hosts;
+  timeRow('CPU of all routers until the full mesh', (r) => r.cpuAtMeshS, `${cmd}; utime+stime of every router from /proc at the first full-mesh poll`);
+  timeRow('CPU per router until the full mesh', perRouter, `the same, divided by the hosts`);
+  const med = (f: (g: Gossip) => number) => (r: Run) => median(r.gossip.map(f).filter(Number.isFinite));
+  rows.push(row(`gossip sent per router, median (bytes), ${vsTag}`, 'bytes', one(a, med((g) => g.bytesOut)), one(b, med((g) => g.bytesOut)), (xs) => xs[0] ?? NaN, 'sum of weft_gossip_bytes_total{direction="out"} of each router\'s /metrics after the idle window'));
+  rows.push(row(`mesh messages sent per router, median, ${vsTag}`, 'bytes', one(a, med((g) => g.messagesOut)), one(b, med((g) => g.messagesOut)), (xs) => xs[0] ?? NaN, 'sum of weft_gossip_messages_total{direction="out"} (every kind, heartbeats too)'));
+  const idleCmd = `after the ping matrix and ${SETTLE_S} s: VmRSS from /proc/PID/status; (utime+stime) over ${WINDOW_S} s from /proc/PID/stat`;
+  rows.push(row(`router RSS idle, median (MiB), ${vsTag} [goal <= 80]`, 'MiB', one(a, (r) => median(r.idle.rssMiB)), one(b, (r) => median(r.idle.rssMiB)), (xs) => xs[0] ?? NaN, idleCmd));
+  rows.push(row(`router RSS idle, max (MiB), ${vsTag}`, 'MiB', one(a, (r) => Math.max(...r.idle.rssMiB)), one(b, (r) => Math.max(...r.idle.rssMiB)), (xs) => xs[0] ?? NaN, idleCmd));
+  rows.push(row(`router CPU idle, median (% of a core), ${vsTag} [goal <= 1]`, '%', one(a, (r) => median(r.idle.cpuPercent)), one(b, (r) => median(r.idle.cpuPercent)), (xs) => xs[0] ?? NaN, idleCmd));
+  rows.push(row(`router CPU idle, max (% of a core), ${vsTag}`, '%', one(a, (r) => Math.max(...r.idle.cpuPercent)), one(b, (r) => Math.max(...r.idle.cpuPercent)), (xs) => xs[0] ?? NaN, idleCmd));
   for (const r of runs) {
-    rows.push(row(`ping matrix, ${r.hosts} hosts: pairs ok vs pairs pinged`, 'pairs', [r.ping.ok], [r.ping.pinged], (xs) => xs[0] ?? NaN, `sb.pingMatrix({maxPairs: ${MAX_PAIRS}}) (${r.ping.totalPairs} ordered pairs in all)`));
+    rows.push(row(`ping matrix, ${r.hosts} hosts: pairs ok vs pairs pinged`, 'pairs', [r.ping.ok], [r.ping.pinged], (xs) => xs[0] ?? NaN, `sb.pingMatrix() (${r.ping.totalPairs} ordered pairs in all)`));
   }
   ctx.notes.unshift(
     `Times are seconds from the call of Sandbox.up to the first report poll that saw the state (polls every ${POLL_MS} ms, so up to ~${POLL_MS} ms plus one poll late); ` +
@@ -177,7 +210,9 @@ export async function convergeBench(ctx: BenchContext): Promise<Row[]> {
     ctx.notes.push(
       `${r.hosts} hosts (${r.prefix}): ${r.loadStart}; after the matrix ${r.loadEnd.join(' ')}. Phases of up: ${r.phases.map((p) => `${p.name} ${(p.ms / 1000).toFixed(1)} s`).join(', ')}. ` +
         `IPAM ready on every router at ${r.ipamReadyS.toFixed(1)} s, every pod addressed at ${r.podsS.toFixed(1)} s; ${r.polls} polls. ` +
-        `Ping matrix: cross-host ${r.ping.crossHost.ok}/${r.ping.crossHost.total}, same-host ${r.ping.sameHost.ok}/${r.ping.sameHost.total}, ${r.ping.s.toFixed(1)} s.`,
+        `Ping matrix: cross-host ${r.ping.crossHost.ok}/${r.ping.crossHost.total}, same-host ${r.ping.sameHost.ok}/${r.ping.sameHost.total}, ${r.ping.s.toFixed(1)} s` +
+        (r.ping.noBufferSpace ? ` (${r.ping.noBufferSpace} refused with ENOBUFS)` : '') +
+        `. Neighbour table limits set by the sandbox: ${r.neigh ? `gc_thresh2 ${r.neigh.before.thresh2} -> ${r.neigh.after.thresh2}, gc_thresh3 ${r.neigh.before.thresh3} -> ${r.neigh.after.thresh3}` : 'unchanged'}.`,
     );
   }
   ctx.json.runs = runs.map((r) => ({

@@ -80,7 +80,7 @@ export function timedRunWithRss(inv: Invocation, pluginIndex: number, outFile: s
   return { ...t, rssKiB };
 }
 
-const SHOWN_ENV = ['CNI_COMMAND', 'CNI_CONTAINERID', 'CNI_NETNS', 'CNI_IFNAME', 'CNI_ARGS', 'CNI_PATH'];
+const SHOWN_ENV = ['CNI_COMMAND', 'CNI_CONTAINERID', 'CNI_NETNS', 'CNI_IFNAME', 'CNI_ARGS', 'CNI_PATH', 'WEFT_TRACE'];
 
 /** The exact command line of an invocation, shell style: env assignments, argv, stdin redirect. */
 export function commandLine(inv: Invocation): string {

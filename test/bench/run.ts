@@ -18,7 +18,9 @@
  * Env: BENCH_RUNS (default 30), BENCH_WARMUP (2), BENCH_RSS_RUNS (10), BENCH_CNI_DIR
  * (/usr/lib/cni), BENCH_DEADLINE_S (1200: loops stop early and say so once it has passed).
  *
- * After those ("latency"), two more parts, each in a sandbox of its own (see their files):
+ * After those ("latency"), three more parts (see their files):
+ *   cri         containerd's CRI RunPodSandbox and Stop+Remove with weft-net vs bridge+host-local,
+ *               portmap chained on both (test/bench/cri.ts; BENCH_CRI_RUNS, BENCH_CRI_WARMUP)
  *   throughput  iperf3 pod->pod through weft vs the underlay vs a hand-built kernel VXLAN
  *               (test/bench/throughput.ts; BENCH_TP_REPS, BENCH_TP_SECONDS, BENCH_TP_MTUS)
  *   converge    16 hosts vs 8: time to a full mesh, to ready IPAM, to a finished set-up; a
@@ -29,7 +31,7 @@
  *               BENCH_POLICY_COUNT)
  *   sleeve      the routers' own data path: encrypted vs plain vs kernel VXLAN, direct vs through
  *               one intermediate host; AEAD choice (test/bench/sleeve.ts; BENCH_SLEEVE_REPS, BENCH_SLEEVE_SECONDS)
- * BENCH_ONLY=latency|throughput|converge|policy|sleeve (or a comma list) runs only those; default all. The
+ * BENCH_ONLY=latency|cri|throughput|converge|policy|sleeve (or a comma list) runs only those; default all. The
  * sandbox parts first wait for a quiet machine: BENCH_MAX_LOAD (1.0, 1-minute load average),
  * BENCH_LOAD_WAIT_S (600).
  */
@@ -43,10 +45,12 @@ const isRoot = () => process.getuid?.() === 0;
 import { commandLine, inNetns, timedRun, timedRunWithRss, TIME_BIN, type Invocation, type Timed } from './invoke';
 import { fmt, markdownTable, median, percentile, ratio, round } from './stats';
 import { jsonRows, loadNow, rowsTable, type BenchContext, type Row } from './common';
+import { breakdownTable, parseTrace, type Traced } from './breakdown';
 import { throughputBench } from './throughput';
 import { convergeBench } from './converge';
 import { policyBench } from './policy';
 import { sleeveBench } from './sleeve';
+import { criBench } from './cri';
 
 // ---------------------------------------------------------------- configuration
 
@@ -138,13 +142,15 @@ interface Samples {
   check: number[];
   del: number[];
   rss: number[];
+  /** weft-net's WEFT_TRACE lines of the timed calls, by verb. */
+  traces: Record<'ADD' | 'CHECK' | 'DEL' | 'VERSION', Traced[]>;
   failures: { verb: string; iteration: number; error: string }[];
   lastInv: Partial<Record<'ADD' | 'CHECK' | 'DEL' | 'RSS', Invocation>>;
 }
 
-const newSamples = (): Samples => ({ add: [], check: [], del: [], rss: [], failures: [], lastInv: {} });
+const newSamples = (): Samples => ({ add: [], check: [], del: [], rss: [], traces: { ADD: [], CHECK: [], DEL: [], VERSION: [] }, failures: [], lastInv: {} });
 
-function cniEnvFor(verb: string, containerId: string, pod: Netns): Record<string, string> {
+function cniEnvFor(verb: string, containerId: string, pod: Netns, traced: boolean): Record<string, string> {
   return {
     PATH: BASE_PATH,
     CNI_PATH: REF_DIR,
@@ -152,13 +158,15 @@ function cniEnvFor(verb: string, containerId: string, pod: Netns): Record<string
     CNI_CONTAINERID: containerId,
     CNI_NETNS: pod.path,
     CNI_IFNAME: 'eth0',
+    // weft-net writes where its time went to stderr (src/cni/trace.ts); the reference ignores it
+    ...(traced ? { WEFT_TRACE: '1' } : {}),
   };
 }
 
 function invocation(s: Subject, verb: string, containerId: string, pod: Netns, conf: Record<string, unknown>, confName: string): Invocation {
   return {
     argv: inNetns(s.host, [s.plugin]),
-    env: cniEnvFor(verb, containerId, pod),
+    env: cniEnvFor(verb, containerId, pod, s.key === 'weft'),
     stdin: JSON.stringify(conf),
     stdinName: confName,
     timeoutMs: CALL_TIMEOUT_MS,
@@ -208,6 +216,10 @@ function cycle(s: Subject, iteration: number, out: Samples, warm: boolean): void
       out.add.push(add.ms);
       if (!check.error) out.check.push(check.ms);
       if (!del.error) out.del.push(del.ms);
+      for (const [verb, r] of [['ADD', add], ['CHECK', check], ['DEL', del]] as const) {
+        const trace = r.error ? undefined : parseTrace(r.stderr);
+        if (trace) out.traces[verb].push({ trace, wallMs: r.ms });
+      }
       out.lastInv.ADD = addInv;
       out.lastInv.CHECK = checkInv;
       out.lastInv.DEL = delInv;
@@ -333,17 +345,22 @@ async function main(): Promise<number> {
 
   // --- 2. process start-up (no namespace needed: VERSION touches no network)
   const startup = {
-    weft: { samples: [] as number[], inv: { argv: [REL_WEFT_NET], env: { PATH: BASE_PATH, CNI_COMMAND: 'VERSION' }, timeoutMs: 10_000 } as Invocation },
+    weft: { samples: [] as number[], inv: { argv: [REL_WEFT_NET], env: { PATH: BASE_PATH, CNI_COMMAND: 'VERSION', WEFT_TRACE: '1' }, timeoutMs: 10_000 } as Invocation },
     node: { samples: [] as number[], inv: { argv: [REL_NODE24, '-e', '0'], env: { PATH: BASE_PATH }, timeoutMs: 10_000 } as Invocation },
     bridge: { samples: [] as number[], inv: { argv: [REF_BRIDGE], env: { PATH: BASE_PATH, CNI_COMMAND: 'VERSION' }, timeoutMs: 10_000 } as Invocation },
   };
   const startupFailures: string[] = [];
+  const versionTraces: Traced[] = [];
   process.stderr.write('bench: start-up ');
   for (let i = -WARMUP; i < RUNS && !deadlinePassed(); i++) {
     for (const [name, s] of rotate(Object.entries(startup), i)) {
       const r = timedRun(s.inv);
       if (r.error) startupFailures.push(`${name}: ${r.error}`);
-      else if (i >= 0) s.samples.push(r.ms);
+      else if (i >= 0) {
+        s.samples.push(r.ms);
+        const trace = name === 'weft' ? parseTrace(r.stderr) : undefined;
+        if (trace) versionTraces.push({ trace, wallMs: r.ms });
+      }
     }
     if (i % 10 === 0) process.stderr.write('.');
     await checkpoint();
@@ -402,6 +419,7 @@ async function main(): Promise<number> {
 
   // --- rows
   const W = samples.weft;
+  W.traces.VERSION = versionTraces;
   const R = samples.ref;
   const M = samples.refMasq;
   addRow('ADD median (ms)', 'ms', W.add, R.add, median, vs(W.lastInv.ADD, R.lastInv.ADD));
@@ -414,6 +432,13 @@ async function main(): Promise<number> {
   addRow('DEL p90 (ms), ref ipMasq true', 'ms', W.del, M.del, p90, vs(W.lastInv.DEL, M.lastInv.DEL));
   addRow('CHECK median (ms)', 'ms', W.check, R.check, median, vs(W.lastInv.CHECK, R.lastInv.CHECK));
   addRow('CHECK p90 (ms)', 'ms', W.check, R.check, p90, vs(W.lastInv.CHECK, R.lastInv.CHECK));
+  // the goal of issue 11: the plugin's own work (its call less a bare Node start) within the reference's whole call
+  const node = median(startup.node.samples);
+  const own = (xs: number[]) => xs.map((x) => x - node);
+  addRow('ADD median less Node 24 start-up (ms), vs reference ADD', 'ms', own(W.add), R.add, median, `(${vs(W.lastInv.ADD, R.lastInv.ADD)}) less median of \`${commandLine(startup.node.inv)}\``);
+  addRow('CHECK median less Node 24 start-up (ms), vs reference CHECK', 'ms', own(W.check), R.check, median, `(${vs(W.lastInv.CHECK, R.lastInv.CHECK)}) less the same`);
+  addRow('DEL median less Node 24 start-up (ms), vs reference DEL', 'ms', own(W.del), R.del, median, `(${vs(W.lastInv.DEL, R.lastInv.DEL)}) less the same`);
+  addRow('DEL median less Node 24 start-up (ms), vs reference DEL with ipMasq', 'ms', own(W.del), M.del, median, `(${vs(W.lastInv.DEL, M.lastInv.DEL)}) less the same`);
   addRow('start-up median (ms), vs Node 24 `node -e 0`', 'ms', startup.weft.samples, startup.node.samples, median, vs(startup.weft.inv, startup.node.inv));
   addRow('start-up median (ms), vs bridge VERSION', 'ms', startup.weft.samples, startup.bridge.samples, median, vs(startup.weft.inv, startup.bridge.inv));
   addRow('start-up p90 (ms), vs bridge VERSION', 'ms', startup.weft.samples, startup.bridge.samples, p90, vs(startup.weft.inv, startup.bridge.inv));
@@ -448,6 +473,8 @@ async function main(): Promise<number> {
   );
   if (truncated) out.push('', `**Stopped early: BENCH_DEADLINE_S passed; see the n= counts.**`);
   out.push('', table, '');
+  out.push(`Where weft-net's time goes (its WEFT_TRACE line of each timed call, medians; marks are ms since the process started, router steps as the router timed them; Node 24 \`node -e 0\` median in this run: ${fmt(median(startup.node.samples), 2)} ms):`, '');
+  out.push(breakdownTable(W.traces), '');
   out.push(`Configs on stdin (\`+prevResult\` = the same with the ADD's result as prevResult; temp paths vary per run):`, '');
   for (const [name, c] of Object.entries(confs)) out.push(`- \`${name}\`: \`${JSON.stringify(c)}\``);
   const m = { ...machine(), loadavgBefore: loadBefore, loadavgAfter: loadavg().map((x) => round(x, 2)) };
@@ -474,7 +501,13 @@ async function main(): Promise<number> {
       ...Object.fromEntries(
         subjects.map((s) => [
           s.key,
-          { add: samples[s.key].add.map((x) => round(x)), check: samples[s.key].check.map((x) => round(x)), del: samples[s.key].del.map((x) => round(x)), rssKiB: samples[s.key].rss },
+          {
+            add: samples[s.key].add.map((x) => round(x)),
+            check: samples[s.key].check.map((x) => round(x)),
+            del: samples[s.key].del.map((x) => round(x)),
+            rssKiB: samples[s.key].rss,
+            ...(s.key === 'weft' ? { traces: samples[s.key].traces } : {}),
+          },
         ]),
       ),
     },
@@ -493,7 +526,7 @@ async function main(): Promise<number> {
 /** bench-results.json: the latency part's fields at the top level (as before), the other parts under their names. */
 const results: Record<string, unknown> = {};
 
-const PARTS = ['latency', 'throughput', 'converge', 'policy', 'sleeve'] as const;
+const PARTS = ['latency', 'cri', 'throughput', 'converge', 'policy', 'sleeve'] as const;
 type Part = (typeof PARTS)[number];
 
 function onlyEnv(): Set<Part> {
@@ -527,9 +560,11 @@ async function sandboxPart(
       ? ['ip', 'nsenter', 'ping', 'ss', 'iperf3']
       : part === 'policy'
         ? ['ip', 'nsenter', 'ss', 'iperf3', 'nft']
-        : part === 'sleeve'
-          ? ['ip', 'nsenter', 'ping', 'ss', 'iperf3', 'ethtool', 'bridge']
-          : ['ip', 'nsenter', 'ping'];
+        : part === 'cri'
+          ? ['ip', 'nsenter', 'containerd']
+          : part === 'sleeve'
+            ? ['ip', 'nsenter', 'ping', 'ss', 'iperf3', 'ethtool', 'bridge']
+            : ['ip', 'nsenter', 'ping'];
   for (const tool of tools) if (spawnSync(tool, ['-V'], { timeout: 5000 }).error) missing.push(tool);
   if (missing.length) {
     process.stderr.write(`bench: ${part}: cannot run: missing ${missing.join(', ')} (./build.sh; apt-get install -y iperf3 iproute2 iputils-ping nftables; run as root)\n`);
@@ -607,11 +642,14 @@ async function run(): Promise<void> {
     }
     code = Math.max(code, c);
   }
+  if (only.has('cri') && !interrupted) {
+    code = Math.max(code, await sandboxPart('cri', 'containerd CRI pod start and stop', ['weft', 'reference'], ['BENCH_CRI_RUNS', 'BENCH_CRI_WARMUP'], criBench));
+  }
   if (only.has('throughput') && !interrupted) {
     code = Math.max(code, await sandboxPart('throughput', 'weft throughput', ['Gbit/s (or bytes)', 'reference'], ['BENCH_TP_REPS', 'BENCH_TP_SECONDS', 'BENCH_TP_MTUS'], throughputBench));
   }
   if (only.has('converge') && !interrupted) {
-    code = Math.max(code, await sandboxPart('converge', 'weft convergence', ['value', 'reference'], ['BENCH_CONVERGE_HOSTS'], convergeBench));
+    code = Math.max(code, await sandboxPart('converge', 'weft convergence', ['value', 'reference'], ['BENCH_CONVERGE_HOSTS', 'BENCH_IDLE_SETTLE_S', 'BENCH_IDLE_WINDOW_S'], convergeBench));
   }
   if (only.has('policy') && !interrupted) {
     code = Math.max(code, await sandboxPart('policy', 'weft NetworkPolicy', ['value', 'reference'], ['BENCH_POLICY_REPS', 'BENCH_POLICY_SECONDS', 'BENCH_POLICY_PODS', 'BENCH_POLICY_COUNT'], policyBench));

@@ -184,7 +184,7 @@ describe('weft-net on one host', { skip, concurrency: false }, () => {
     }
   });
 
-  test('DEL is idempotent: repeated, empty netns, vanished netns, unknown container; it releases what was held', () => {
+  test('DEL is idempotent: repeated, empty netns, vanished netns, unknown container; it releases what was held', async () => {
     const p = pod('wt-d');
     const add = cni(host, cniEnv('ADD', 'pod-d', p.path), conf());
     assert.equal(add.code, 0);
@@ -193,7 +193,8 @@ describe('weft-net on one host', { skip, concurrency: false }, () => {
     assert.equal(cni(host, cniEnv('DEL', 'pod-d', p.path), conf()).code, 0);
     assert.equal(cni(host, cniEnv('DEL', 'pod-d', p.path), conf()).code, 0, 'second DEL');
     assert.ok(!podAllocs().some((x: any) => x.containerId === 'pod-d'), 'allocation released');
-    assert.ok(!vethsOnHost().some((l) => l.ifname === veth), 'veth gone');
+    // the router finishes the deletion in the background (it is off the wire already)
+    assert.ok(await until(() => !vethsOnHost().some((l) => l.ifname === veth), 10_000), 'veth gone');
 
     const q = pod('wt-e');
     assert.equal(cni(host, cniEnv('ADD', 'pod-e', q.path), conf()).code, 0);
@@ -294,6 +295,40 @@ describe('weft-net on one host', { skip, concurrency: false }, () => {
     assert.ok(!podAllocs().some((a: any) => a.network === 'weftnet'));
   });
 
+  test('DEL takes the pod off the wire before it answers; an ADD of the same attachment right after gets a working pod', async () => {
+    const p = pod('wt-z');
+    const first = cni(host, cniEnv('ADD', 'pod-z', p.path), conf());
+    assert.equal(first.code, 0, first.stdout);
+    const addr = first.json.ips[0].address.split('/')[0];
+    assert.ok(host.ping(addr), 'reachable after ADD');
+    assert.equal(cni(host, cniEnv('DEL', 'pod-z', p.path), conf()).code, 0);
+    assert.ok(!host.ping(addr), 'unreachable as soon as DEL has answered');
+    // the same key at once: the router first finishes deleting the old pair (same names)
+    const again = cni(host, cniEnv('ADD', 'pod-z', p.path), conf());
+    assert.equal(again.code, 0, again.stdout);
+    assert.deepEqual(p.addrs('eth0'), [again.json.ips[0].address]);
+    assert.ok(p.ping(again.json.ips[0].gateway), 'the new pod reaches its gateway');
+    assert.equal(cni(host, cniEnv('DEL', 'pod-z', p.path), conf()).code, 0);
+  });
+
+  test('WEFT_TRACE=1: one JSON line on stderr with the plugin marks and the router steps, stdout untouched', () => {
+    const p = pod('wt-t');
+    const add = cni(host, cniEnv('ADD', 'pod-t', p.path, 'eth0', { WEFT_TRACE: '1' }), conf());
+    assert.equal(add.code, 0, add.stdout + add.stderr);
+    assert.equal(add.json.ips.length, 1, 'stdout is the result');
+    const t = JSON.parse(add.stderr.trim().split('\n').pop()!).weftTrace;
+    assert.equal(t.verb, 'ADD');
+    for (const m of ['main', 'parsed', 'request', 'answer', 'end']) assert.equal(typeof t.marks[m], 'number', `mark ${m}`);
+    assert.ok(t.marks.main <= t.marks.parsed && t.marks.parsed <= t.marks.request && t.marks.request <= t.marks.answer);
+    for (const s of ['allocate', 'fsync', 'hostLink', 'podLink', 'total']) assert.equal(typeof t.router[s], 'number', `router step ${s}`);
+    const del = cni(host, cniEnv('DEL', 'pod-t', p.path, 'eth0', { WEFT_TRACE: '1' }), conf());
+    assert.equal(del.code, 0);
+    const d = JSON.parse(del.stderr.trim()).weftTrace;
+    assert.equal(d.verb, 'DEL');
+    assert.equal(typeof d.router.release, 'number');
+    assert.equal(cni(host, cniEnv('DEL', 'pod-t', p.path), conf()).stderr, '', 'no trace without WEFT_TRACE');
+  });
+
   test('STATUS succeeds while the router answers', () => {
     const r = cni(host, { CNI_COMMAND: 'STATUS' }, conf({}, '1.1.0'));
     assert.equal(r.code, 0, r.stdout);
@@ -382,7 +417,7 @@ describe('router restarts, crashes and absence', { skip, concurrency: false }, (
       assert.ok(ps[0]!.ping(addrs[49]!.split('/')[0]), 'first pod reaches the last');
       const dels = await Promise.all(ps.map((p, i) => cniAsync(h, cniEnv('DEL', `conc-${i}`, p.path), conf)));
       dels.forEach((r, i) => assert.equal(r.code, 0, `DEL ${i}: ${r.stdout}`));
-      assert.deepEqual(h.links().filter((l) => l.ifname.startsWith('vethwe')), []);
+      assert.ok(await until(() => h.links().every((l) => !l.ifname.startsWith('vethwe')), 20_000), 'every host veth deleted');
       assert.deepEqual(router.report().ipam.attachments.filter((a: any) => a.network !== '_gateway'), []);
       assert.deepEqual(readdirSync(router.stateDir).sort(), ['ipam.json', 'peer-name']);
       assert.ok(!existsSync(join(router.stateDir, 'pending-release')) || readdirSync(join(router.stateDir, 'pending-release')).length === 0);
@@ -432,6 +467,33 @@ describe('router restarts, crashes and absence', { skip, concurrency: false }, (
     } finally {
       await router.destroy();
       ps.forEach((p) => p.destroy());
+      h.destroy();
+    }
+  });
+
+  test('a starting router deletes host veths no allocation owns (a crash between DEL and the deletion) and keeps its pods\' ones', async () => {
+    const h = Netns.create('wt-sw');
+    const router = new RouterProc(h);
+    const p = Netns.create('wt-swp');
+    try {
+      await router.start();
+      const conf = netConf(router.socket);
+      const add = cni(h, cniEnv('ADD', 'pod-sw', p.path), conf);
+      assert.equal(add.code, 0, add.stdout);
+      const kept = add.json.interfaces[1].name;
+      await router.kill('SIGKILL');
+      // what a router killed after answering a DEL leaves: a host end down, its allocation gone
+      h.run('ip', ['link', 'add', 'vethwe0123456ab', 'type', 'veth', 'peer', 'name', 'wt-sw-peer']);
+      h.run('ip', ['link', 'add', 'vethother0', 'type', 'veth', 'peer', 'name', 'wt-sw-peer2']);
+      await router.start();
+      const names = () => h.links().map((l) => l.ifname);
+      assert.ok(await until(() => !names().includes('vethwe0123456ab'), 10_000), 'stale host end deleted');
+      assert.ok(names().includes(kept), 'the pod keeps its veth');
+      assert.ok(names().includes('vethother0'), 'links that are not weft host ends are left alone');
+      assert.ok(p.ping(add.json.ips[0].gateway), 'the pod still works');
+    } finally {
+      await router.destroy();
+      p.destroy();
       h.destroy();
     }
   });

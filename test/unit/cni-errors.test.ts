@@ -130,7 +130,7 @@ for (const [err, code] of [
     assert.equal(r.json.code, code);
     assert.equal(r.json.msg, err.message);
     assert.equal(r.json.cniVersion, '0.4.0');
-    assert.deepEqual(asked, ['/v1/ipam/allocate'], 'the plugin stopped at the refusal');
+    assert.deepEqual(asked, ['/v1/cni/add'], 'the plugin stopped at the refusal (one request per verb)');
   });
 }
 

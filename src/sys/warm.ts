@@ -1,0 +1,220 @@
+/**
+ * `ip -batch` processes started ahead of need, for the router's per-pod netlink work.
+ *
+ * Why it is this way: starting a process from Node costs 2-4 ms of fork, exec and dynamic
+ * linking before the command does anything (measured on the 2-core test machine: spawn of
+ * /bin/true from a warm Node 24), which is more than the netlink work of a whole CNI ADD. So
+ * the router keeps a few processes waiting on their stdin: `ip -batch -` for its own namespace,
+ * and for a pod's namespace a shell that reads the namespace path as its first line and then
+ * execs `nsenter --net=PATH ip -batch -` (the path is a shell variable, never interpreted). A
+ * request writes its lines and closes stdin, so it pays for the netlink work and, in a pod,
+ * one exec of nsenter and ip. A used process exits; a new one is started shortly after, off
+ * the request's path. When none is waiting (a burst), one is started on the spot, which costs
+ * what a plain spawn costs. Idle processes use no CPU and exit with the router (their stdin
+ * closes).
+ */
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
+import { nodeChildProcess } from '../common/lazy';
+import { EnvError, SysError } from '../common/errors';
+import type { Startable } from '../common/lifecycle';
+import { classify, DEFAULT_TIMEOUT_MS, type RunResult } from './exec';
+
+export interface IpBatchOptions {
+  /** Run inside this network namespace (a path: /var/run/netns/x or /proc/PID/ns/net). */
+  netns?: string;
+  /** `ip -json`: one JSON array per line of output, one line per command. */
+  json?: boolean;
+  /** Deadline in milliseconds (default 10 000). */
+  timeoutMs?: number;
+}
+
+/** What the output of a batch was, whatever its exit code. */
+export interface RawResult extends RunResult {
+  code: number | null;
+  timedOut: boolean;
+}
+
+/** Runs `ip [-json] -batch -` with one command per line; stops at the first failing line. */
+export interface IpRunner {
+  /** Resolves on success; a failure is the typed error `classify` makes of ip's stderr. */
+  batch(lines: readonly string[], opts?: IpBatchOptions): Promise<RunResult>;
+  /** Resolves with the output whatever the exit code (for reads where a later line may fail). */
+  batchRaw(lines: readonly string[], opts?: IpBatchOptions): Promise<RawResult>;
+}
+
+export interface WarmIpOptions {
+  /** Processes kept waiting per kind (host/pod, plain/json) once the kind has been used; default 1. */
+  size?: number;
+  /** Delay before used processes are replaced, so a replacement never competes with the request it served; default 20 ms. */
+  refillDelayMs?: number;
+}
+
+interface Kind {
+  key: string;
+  pod: boolean;
+  json: boolean;
+}
+
+interface Proc {
+  child: ChildProcessWithoutNullStreams;
+  out: Buffer[];
+  err: Buffer[];
+  exited: Promise<number | null>;
+  dead: boolean;
+}
+
+/** The shell that waits in a pod's place: first line of stdin is the namespace path. */
+const POD_SHELL = 'IFS= read -r ns && exec nsenter --net="$ns" -- ip "$@" -batch -';
+
+function kindOf(opts: IpBatchOptions): Kind {
+  const pod = opts.netns !== undefined;
+  const json = opts.json === true;
+  return { key: `${pod ? 'pod' : 'host'}/${json ? 'json' : 'plain'}`, pod, json };
+}
+
+function argvOf(k: Kind): string[] {
+  const flags = k.json ? ['-json'] : [];
+  return k.pod ? ['sh', '-c', POD_SHELL, 'sh', ...flags] : ['ip', ...flags, '-batch', '-'];
+}
+
+function shownOf(k: Kind, netns: string | undefined): string {
+  const ip = `ip${k.json ? ' -json' : ''} -batch -`;
+  return netns ? `nsenter --net=${netns} -- ${ip}` : ip;
+}
+
+export class WarmIp implements IpRunner, Startable {
+  private readonly idle = new Map<string, Proc[]>();
+  private readonly kinds = new Map<string, Kind>();
+  private refillTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private readonly size: number;
+  private readonly refillDelayMs: number;
+
+  constructor(o: WarmIpOptions = {}) {
+    this.size = o.size ?? 1;
+    this.refillDelayMs = o.refillDelayMs ?? 20;
+  }
+
+  /**
+   * Starts the waiting processes ADD and DEL use (host and pod, plain); the JSON kinds (CHECK)
+   * start waiting after their first use. Every process is a fork of the router, so a router
+   * that starts among many (a sandbox of 32) starts few.
+   */
+  async start(): Promise<void> {
+    this.stopped = false;
+    for (const opts of [{}, { netns: '' }]) {
+      const k = kindOf(opts);
+      this.kinds.set(k.key, k);
+    }
+    this.refill();
+  }
+
+  /** Lets the waiting processes go (their stdin closes, they exit without doing anything). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.refillTimer);
+    const all = [...this.idle.values()].flat();
+    this.idle.clear();
+    for (const p of all) p.child.stdin.end();
+    await Promise.all(all.map((p) => Promise.race([p.exited, new Promise((r) => setTimeout(r, 1000).unref())])));
+    for (const p of all) if (!p.dead) p.child.kill('SIGKILL');
+  }
+
+  async batch(lines: readonly string[], opts: IpBatchOptions = {}): Promise<RunResult> {
+    const r = await this.batchRaw(lines, opts);
+    const k = kindOf(opts);
+    const shown = shownOf(k, opts.netns);
+    const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    if (r.timedOut) throw new SysError(`${shown}: no answer within ${timeoutMs} ms`, r.stderr, r.code);
+    if (r.code !== 0) {
+      const first = r.stderr.trim().split('\n')[0] || `exit ${r.code}`;
+      throw classify(`${shown}: ${first}`, r.stderr, r.code, opts.netns);
+    }
+    return { stdout: r.stdout, stderr: r.stderr };
+  }
+
+  async batchRaw(lines: readonly string[], opts: IpBatchOptions = {}): Promise<RawResult> {
+    if (opts.netns !== undefined && (opts.netns === '' || /[\n\0]/.test(opts.netns))) {
+      throw new EnvError('CNI_NETNS', `"${opts.netns}" is not a usable namespace path`);
+    }
+    const k = kindOf(opts);
+    this.kinds.set(k.key, k);
+    const p = this.take(k);
+    const input = (k.pod ? `${opts.netns}\n` : '') + lines.join('\n') + '\n';
+    const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      p.child.kill('SIGKILL');
+    }, timeoutMs);
+    try {
+      p.child.stdin.end(input);
+      const code = await p.exited;
+      return { stdout: Buffer.concat(p.out).toString(), stderr: Buffer.concat(p.err).toString(), code, timedOut };
+    } finally {
+      clearTimeout(timer);
+      this.scheduleRefill();
+    }
+  }
+
+  /** A waiting process of this kind, or a new one when none waits. */
+  private take(k: Kind): Proc {
+    const list = this.idle.get(k.key) ?? [];
+    let p: Proc | undefined;
+    while ((p = list.shift()) && p.dead) {
+      /* exited while waiting: skip */
+    }
+    return p ?? this.spawn(k);
+  }
+
+  private spawn(k: Kind): Proc {
+    const [cmd, ...args] = argvOf(k);
+    const child = nodeChildProcess().spawn(cmd!, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const p: Proc = { child, out: [], err: [], exited: undefined as unknown as Promise<number | null>, dead: false };
+    p.exited = new Promise((resolve) => {
+      child.on('error', (e) => {
+        p.err.push(Buffer.from(`${cmd}: ${e.message}\n`));
+        p.dead = true;
+        resolve(null);
+      });
+      child.on('close', (code) => {
+        p.dead = true;
+        resolve(code);
+      });
+    });
+    child.stdout.on('data', (d: Buffer) => p.out.push(d));
+    child.stderr.on('data', (d: Buffer) => p.err.push(d));
+    child.stdin.on('error', () => {
+      /* the process may exit before reading its input; its exit code tells */
+    });
+    return p;
+  }
+
+  private scheduleRefill(): void {
+    if (this.stopped || this.refillTimer) return;
+    this.refillTimer = setTimeout(() => {
+      this.refillTimer = undefined;
+      this.refill();
+    }, this.refillDelayMs);
+    this.refillTimer.unref();
+  }
+
+  private refill(): void {
+    if (this.stopped) return;
+    for (const k of this.kinds.values()) {
+      const list = (this.idle.get(k.key) ?? []).filter((p) => !p.dead);
+      while (list.length < this.size) list.push(this.spawn(k));
+      this.idle.set(k.key, list);
+    }
+  }
+
+  /** Pids of the processes waiting now. */
+  waitingPids(): number[] {
+    return [...this.idle.values()].flat().filter((p) => !p.dead && p.child.pid !== undefined).map((p) => p.child.pid!);
+  }
+
+  /** Processes waiting now, by kind (for tests and the report). */
+  waiting(): Record<string, number> {
+    return Object.fromEntries([...this.idle].map(([key, l]) => [key, l.filter((p) => !p.dead).length]));
+  }
+}
