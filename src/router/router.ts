@@ -34,6 +34,7 @@ import { ApiServer } from './http';
 import { IpamApi } from './ipam-api';
 import { Metrics } from './metrics';
 import type { RouterConfig } from './options';
+import { registerPolicyApi, RouterPolicy } from './policy';
 import { Repair } from './repair';
 import { buildReport, connectionReports } from './report';
 import { SpoolDrainer } from './spool';
@@ -176,6 +177,7 @@ export class Router {
       },
       onGateway: (ip) => {
         mesh.publish({ gateway: ip });
+        policy?.kick();
         void prober.listen(ip).catch((e) => log.warn({ err: (e as Error).message }, 'probe socket'));
       },
       log,
@@ -191,7 +193,14 @@ export class Router {
         dataPath,
         underlay,
       });
+    // NetworkPolicy, in Kubernetes mode only: Pods, Namespaces, NetworkPolicies from the API, enforced on the bridge
+    const policy = kube && new RouterPolicy(
+      { client: kube.client, attachments: () => ipam.allocator.list(), exposed: () => exposed, log: child('policy'), enforced: (s) => metrics.policyEnforced(s) },
+      { exempt: o.serviceCidr },
+    );
+    if (policy) metrics.policy(() => policy.dropDeltas());
     const api = new ApiServer(log);
+    registerPolicyApi(api, policy);
     new IpamApi({
       ipam,
       commit,
@@ -199,7 +208,7 @@ export class Router {
       gateways: bridge,
       mtu: () => dataPath.podMtu,
       log,
-      observe: (op, r, s) => metrics.request(op, r, s),
+      observe: (op, r, s) => (metrics.request(op, r, s), policy?.kick()),
     }).register(api);
     new ControlApi({
       report,
@@ -230,7 +239,7 @@ export class Router {
       unreachableShare: () => unreachableShare(ipam, mesh, self.name),
       pendingAllocations: () => ipam.pendingAllocations,
     });
-    await metrics.listen(o.metricsAddr, () => readiness({ host, dataPath, ipam, underlay }), log);
+    await metrics.listen(o.metricsAddr, () => readiness({ host, dataPath, ipam, underlay, policy }), log);
     this.started.push({ start: async () => undefined, stop: () => metrics.close() });
 
     // the host network: the bridge and rules, then whatever a recreated bridge lost
@@ -261,6 +270,7 @@ export class Router {
     this.started.push({ start: async () => undefined, stop: () => prober.stop() });
     await spool.publishStateDir();
     await this.up(bridge);
+    if (policy) await this.up(policy);
     await this.up(new Repair({ host, bridge, dataPath, log }, { everyMs: t.programMs }));
     if (kube) await this.up(new WhenReady(() => readiness({ host, dataPath, ipam, underlay }), () => void kube.condition().dataPathReady(), 1000));
     log.info(
@@ -310,6 +320,7 @@ async function readiness(p: {
   dataPath: DataPath;
   ipam: IpamService;
   underlay: UnderlayFinder;
+  policy?: RouterPolicy;
 }): Promise<string[]> {
   const st = p.ipam.status();
   const dp = (await p.dataPath.verify()).map((w) => (p.underlay.underlay ? w : `${w}: ${p.underlay.reason}`));
@@ -318,6 +329,7 @@ async function readiness(p: {
     await p.host.verifyRules(),
     ...dp,
     st.status === 'ready' ? undefined : `IPAM cannot allocate: ${st.status}${st.reason ? ` (${st.reason})` : ''}`,
+    ...((await p.policy?.readiness()) ?? []),
   ].filter((x): x is string => !!x);
 }
 
