@@ -36,6 +36,8 @@ export interface WatchedObjects extends Startable {
   /** The last failure, while the watch retries. */
   readonly lastError?: string;
   list(): readonly KubeObject[];
+  /** The resourceVersion the cache is at (its list's or last event's), when known. */
+  resourceVersion?(): string | undefined;
   on(event: 'add' | 'update' | 'delete', fn: (o: KubeObject) => void): unknown;
   on(event: 'synced', fn: () => void): unknown;
 }
@@ -94,7 +96,7 @@ const keyOf = (o: KubeObject) => `${o.metadata.namespace ?? ''}/${o.metadata.nam
 
 /** The newer of two resourceVersions: numerically when both are numbers (etcd's and the test server's are), else the later seen. */
 function newer(a: string | undefined, b: string | undefined): string | undefined {
-  if (a === undefined || b === undefined) return b ?? a;
+  if (!a || !b) return b || a || undefined;
   if (/^\d+$/.test(a) && /^\d+$/.test(b)) return BigInt(b) >= BigInt(a) ? b : a;
   return b;
 }
@@ -183,12 +185,13 @@ export class PolicySource implements Startable {
     this.flushTimer = undefined;
     if (!this.started || !this.allSynced()) return;
     const since = this.dirtySince;
-    const rv = this.seenRv;
     this.dirtySince = undefined;
     this.dirty = false;
     let input: PolicyInput;
+    let rv: string | undefined;
     try {
       input = this.build();
+      rv = this.seenRv;
     } catch (e) {
       this.lastError = (e as Error).message;
       this.c.log.error({ err: this.lastError }, 'building the network policy input failed');
@@ -220,6 +223,8 @@ export class PolicySource implements Startable {
     const pods = this.parsedOf<Pod>('pods');
     const namespaces = this.parsedOf<Namespace>('namespaces');
     const policies = this.parsedOf<NetworkPolicy>('networkpolicies');
+    // a deletion leaves no object behind to carry its resourceVersion; the caches' own do
+    for (const r of POLICY_RESOURCES) this.seenRv = newer(this.seenRv, this.c.watches[r].resourceVersion?.());
     const local = [...this.c.local()];
     const nodeAddresses = [...this.c.nodeAddresses()];
     this.lastLocal = JSON.stringify([local, nodeAddresses]);
