@@ -133,6 +133,8 @@ export class RouterProc {
   log = '';
   /** Extra environment for the router (e.g. shorter timers). */
   env: Record<string, string> = {};
+  /** How long `start` waits for the API to answer. */
+  startTimeoutMs = 30_000;
 
   constructor(
     readonly host: Netns,
@@ -160,7 +162,7 @@ export class RouterProc {
     if (!this.host.run('ip', ['-4', 'route', 'show', 'default']).trim()) this.host.run('ip', ['route', 'add', 'default', 'dev', 'wup0']);
   }
 
-  /** Starts the router and waits (up to 30 s: a loaded machine starts slowly) until its API answers. */
+  /** Starts the router and waits (`startTimeoutMs`, 30 s: a loaded machine starts slowly) until its API answers. */
   async start(): Promise<void> {
     if (this.uplink) this.ensureUplink();
     const args = ['--', WEFT, 'router', '--state-dir', this.stateDir, '--socket', this.socket, '--log-level', 'debug', ...this.extraArgs];
@@ -168,14 +170,14 @@ export class RouterProc {
     this.proc = p;
     p.stdout!.on('data', (d) => (this.log += d));
     p.stderr!.on('data', (d) => (this.log += d));
-    const deadline = Date.now() + 30_000;
+    const deadline = Date.now() + this.startTimeoutMs;
     while (Date.now() < deadline) {
       if (p.exitCode !== null) throw new Error(`router exited ${p.exitCode}: ${this.log}`);
       const r = tryRun(WEFT, ['--socket', this.socket, 'report'], 5000);
       if (r.ok) return;
       await sleep(50);
     }
-    throw new Error(`router did not answer within 30 s: ${this.log}`);
+    throw new Error(`router did not answer within ${this.startTimeoutMs / 1000} s: ${this.log}`);
   }
 
   report(): any {

@@ -79,6 +79,7 @@ export class KubePolicyBed implements MatrixBed {
       for (let i = 0; i < n; i++) {
         const r = res.track(new RouterProc(hosts[i]!, ['--kubeconfig', bed.kubeconfig, '--node-name', `h${i + 1}`, '--nickname', `h${i + 1}`, ...routerArgs], join(dir, `r${i + 1}`), false));
         r.env = FAST;
+        r.startTimeoutMs = 90_000; // three routers and their Kubernetes clients starting at once, on a shared machine
         bed.routers.push(r);
       }
       await Promise.all(bed.routers.map((r) => r.start()));
