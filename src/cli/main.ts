@@ -12,7 +12,7 @@ const HELP = `Usage: weft [--socket PATH] COMMAND [ARGS]
 
 Commands:
   router            run the router (see weft router --help)
-  status [PART]     router and IPAM status; PART: peers, connections, ipam, targets
+  status [PART]     router and IPAM status; PART: peers, connections, ipam, targets, policy
   ps                attachments on this host: container, MAC, addresses
   report            the complete state as JSON
   connect ADDR...   connect to peers          forget ADDR...   stop connecting to them

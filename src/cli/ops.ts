@@ -5,6 +5,7 @@
 import type { RouterClient } from '../common/client';
 import { ConfigError } from '../common/errors';
 import type { Report } from '../router/report';
+import type { PolicyReport } from '../router/policy';
 import { PROTOCOL, PROTOCOL_MAX, PROTOCOL_MIN } from '../mesh/protocol';
 import { parse } from './args';
 import type { CliIo } from './main';
@@ -87,6 +88,34 @@ export function formatIpam(r: Report): string {
     .join('');
 }
 
+/** `weft status policy`: the NetworkPolicy part, its API side and its kernel side. */
+export function formatPolicy(p: PolicyReport): string {
+  if (!p.enabled || !p.engine || !p.source) return `\n${row('Service', 'policy')}${row('Status', `disabled: ${p.reason ?? 'not running'}`)}\n`;
+  const e = p.engine;
+  const s = p.source;
+  const elements = Object.values(e.sets).reduce((a, b) => a + b, 0);
+  let out = '\n' + row('Service', 'policy');
+  const waiting = s.waitingFor.map((w) => `${w.resource}${w.error ? ` (${w.error})` : ''}`).join(', ');
+  out += row('Source', s.synced ? `kubernetes: ${s.objects.networkpolicies} policies, ${s.objects.pods} pods, ${s.objects.namespaces} namespaces` : `waiting for the list of ${waiting}`);
+  out += row('Enforced', `${e.applied ? `up to resourceVersion ${s.enforcedVersion ?? '-'}` : e.keptFromBefore ? "no update yet: the previous run's rules are in force" : 'nothing yet'}${s.pending ? ' (a change is being applied)' : ''}`);
+  out += row('Table', `${e.table}: ${e.rules} rules, ${elements} set elements`);
+  out += row('Policies', `${e.policies.length} (${e.policies.filter((x) => x.selected > 0).length} selecting pods on this host)`);
+  out += row('SelectedPods', `${e.pods.length} of ${s.local} on this host`);
+  const l = e.lastApply;
+  if (l) out += row('LastApply', `${l.at} ${l.kind}, ${l.changes} changes, ${l.seconds.toFixed(3)} s (compile ${l.compileSeconds.toFixed(3)} s, nft ${l.writeSeconds.toFixed(3)} s)`);
+  out += row('Drops', `ingress ${e.drops.ingress}, egress ${e.drops.egress}`);
+  if (e.lastError || s.lastError) out += row('LastError', (e.lastError ?? s.lastError)!);
+  for (const k of s.skipped) out += row('Skipped', k.error);
+  for (const w of e.warnings.slice(0, 10)) out += row('Warning', w);
+  if (e.policies.length) out += '\npolicies:\n' + e.policies.map((x) => `  ${x.namespace}/${x.name} ${[x.ingress && 'ingress', x.egress && 'egress'].filter(Boolean).join('+')} selects ${x.selected}\n`).join('');
+  if (e.pods.length) out += '\npods:\n' + e.pods.map((x) => `  ${x.namespace}/${x.name} ${x.ip} ingress: ${x.ingress.join(',') || '-'} egress: ${x.egress.join(',') || '-'}\n`).join('');
+  if (e.blocked.length) {
+    out += '\nblocked (latest first):\n';
+    out += e.blocked.map((b) => `  ${b.seen} ${b.direction} ${b.protocol} ${b.src}:${b.sport} -> ${b.dst}:${b.dport} (${b.srcPod ?? '?'} -> ${b.dstPod ?? '?'})\n`).join('');
+  }
+  return out + '\n';
+}
+
 function simple(usage: string, run: (args: string[], client: RouterClient, io: CliIo) => Promise<number>): Op {
   return {
     usage,
@@ -103,19 +132,25 @@ function simple(usage: string, run: (args: string[], client: RouterClient, io: C
 
 export const OPS: Record<string, Op> = {
   status: simple(
-    `Usage: weft status [peers|connections|ipam|targets]
+    `Usage: weft status [peers|connections|ipam|targets|policy]
 
-Prints the router and IPAM status, or one line per item of a part.
+Prints the router and IPAM status, or one line per item of a part; policy: the NetworkPolicy
+part (Kubernetes mode), its policies, selected pods, set sizes, drops and blocked connections.
 
 Examples:
   weft status
   weft status connections
+  weft status policy
   weft --socket /run/weft/weft.sock status ipam
 `,
     async (args, client, io) => {
       const what = args[0];
-      if (args.length > 1 || (what && !['peers', 'connections', 'ipam', 'targets'].includes(what))) {
-        throw new ConfigError('status', `unknown part "${args.join(' ')}" (peers, connections, ipam or targets)`);
+      if (args.length > 1 || (what && !['peers', 'connections', 'ipam', 'targets', 'policy'].includes(what))) {
+        throw new ConfigError('status', `unknown part "${args.join(' ')}" (peers, connections, ipam, targets or policy)`);
+      }
+      if (what === 'policy') {
+        io.out(formatPolicy(await client.get<PolicyReport>('/v1/policy')));
+        return 0;
       }
       const r = await client.get<Report>('/v1/report');
       if (!what) io.out(formatStatus(r));

@@ -1,6 +1,7 @@
 /**
  * `weft kube-check`: what the router's Kubernetes mode would see, without starting a router:
- * where the configuration came from, the Nodes and their mesh addresses, and the peer record.
+ * where the configuration came from, the Nodes and their mesh addresses, the peer record, and
+ * whether the NetworkPolicy part may list its resources.
  * For operators ("can weft reach the API from here, with these rights?") and for tests of the
  * bundled client.
  */
@@ -10,11 +11,13 @@ import { KubeClient, nodeName, ownNamespace } from './client';
 import { nodeAddress } from './peers';
 import { RecordStore } from './record';
 import { createLogger } from '../common/log';
+import { POLICY_RESOURCES } from '../policy/source';
 
 export const KUBE_CHECK_HELP = `Usage: weft kube-check [--kubeconfig FILE] [--node-name NAME] [--json]
 
-Reads what the router's Kubernetes mode uses: the Nodes (each one's mesh address) and the
-peer record, through the same client and configuration (in a pod: the service account).
+Reads what the router's Kubernetes mode uses: the Nodes (each one's mesh address), the
+peer record, and the Pods, Namespaces and NetworkPolicies the NetworkPolicy part watches,
+through the same client and configuration (in a pod: the service account).
 `;
 
 export async function runKubeCheck(argv: string[], io: CliIo): Promise<number> {
@@ -29,7 +32,9 @@ export async function runKubeCheck(argv: string[], io: CliIo): Promise<number> {
   const list = await client.listSpec('nodes').list({});
   const nodes = list.items.map((n) => ({ name: n.metadata.name ?? '', address: nodeAddress(n) ?? null, self: n.metadata.name === self }));
   const record = await new RecordStore({ api: client, log: createLogger({ name: 'weft', level: 'silent' }) }, { namespace }).read();
-  const out = { config: client.origin, server: client.server, nodeName: self, namespace, nodes, record };
+  const policy: Record<string, number | string> = {};
+  for (const r of POLICY_RESOURCES) policy[r] = await client.listSpec(r).list({}).then((l) => l.items.length, (e: Error) => `cannot list: ${e.message}`);
+  const out = { config: client.origin, server: client.server, nodeName: self, namespace, nodes, record, policy };
   if (v.json) {
     io.out(`${JSON.stringify(out, null, 2)}\n`);
     return 0;
@@ -38,5 +43,6 @@ export async function runKubeCheck(argv: string[], io: CliIo): Promise<number> {
   io.out(`nodes: ${nodes.length}\n`);
   for (const n of nodes) io.out(`  ${n.name.padEnd(24)} ${n.address ?? '(no IPv4 address)'}${n.self ? '  (this node)' : ''}\n`);
   io.out(`peer record: ${Object.keys(record.peers).length} peers, ${Object.keys(record.claims).length} claims${record.lastReclaim ? `, last reclaim: ${record.lastReclaim.peer} by ${record.lastReclaim.by} at ${record.lastReclaim.at} (${record.lastReclaim.addresses} addresses)` : ''}\n`);
+  io.out(`network policy sources: ${POLICY_RESOURCES.map((r) => `${r} ${typeof policy[r] === 'number' ? policy[r] : `(${policy[r]})`}`).join(', ')}\n`);
   return 0;
 }

@@ -92,6 +92,11 @@ export class ResourceWatch<T extends KubeObject = KubeObject> extends EventEmitt
     return this.informer?.list(namespace) ?? [];
   }
 
+  /** The resourceVersion the cache is at: its last list's or event's (undefined before the first list). */
+  resourceVersion(): string | undefined {
+    return this.informer?.latestResourceVersion() || undefined;
+  }
+
   get(name: string, namespace?: string): T | undefined {
     return this.informer?.get(name, namespace);
   }

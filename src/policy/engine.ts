@@ -296,6 +296,11 @@ export class PolicyEngine implements Startable {
     };
   }
 
+  /** The last failure to apply, until an apply succeeds (cheap: no nft call). */
+  get failing(): string | undefined {
+    return this.lastError;
+  }
+
   /** Collects blocked connections now (the timer does it every `blockedPollMs`); returns those not seen before. */
   pollBlocked(): Promise<BlockedConnection[]> {
     return this.blockedLog.poll(this.plan?.names ?? new Map());

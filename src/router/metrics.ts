@@ -28,6 +28,7 @@ export class Metrics {
   private readonly allocLatency: Histogram;
   private readonly gossipMessages: Counter<'direction' | 'kind'>;
   private readonly gossipBytes: Counter<'direction'>;
+  private policyEnforcement: Histogram | undefined;
 
   constructor() {
     const r = this.registry;
@@ -61,6 +62,36 @@ export class Metrics {
     new Gauge({ name: 'weft_max_ips', help: 'Addresses this host can still hand out from the space it owns', registers: [r], collect() { this.set(src.ips().available); } });
     new Gauge({ name: 'weft_ipam_unreachable_share', help: 'Share of the allocation range owned by unreachable peers (0..1)', registers: [r], collect() { this.set(src.unreachableShare()); } });
     new Gauge({ name: 'weft_ipam_pending_allocates', help: 'Allocations waiting for address space', registers: [r], collect() { this.set(src.pendingAllocations()); } });
+  }
+
+  /**
+   * NetworkPolicy (Kubernetes mode): `weft_policy_drops_total{direction}` from the kernel's
+   * counters, as deltas (`drops` gives the increase since its last call), and
+   * `weft_policy_enforcement_seconds`, fed by `policyEnforced`.
+   */
+  policy(drops: () => Promise<{ ingress: number; egress: number }>): void {
+    const r = this.registry;
+    new Counter({
+      name: 'weft_policy_drops_total',
+      help: 'Packets NetworkPolicy dropped, by direction (ingress at the destination pod, egress at the source)',
+      labelNames: ['direction'],
+      registers: [r],
+      async collect() {
+        const d = await drops().catch(() => ({ ingress: 0, egress: 0 }));
+        this.inc({ direction: 'ingress' }, d.ingress);
+        this.inc({ direction: 'egress' }, d.egress);
+      },
+    });
+    this.policyEnforcement = new Histogram({
+      name: 'weft_policy_enforcement_seconds',
+      help: 'Time from a change seen on the Kubernetes API (Pod, Namespace, NetworkPolicy) to its enforcement in the kernel',
+      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [r],
+    });
+  }
+
+  policyEnforced(seconds: number): void {
+    this.policyEnforcement?.observe(seconds);
   }
 
   /** Records one plugin request served by the API. */

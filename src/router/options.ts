@@ -44,6 +44,7 @@ export const FLAGS = {
   'conn-limit': { kind: 'int', arg: 'N', help: 'established mesh connections at most (default 200)' },
   kubeconfig: { kind: 'string', arg: 'FILE', help: 'Kubernetes mode from this kubeconfig (in a pod: the in-cluster configuration)' },
   'node-name': { kind: 'string', arg: 'NAME', help: 'this Node in Kubernetes mode (default NODE_NAME, else the host name)' },
+  'service-cidr': { kind: 'list', arg: 'CIDR,...', help: 'Kubernetes Service ranges: NetworkPolicy checks pod egress to them after DNAT' },
   'no-masq': { kind: 'bool', help: 'do not masquerade pod egress' },
   'log-level': { kind: 'string', arg: 'LEVEL', help: 'trace|debug|info|warn|error (default info)' },
   'log-file': { kind: 'string', arg: 'F', help: 'log to a file instead of stderr' },
@@ -90,6 +91,7 @@ const optionsSchema = z.object({
   connLimit: z.int().check(z.minimum(1), z.maximum(10_000)),
   kubeconfig: z.optional(z.string()),
   nodeName: z.optional(z.string().check(z.regex(/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/, 'must be a Kubernetes Node name'))),
+  serviceCidr: z.optional(z.array(z.string())),
   masquerade: z.boolean(),
   logLevel: z.enum(LEVELS as unknown as [Level, ...Level[]]),
   logFile: z.optional(z.string()),
@@ -202,6 +204,7 @@ export function routerConfig(values: Record<string, unknown>, positionals: reado
   const range = cidrOption('--ipalloc-range', o.ipallocRange);
   const defaultSubnet = o.ipallocDefaultSubnet ? cidrOption('--ipalloc-default-subnet', o.ipallocDefaultSubnet) : range;
   if (!containsCidr(range, defaultSubnet)) throw new ConfigError('--ipalloc-default-subnet', `must lie inside --ipalloc-range ${o.ipallocRange}`);
+  for (const c of o.serviceCidr ?? []) cidrOption(values['service-cidr'] !== undefined ? '--service-cidr' : envName('service-cidr'), c);
   return { ...o, range, defaultSubnet, init: parseInit(o.ipallocInit, o.peers.length), timings: parseTimings(env) };
 }
 

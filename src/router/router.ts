@@ -34,6 +34,7 @@ import { ApiServer } from './http';
 import { IpamApi } from './ipam-api';
 import { Metrics } from './metrics';
 import type { RouterConfig } from './options';
+import { registerPolicyApi, RouterPolicy } from './policy';
 import { Repair } from './repair';
 import { buildReport, connectionReports } from './report';
 import { SpoolDrainer } from './spool';
@@ -180,6 +181,7 @@ export class Router {
       },
       onGateway: (ip) => {
         mesh.publish({ gateway: ip });
+        policy?.kick();
         void prober.listen(ip).catch((e) => log.warn({ err: (e as Error).message }, 'probe socket'));
       },
       log,
@@ -197,7 +199,14 @@ export class Router {
       });
     const warmIp = new WarmIp();
     const podLinks = new PodLinks({ ip: warmIp, attachments: () => ipam.allocator.list(), log: child('pods') });
+    // NetworkPolicy, in Kubernetes mode only: Pods, Namespaces, NetworkPolicies from the API, enforced on the bridge
+    const policy = kube && new RouterPolicy(
+      { client: kube.client, attachments: () => ipam.allocator.list(), exposed: () => exposed, log: child('policy'), enforced: (s) => metrics.policyEnforced(s) },
+      { exempt: o.serviceCidr },
+    );
+    if (policy) metrics.policy(() => policy.dropDeltas());
     const api = new ApiServer(log);
+    registerPolicyApi(api, policy);
     new IpamApi({
       ipam,
       commit,
@@ -205,7 +214,7 @@ export class Router {
       gateways: bridge,
       mtu: () => dataPath.podMtu,
       log,
-      observe: (op, r, s) => metrics.request(op, r, s),
+      observe: (op, r, s) => (metrics.request(op, r, s), policy?.kick()),
     }).register(api);
     new ControlApi({
       report,
@@ -216,7 +225,7 @@ export class Router {
       reprogram: () => dataPath.schedule(),
     }).register(api);
     // the CNI verbs' netlink work, done here through warm `ip` processes (issue 11)
-    new CniApi({ ipam, commit, bridge: { name: o.bridge, ensure: () => host.ensureBridge() }, gateways: bridge, links: podLinks, mtu: () => dataPath.podMtu, log, observe: (op, r, s) => metrics.request(op, r, s) }).register(api);
+    new CniApi({ ipam, commit, bridge: { name: o.bridge, ensure: () => host.ensureBridge() }, gateways: bridge, links: podLinks, mtu: () => dataPath.podMtu, log, observe: (op, r, s) => (metrics.request(op, r, s), policy?.kick()) }).register(api);
 
     // events between parts
     const useUnderlay = async (u: Underlay) => {
@@ -238,7 +247,7 @@ export class Router {
       unreachableShare: () => unreachableShare(ipam, mesh, self.name),
       pendingAllocations: () => ipam.pendingAllocations,
     });
-    await metrics.listen(o.metricsAddr, () => readiness({ host, dataPath, ipam, underlay }), log);
+    await metrics.listen(o.metricsAddr, () => readiness({ host, dataPath, ipam, underlay, policy }), log);
     this.started.push({ start: async () => undefined, stop: () => metrics.close() });
 
     // the host network: the bridge and rules, then whatever a recreated bridge lost
@@ -271,6 +280,7 @@ export class Router {
     this.started.push({ start: async () => undefined, stop: () => prober.stop() });
     await spool.publishStateDir();
     await this.up(bridge);
+    if (policy) await this.up(policy);
     await this.up(new Repair({ host, bridge, dataPath, log }, { everyMs: t.programMs }));
     if (kube) await this.up(new WhenReady(() => readiness({ host, dataPath, ipam, underlay }), () => void kube.condition().dataPathReady(), 1000));
     log.info(
@@ -320,6 +330,7 @@ async function readiness(p: {
   dataPath: DataPath;
   ipam: IpamService;
   underlay: UnderlayFinder;
+  policy?: RouterPolicy;
 }): Promise<string[]> {
   const st = p.ipam.status();
   const dp = (await p.dataPath.verify()).map((w) => (p.underlay.underlay ? w : `${w}: ${p.underlay.reason}`));
@@ -328,6 +339,7 @@ async function readiness(p: {
     await p.host.verifyRules(),
     ...dp,
     st.status === 'ready' ? undefined : `IPAM cannot allocate: ${st.status}${st.reason ? ` (${st.reason})` : ''}`,
+    ...((await p.policy?.readiness()) ?? []),
   ].filter((x): x is string => !!x);
 }
 

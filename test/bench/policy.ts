@@ -17,12 +17,26 @@
  *                added; from the `update` call to the first echo of a stream of new flows (a
  *                new socket every 5 ms). One warm-up round first. Reference: the same change with nothing else
  *                known (2 pods, 1 policy). BENCH_POLICY_REPS runs each.
+ *   api          the same change end to end: a real router in Kubernetes mode (test/helpers/
+ *                policy-kube.ts: the test API server, one host, pods attached by dist/weft-net),
+ *                the NetworkPolicy created through the API server; from the POST to the first
+ *                echo. The cluster's pods are Pod objects (a tenth on this host, their addresses
+ *                allocated by the router as a CNI ADD would), its policies NetworkPolicy objects.
+ *                Reference: the same router before the cluster is created (2 pods, 1 policy);
+ *                not interleaved (creating and deleting 1,000 pods between runs would measure
+ *                the churn): the reference runs first.
  *
+ * BENCH_POLICY_PARTS picks among enforcement,throughput,api (default all three).
  * Nothing is asserted; namespaces are removed in `finally`.
  */
 import { spawn } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { PolicyLab, type LabHost, type LabPod } from '../helpers/policy-lab';
+import { KubePolicyBed } from '../helpers/policy-kube';
+import { httpGet, type Netns } from '../helpers/netns';
+import { RouterClient } from '../../src/common/client';
+import { mapPool } from '../../src/sandbox/pool';
+import type { AllocateResponse } from '../../src/common/api';
 import type { PolicyInput } from '../../src/policy/model';
 import { compile } from '../../src/policy/compile';
 import { sleep } from '../../src/sandbox/pool';
@@ -205,7 +219,7 @@ async function throughput(ctx: BenchContext, syn: Synthetic, reps: number, secon
  * A stream of new flows (a new socket every 5 ms: finer would take the CPU the engine needs on
  * this 2-core machine) to host:port; resolves with the epoch ms of the first echo.
  */
-function firstEcho(from: LabPod, host: string, port: number, limitMs: number, run: number) {
+function firstEcho(from: { ns: Netns }, host: string, port: number, limitMs: number, run: number) {
   // source ports of this run's own: a flow an earlier run left in the flow set must not answer early
   const base = 10_000 + (run % 18) * 3000;
   const script = `
@@ -290,11 +304,105 @@ async function enforcement(ctx: BenchContext, syn: Synthetic, reps: number): Pro
   }
 }
 
+const obj = (kind: string, apiVersion: string, o: { metadata: Record<string, unknown>; [k: string]: unknown }) => ({ apiVersion, kind, ...o });
+
+async function apiEnforcement(ctx: BenchContext, syn: Synthetic, reps: number): Promise<Row[]> {
+  const bed = await KubePolicyBed.create(`wpb${Math.floor(Math.random() * 256).toString(16)}`, '172.31.16', 1);
+  try {
+    const router = new RouterClient({ socket: bed.routers[0]!.socket, timeoutMs: 30_000 });
+    for (const ns of syn.namespaces) await bed.namespace(ns, {});
+    const client = await bed.addPod(0, 'ns0', 'client', { app: 'client' }, []);
+    const server = await bed.addPod(0, 'ns0', 'server', { app: 'server' }, [
+      { name: 'iperf', containerPort: IPERF_PORT },
+      { name: 'echo', containerPort: ECHO_PORT, protocol: 'UDP' },
+    ]);
+    await bed.serve(server, [{ protocol: 'udp', port: NEW_PORT }]);
+    const samples: Record<'big' | 'small', number[]> = { big: [], small: [] };
+    const commit: Record<'big' | 'small', number[]> = { big: [], small: [] };
+    const seen: Record<'big' | 'small', number[]> = { big: [], small: [] };
+    const metric = async () => {
+      const body = httpGet(bed.hosts[0]!, 'http://127.0.0.1:6782/metrics').body;
+      const v = (name: string) => Number(new RegExp(`^${name} ([\\d.e+-]+)$`, 'm').exec(body)?.[1] ?? NaN);
+      return { sum: v('weft_policy_enforcement_seconds_sum'), count: v('weft_policy_enforcement_seconds_count') };
+    };
+    const newPath = '/apis/networking.k8s.io/v1/namespaces/ns0/networkpolicies/bench-new';
+    const measure = async (k: 'big' | 'small', run: number, warm: boolean) => {
+      ctx.signal.throwIfAborted();
+      // the new policy gone again, and every change before it enforced
+      await bed.remove(newPath).catch(() => undefined);
+      await bed.settle();
+      const m0 = await metric();
+      const probe = firstEcho(client, server.ip, NEW_PORT, 15_000, run);
+      await probe.started;
+      await sleep(50, ctx.signal);
+      const start = performance.timeOrigin + performance.now();
+      await bed.put(obj('NetworkPolicy', 'networking.k8s.io/v1', newPolicy as { metadata: Record<string, unknown> }));
+      const at = await probe.echo;
+      await bed.settle();
+      const st = (await bed.policyStatus(0)).engine?.lastApply;
+      const m1 = await metric();
+      if (at === undefined) ctx.failures.push(`policy api ${k} #${run}: no echo within 15 s`);
+      else if (!warm) samples[k].push(at - start);
+      if (st && !warm) commit[k].push(st.seconds * 1000);
+      // what the router's own histogram saw for this change: its watch event to its enforcement
+      const routerMs = m1.count > m0.count ? ((m1.sum - m0.sum) / (m1.count - m0.count)) * 1000 : NaN;
+      if (!warm && Number.isFinite(routerMs)) seen[k].push(routerMs);
+      ctx.progress(`bench: policy api #${run} ${k.padEnd(5)} first echo after ${at === undefined ? 'never' : (at - start).toFixed(1)} ms (router: watch event -> enforced ${routerMs.toFixed(1)} ms; engine update -> commit ${st ? (st.seconds * 1000).toFixed(1) : '?'} ms, ${st?.kind} of ${st?.changes} elements)`);
+    };
+    // reference first: the cluster is just the two pods and one policy (one warm-up round)
+    await bed.apply([benchAllow]);
+    for (let i = 0; i <= reps; i++) await measure('small', i, i === 0);
+    // the cluster: its pods as Pod objects (a tenth on this host, addressed by the router), its policies
+    const t0 = performance.now();
+    const local = syn.pods.filter((p) => p.host === 0);
+    const addr = new Map<string, string>();
+    await mapPool(local, 8, async (p) => {
+      const r = await router.post<AllocateResponse>('/v1/ipam/allocate', { network: 'bench', containerId: `syn-${p.name}`, ifname: 'eth0', bridge: 'weave', pod: { namespace: p.namespace, name: p.name } });
+      addr.set(p.name, r.address.split('/')[0]!);
+    });
+    await mapPool(syn.pods, 8, async (p) => {
+      const ip = addr.get(p.name) ?? p.ip;
+      await bed.put(
+        obj('Pod', 'v1', {
+          metadata: { namespace: p.namespace, name: p.name, labels: p.labels },
+          spec: { nodeName: addr.has(p.name) ? 'h1' : 'elsewhere', containers: [{ name: 'c', image: 'x', ports: [{ name: 'http', containerPort: 8080 }] }] },
+          status: { phase: 'Running', podIP: ip, podIPs: [{ ip }] },
+        }),
+      );
+    });
+    await mapPool(syn.policies as { metadata: Record<string, unknown> }[], 8, (p) => bed.put(obj('NetworkPolicy', 'networking.k8s.io/v1', p)));
+    await bed.settle(120_000);
+    const ps = await bed.policyStatus(0);
+    ctx.notes.push(
+      `api: the cluster (${syn.pods.length} Pod objects, ${local.length} of them on the router's host, ${syn.policies.length} NetworkPolicies) created through the API server and enforced in ${((performance.now() - t0) / 1000).toFixed(1)} s; ` +
+        `the router then holds ${Object.values(ps.engine!.sets).reduce((a, b) => a + b, 0)} set elements for ${ps.engine!.pods.length} selected local pods.`,
+    );
+    for (let i = 0; i <= reps; i++) await measure('big', 9 + i, i === 0);
+    ctx.json.api = { firstEchoMs: samples, updateToCommitMs: commit, watchToEnforcedMs: seen };
+    const cmd = `POST /apis/networking.k8s.io/v1/namespaces/ns0/networkpolicies (test API server) -> first echo of ${shown(client.ns.name, 'node', ['-e', '<new UDP socket every 5 ms to ' + server.ip + ':' + NEW_PORT + '>'])}`;
+    const label = `${syn.pods.length} pods and ${syn.policies.length} policies known vs 2 pods and 1 policy`;
+    return [
+      row(`time from a NetworkPolicy created through the API to enforcement by a real router (ms), ${label}`, 'ms', samples.big, samples.small, median, cmd),
+      row(`the router's own view: watch event to enforced (ms), same`, 'ms', seen.big, seen.small, median, 'weft_policy_enforcement_seconds (sum/count delta per change)'),
+      row(`the engine's part: update to the kernel's commit (ms), same`, 'ms', commit.big, commit.small, median, 'weft status policy: LastApply'),
+    ];
+  } finally {
+    await bed.destroy();
+  }
+}
+
 /** `BENCH_ONLY=policy npm run bench`. */
 export async function policyBench(ctx: BenchContext): Promise<Row[]> {
   const reps = intEnv('BENCH_POLICY_REPS', 3, 1);
   const seconds = intEnv('BENCH_POLICY_SECONDS', 5, 1);
   const syn = synthetic(intEnv('BENCH_POLICY_PODS', 1000, 10), intEnv('BENCH_POLICY_COUNT', 200, 1));
-  ctx.json.cluster = { pods: syn.pods.length, policies: syn.policies.length, reps, seconds };
-  return [...(await enforcement(ctx, syn, reps)), ...(await throughput(ctx, syn, reps, seconds))];
+  const parts = (process.env.BENCH_POLICY_PARTS || 'enforcement,throughput,api').split(',').map((x) => x.trim());
+  const bad = parts.filter((p) => !['enforcement', 'throughput', 'api'].includes(p));
+  if (bad.length) throw new Error(`BENCH_POLICY_PARTS="${process.env.BENCH_POLICY_PARTS}": expected a comma list of enforcement, throughput, api`);
+  ctx.json.cluster = { pods: syn.pods.length, policies: syn.policies.length, reps, seconds, parts };
+  const rows: Row[] = [];
+  if (parts.includes('enforcement')) rows.push(...(await enforcement(ctx, syn, reps)));
+  if (parts.includes('throughput')) rows.push(...(await throughput(ctx, syn, reps, seconds)));
+  if (parts.includes('api')) rows.push(...(await apiEnforcement(ctx, syn, reps)));
+  return rows;
 }

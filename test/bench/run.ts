@@ -26,9 +26,10 @@
  *   converge    16 hosts vs 8: time to a full mesh, to ready IPAM, to a finished set-up; a
  *               sampled ping matrix (test/bench/converge.ts; BENCH_CONVERGE_HOSTS)
  *   policy      NetworkPolicy: iperf3 with 200 policies selecting the pods vs none, and the time
- *               from an update to enforcement with 1,000 pods and 200 policies known
- *               (test/bench/policy.ts; BENCH_POLICY_REPS, BENCH_POLICY_SECONDS, BENCH_POLICY_PODS,
- *               BENCH_POLICY_COUNT)
+ *               from an update to enforcement with 1,000 pods and 200 policies known, in the
+ *               engine alone and through a real router from the API (test/bench/policy.ts;
+ *               BENCH_POLICY_REPS, BENCH_POLICY_SECONDS, BENCH_POLICY_PODS, BENCH_POLICY_COUNT,
+ *               BENCH_POLICY_PARTS)
  *   sleeve      the routers' own data path: encrypted vs plain vs kernel VXLAN, direct vs through
  *               one intermediate host; AEAD choice (test/bench/sleeve.ts; BENCH_SLEEVE_REPS, BENCH_SLEEVE_SECONDS)
  * BENCH_ONLY=latency|cri|throughput|converge|policy|sleeve (or a comma list) runs only those; default all. The
@@ -652,7 +653,7 @@ async function run(): Promise<void> {
     code = Math.max(code, await sandboxPart('converge', 'weft convergence', ['value', 'reference'], ['BENCH_CONVERGE_HOSTS', 'BENCH_IDLE_SETTLE_S', 'BENCH_IDLE_WINDOW_S'], convergeBench));
   }
   if (only.has('policy') && !interrupted) {
-    code = Math.max(code, await sandboxPart('policy', 'weft NetworkPolicy', ['value', 'reference'], ['BENCH_POLICY_REPS', 'BENCH_POLICY_SECONDS', 'BENCH_POLICY_PODS', 'BENCH_POLICY_COUNT'], policyBench));
+    code = Math.max(code, await sandboxPart('policy', 'weft NetworkPolicy', ['value', 'reference'], ['BENCH_POLICY_REPS', 'BENCH_POLICY_SECONDS', 'BENCH_POLICY_PODS', 'BENCH_POLICY_COUNT', 'BENCH_POLICY_PARTS'], policyBench));
   }
   if (only.has('sleeve') && !interrupted) {
     code = Math.max(code, await sandboxPart('sleeve', 'weft sleeve (encrypted and relayed data path)', ['Gbit/s', 'reference'], ['BENCH_SLEEVE_REPS', 'BENCH_SLEEVE_SECONDS', 'BENCH_SLEEVE_UNDERLAY_MTU'], sleeveBench));

@@ -127,6 +127,8 @@ export class RouterProc {
   readonly logFile: string;
   /** Extra environment for the router (e.g. shorter timers). */
   env: Record<string, string> = {};
+  /** How long `start` waits for the API to answer. */
+  startTimeoutMs = 30_000;
 
   constructor(
     readonly host: Netns,
@@ -170,7 +172,7 @@ export class RouterProc {
   }
 
   /** Starts the router and waits (up to `deadlineMs`: a loaded machine starts slowly) until its API answers; fails at once if it exits. */
-  async start(deadlineMs = 30_000): Promise<void> {
+  async start(deadlineMs = this.startTimeoutMs): Promise<void> {
     if (this.running) throw new Error(`router ${this.pid} in ${this.host.name} already runs`);
     if (this.uplink) this.ensureUplink();
     const args = ['router', '--state-dir', this.stateDir, '--socket', this.socket, '--log-level', 'debug', ...this.extraArgs];

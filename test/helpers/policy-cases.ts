@@ -9,6 +9,16 @@ import assert from 'node:assert/strict';
 import { specName, SUBNET, type PolicyLab, type PortSpec } from './policy-lab';
 import { compare, formatTruth, Truth } from '../../src/policy/matrix';
 
+/** Where a case runs: the engine test bed (PolicyLab) or real routers fed by the API (KubePolicyBed). */
+export interface MatrixBed {
+  readonly pods: readonly { key: string }[];
+  /** Makes every host enforce exactly these policies; resolves once they do. */
+  apply(policies: readonly unknown[]): Promise<void>;
+  /** Empties the hosts' flow sets (see PolicyLab.forgetFlows). */
+  forgetFlows(): void;
+  matrix(specs: readonly PortSpec[], expected?: ReadonlyMap<string, Truth>): Promise<Map<string, Truth>>;
+}
+
 export const NS = ['x', 'y', 'z'];
 export const NAMES = ['a', 'b', 'c'];
 export const TCP_UDP: PortSpec[] = [
@@ -52,7 +62,7 @@ export async function upstreamLayout(lab: PolicyLab, hostOf: (key: string) => nu
 }
 
 /** Applies the case's policies on every host, probes the full matrix per port, compares. */
-export async function check(lab: PolicyLab, c: Case): Promise<void> {
+export async function check(lab: MatrixBed, c: Case): Promise<void> {
   await lab.apply(c.policies);
   lab.forgetFlows();
   const specs = c.specs ?? TCP_UDP;

@@ -7,18 +7,18 @@
  * from every pod. Everything goes with `destroy()`.
  */
 import { needs } from './needs';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
-import { join } from 'node:path';
-import { Netns, ROOT, WEFT, sh, uid } from './netns';
+import { Netns, WEFT, sh, uid } from './netns';
+import { ProbeAgents, type ProbeResult } from './probe-agents';
 import { Nft } from '../../src/sys/nft';
 import { PolicyEngine, type PolicyEngineInit } from '../../src/policy/engine';
 import { parseNamespace, parseNetworkPolicy, parsePod, type PolicyInput } from '../../src/policy/model';
-import { Truth, type PodKey } from '../../src/policy/matrix';
+import type { Truth, PodKey } from '../../src/policy/matrix';
+import { probeMatrix, specName, type MatrixProtocol, type MatrixSpec, type MatrixTarget } from '../../src/policy/matrix-run';
 import { FAMILY, TABLE } from '../../src/policy/ruleset';
 import type { Level, Logger } from '../../src/common/log';
 
-export const SCTP_PROBE = join(ROOT, 'test/helpers/sctp-probe.py');
+export { SCTP_PROBE } from './probe-agents';
+export { specName };
 export const SUBNET = '10.77.0';
 
 /** A Logger that keeps its records, for assertions on what the engine logged. */
@@ -64,26 +64,20 @@ export interface LabPod {
   ports: { name?: string; containerPort: number; protocol?: string }[];
 }
 
-export type ProbeProto = 'tcp' | 'udp' | 'sctp';
-export interface PortSpec {
-  protocol: ProbeProto;
-  port: number;
-}
-export const specName = (s: PortSpec) => `${s.protocol}/${s.port}`;
+export type ProbeProto = MatrixProtocol;
+export type PortSpec = MatrixSpec;
 
 /** The policy lab's needs (under CI a missing one fails, naming it; see needs.ts). */
 export function labSkip(): string | undefined {
   return needs({ root: true, built: true, tools: ['ip', 'nsenter', 'nft', 'python3'] });
 }
 
-
 export class PolicyLab {
   readonly hosts: LabHost[] = [];
   readonly pods: LabPod[] = [];
   readonly namespaceLabels = new Map<string, Record<string, string>>();
-  private readonly servers: ChildProcess[] = [];
-  /** The TCP/UDP agent serving in each namespace, which also probes from there. */
-  private readonly agents = new Map<string, Agent>();
+  /** The servers in each namespace, which also probe from there. */
+  private readonly agents = new ProbeAgents();
   private readonly prefix = `wpol${uid()}`;
   private vethSeq = 0;
 
@@ -144,41 +138,8 @@ export class PolicyLab {
   }
 
   /** Starts servers in `pod` for every spec; resolves when all listen. */
-  async serve(pod: LabPod | Netns, specs: readonly PortSpec[]): Promise<void> {
-    const ns = pod instanceof Netns ? pod : pod.ns;
-    const tcpUdp = specs.filter((s) => s.protocol !== 'sctp').map((s) => `${s.protocol}:${s.port}`);
-    const sctp = specs.filter((s) => s.protocol === 'sctp').map((s) => String(s.port));
-    const starts: Promise<void>[] = [];
-    if (tcpUdp.length) {
-      if (this.agents.has(ns.path)) throw new Error(`${ns.name} has its agent already`);
-      const agent = new Agent(ns, tcpUdp);
-      this.agents.set(ns.path, agent);
-      this.servers.push(agent.child);
-      starts.push(agent.ready);
-    }
-    if (sctp.length) starts.push(this.startServer(ns, ['python3', SCTP_PROBE, 'serve', ...sctp]));
-    await Promise.all(starts);
-  }
-
-  private startServer(ns: Netns, argv: string[]): Promise<void> {
-    const child = spawn('nsenter', [`--net=${ns.path}`, '--', ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
-    this.servers.push(child);
-    return new Promise((resolve, reject) => {
-      let out = '';
-      const timer = setTimeout(() => reject(new Error(`${argv.join(' ')} in ${ns.name}: not ready within 30 s: ${out}`)), 30_000);
-      child.stdout!.on('data', (d) => {
-        out += d;
-        if (out.includes('ready')) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-      child.stderr!.on('data', (d) => (out += d));
-      child.on('exit', (code) => {
-        clearTimeout(timer);
-        reject(new Error(`${argv.join(' ')} in ${ns.name} exited ${code}: ${out}`));
-      });
-    });
+  serve(pod: LabPod | Netns, specs: readonly PortSpec[]): Promise<void> {
+    return this.agents.serve(pod instanceof Netns ? pod : pod.ns, specs);
   }
 
   /** The engine input for `host`: every pod and namespace, these policies, the host's pods as local. */
@@ -217,122 +178,19 @@ export class PolicyLab {
    * Probes from each pod in `from` to each pod in `to` on every spec, all at once. A probe that
    * `expected` says is blocked gets a short deadline, one it says connects a long one.
    */
-  async matrix(specs: readonly PortSpec[], expected?: ReadonlyMap<string, Truth>, from: LabPod[] = this.pods, to: LabPod[] = this.pods): Promise<Map<string, Truth>> {
-    const keys = [...new Set([...from, ...to].map((p) => p.key))];
-    const out = new Map(specs.map((s) => [specName(s), new Truth(keys, false)]));
-    await Promise.all(
-      from.map(async (src) => {
-        const targets = to.flatMap((dst) =>
-          specs.map((s) => {
-            const exp = expected?.get(specName(s))?.get(src.key, dst.key);
-            return { spec: s, dst, timeoutMs: exp === false ? 600 : exp === true ? 4000 : 1500 };
-          }),
-        );
-        const results = await this.probe(src.ns, targets.map((t) => ({ protocol: t.spec.protocol, host: t.dst.ip, port: t.spec.port, timeoutMs: t.timeoutMs })));
-        targets.forEach((t, i) => out.get(specName(t.spec))!.set(src.key, t.dst.key, results[i]!.connected));
-      }),
-    );
-    return out;
+  matrix(specs: readonly PortSpec[], expected?: ReadonlyMap<string, Truth>, from: LabPod[] = this.pods, to: LabPod[] = this.pods): Promise<Map<string, Truth>> {
+    return probeMatrix((src, targets) => this.probe(src.ns, targets), specs, { from, to, expected });
   }
 
   /** Raw probes from a namespace; results in the order of `targets`. */
-  async probe(ns: Netns, targets: { protocol: ProbeProto; host: string; port: number; timeoutMs: number }[]): Promise<{ connected: boolean; error?: string }[]> {
-    const tcpUdp = targets.map((t, i) => ({ t, i })).filter((x) => x.t.protocol !== 'sctp');
-    const sctp = targets.map((t, i) => ({ t, i })).filter((x) => x.t.protocol === 'sctp');
-    const results: { connected: boolean; error?: string }[] = new Array(targets.length);
-    const runs: Promise<void>[] = [];
-    if (tcpUdp.length) {
-      const agent = this.agents.get(ns.path);
-      const asked = tcpUdp.map((x) => x.t);
-      runs.push(
-        (agent ? agent.probe(asked) : runJson(ns, [WEFT, 'probe-agent', 'probe'], asked)).then((r: { connected: boolean; error?: string }[]) => {
-          r.forEach((x, k) => (results[tcpUdp[k]!.i] = x));
-          const refused = r.find((x) => x.error === 'refused');
-          if (refused) throw new Error(`probe from ${ns.name}: ${JSON.stringify(refused)}: nothing listens there (test set-up)`);
-        }),
-      );
-    }
-    if (sctp.length) {
-      runs.push(runJson(ns, ['python3', SCTP_PROBE, 'probe'], sctp.map((x) => x.t)).then((r: { connected: boolean }[]) => r.forEach((x, k) => (results[sctp[k]!.i] = x))));
-    }
-    await Promise.all(runs);
-    return results;
+  probe(ns: Netns, targets: readonly MatrixTarget[]): Promise<ProbeResult[]> {
+    return this.agents.probe(ns, targets);
   }
 
   async destroy(): Promise<void> {
     for (const h of this.hosts) await h.engine.stop().catch(() => undefined);
-    for (const s of this.servers) if (s.exitCode === null && s.signalCode === null) s.kill('SIGKILL');
+    this.agents.destroy();
     for (const p of this.pods) p.ns.destroy();
     for (const h of this.hosts) h.ns.destroy();
   }
-}
-
-/** `weft probe-agent agent` in a namespace: serves there, and probes from there on request. */
-class Agent {
-  readonly child: ChildProcess;
-  readonly ready: Promise<void>;
-  private seq = 0;
-  private readonly waiting = new Map<number, (r: any[]) => void>();
-
-  constructor(
-    readonly ns: Netns,
-    specs: string[],
-  ) {
-    this.child = spawn('nsenter', [`--net=${ns.path}`, '--', WEFT, 'probe-agent', 'agent', ...specs], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let log = '';
-    this.child.stderr!.on('data', (d) => (log += d));
-    this.ready = new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`probe agent in ${ns.name}: not ready within 30 s: ${log}`)), 30_000);
-      createInterface({ input: this.child.stdout! }).on('line', (line) => {
-        if (line === 'ready') {
-          clearTimeout(timer);
-          return resolve();
-        }
-        const m = JSON.parse(line) as { id: number; results: any[] };
-        this.waiting.get(m.id)?.(m.results);
-        this.waiting.delete(m.id);
-      });
-      this.child.on('exit', (code) => {
-        clearTimeout(timer);
-        reject(new Error(`probe agent in ${ns.name} exited ${code}: ${log}`));
-        for (const w of this.waiting.values()) w([]);
-      });
-    });
-    this.ready.catch(() => undefined);
-  }
-
-  probe(targets: unknown[]): Promise<any[]> {
-    const id = ++this.seq;
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`probe agent in ${this.ns.name}: no answer within 30 s`)), 30_000);
-      this.waiting.set(id, (r) => {
-        clearTimeout(timer);
-        if (r.length !== targets.length) reject(new Error(`probe agent in ${this.ns.name} ended`));
-        else resolve(r);
-      });
-      this.child.stdin!.write(JSON.stringify({ id, targets }) + '\n');
-    });
-  }
-}
-
-/** Runs a command in `ns` with `input` as JSON on stdin and parses its stdout as JSON. */
-function runJson(ns: Netns, argv: string[], input: unknown, timeoutMs = 30_000): Promise<any> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('nsenter', [`--net=${ns.path}`, '--', ...argv], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (err += d));
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      if (code !== 0) return reject(new Error(`${argv.join(' ')} in ${ns.name}: exit ${code}: ${err || out}`));
-      try {
-        resolve(JSON.parse(out));
-      } catch (e) {
-        reject(new Error(`${argv.join(' ')} in ${ns.name}: not JSON: ${out} ${err}`));
-      }
-    });
-    child.stdin.end(JSON.stringify(input));
-  });
 }

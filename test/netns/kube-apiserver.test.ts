@@ -48,6 +48,7 @@ test('dist/weft kube-apiserver in one namespace serves clients in another; kube-
       { name: 'h2', address: '192.168.251.12', self: false },
     ]);
     assert.deepEqual(check.record.peers, {});
+    assert.deepEqual(check.policy, { pods: 0, namespaces: 4, networkpolicies: 0 }, 'the NetworkPolicy sources can be listed');
     // the sandbox's way in from the machine's namespace: the unix socket
     await applyObject({ socket }, nodeFor('h3', '192.168.251.13'));
     await deleteObject({ socket }, nodeFor('h2', ''));

@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROUTER_DEFAULTS } from '../../src/router/options';
 import { RECORD_NAME } from '../../src/kube/record';
+import { POLICY_RESOURCES } from '../../src/policy/source';
 import { loadAll } from 'js-yaml';
 import { loadK8s } from '../../src/kube/load';
 
@@ -105,12 +106,10 @@ test('RBAC grants exactly what the Kubernetes parts use, bound to the DaemonSet 
     ((find(objs, kind) as any).rules as { apiGroups: string[]; resources: string[]; verbs: string[]; resourceNames?: string[] }[]).flatMap((r) =>
       r.resources.flatMap((res) => r.verbs.map((v) => `${r.apiGroups[0] || 'core'}/${res}:${v}${r.resourceNames ? `@${r.resourceNames.join()}` : ''}`)),
     );
-  assert.deepEqual(rules('ClusterRole').sort(), [
-    'core/namespaces:get', 'core/namespaces:list', 'core/namespaces:watch',
-    'core/nodes/status:patch', 'core/nodes:get', 'core/nodes:list', 'core/nodes:watch',
-    'core/pods:get', 'core/pods:list', 'core/pods:watch',
-    'networking.k8s.io/networkpolicies:get', 'networking.k8s.io/networkpolicies:list', 'networking.k8s.io/networkpolicies:watch',
-  ]);
+  // the NetworkPolicy part lists and watches its resources, cluster-wide, and nothing more
+  const group = (r: string) => (r === 'networkpolicies' ? 'networking.k8s.io' : 'core');
+  const policy = POLICY_RESOURCES.flatMap((r) => [`${group(r)}/${r}:list`, `${group(r)}/${r}:watch`]);
+  assert.deepEqual(rules('ClusterRole').sort(), ['core/nodes/status:patch', 'core/nodes:get', 'core/nodes:list', 'core/nodes:watch', ...policy].sort());
   assert.deepEqual(rules('Role').sort(), ['core/configmaps:create', `core/configmaps:get@${RECORD_NAME}`, `core/configmaps:update@${RECORD_NAME}`]);
   const sa = find(objs, 'ServiceAccount');
   assert.equal(podSpec(objs).serviceAccountName, sa.metadata.name);

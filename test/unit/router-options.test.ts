@@ -50,6 +50,14 @@ test('bad values name the flag, or the variable they came from', () => {
   assert.equal(fieldOf(() => routerOptions(['--ipalloc-default-subnet', '192.168.0.0/24'], {})), '--ipalloc-default-subnet');
   assert.equal(fieldOf(() => routerOptions(['--ipalloc-init', 'seed=nope'], {})), '--ipalloc-init');
   assert.equal(fieldOf(() => routerOptions(['--log-level', 'loud'], {})), '--log-level');
+  assert.equal(fieldOf(() => routerOptions(['--service-cidr', '10.96.0.0/12,10.0.0.0/40'], {})), '--service-cidr');
+  assert.equal(fieldOf(() => routerOptions([], { WEFT_SERVICE_CIDR: 'services' })), 'WEFT_SERVICE_CIDR');
+});
+
+test('--service-cidr: Service ranges for NetworkPolicy, a list like every list flag', () => {
+  assert.deepEqual(routerOptions(['--service-cidr', '10.96.0.0/12,10.100.0.0/16'], {})!.serviceCidr, ['10.96.0.0/12', '10.100.0.0/16']);
+  assert.deepEqual(routerOptions([], { WEFT_SERVICE_CIDR: '10.96.0.0/12' })!.serviceCidr, ['10.96.0.0/12']);
+  assert.equal(routerOptions([], {})!.serviceCidr, undefined);
 });
 
 test('timing knobs: defaults, overrides, and an error naming the variable for a bad value', () => {
