@@ -52,13 +52,15 @@ export interface DigestFrame {
 export interface GossipComponents {
   /** Sends a frame to every established connection whose peer `skip` does not exclude. */
   broadcast(frame: GossipFrame, skip?: (peer: string) => boolean): void;
-  /** Whether `a` reports a connection to `b` (the relay rule). */
-  adjacent(a: string, b: string): boolean;
+  /** Whether what came from `from` is passed on to `to` (the relay rule; see Topology.relays). */
+  relays(from: string, to: string): boolean;
 }
 
 export class DuplicateChannelError extends Error {}
 
+/** Local changes are batched this long; what a router passes on, RELAY_MS (see flush). */
 export const BATCH_MS = 20;
+export const RELAY_MS = 200;
 
 /** Per bucket, the sum of the hashes of each key with its whole entry (see VersionedMap.digest). */
 export function digestOf(data: MapData<unknown>): number[] {
@@ -100,6 +102,7 @@ export class Gossip {
    */
   private readonly pending = new Map<string, { ch: string; from: string; all: boolean; data: MapData<unknown> }>();
   private timer: NodeJS.Timeout | undefined;
+  private relayTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly c: GossipComponents) {}
 
@@ -113,18 +116,30 @@ export class Gossip {
     const key = `${ch}\0${from}\0${all}`;
     const prev = this.pending.get(key);
     this.pending.set(key, { ch, from, all, data: prev ? combine(prev.data, delta) : delta });
-    this.timer ??= setTimeout(() => this.flush(), BATCH_MS);
+    if (from) this.relayTimer ??= setTimeout(() => this.flush(true), RELAY_MS);
+    else this.timer ??= setTimeout(() => this.flush(false), BATCH_MS);
   }
 
-  /** Sends what is batched now. */
-  flush(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    for (const { ch, from, all, data } of this.pending.values()) {
-      const skip = !from ? undefined : all ? (peer: string) => peer === from : (peer: string) => peer === from || this.c.adjacent(from, peer);
-      this.c.broadcast({ t: 'gossip', ch, data }, skip);
+  /**
+   * Sends what is batched now: local changes, or (`relayed`) what came from peers. Relays wait
+   * longer, and the relay rule is applied when they leave: in a forming mesh the sender's new
+   * connections are often known by then, and each one known is a copy not sent.
+   */
+  flush(relayed?: boolean): void {
+    if (relayed !== false) {
+      clearTimeout(this.relayTimer);
+      this.relayTimer = undefined;
     }
-    this.pending.clear();
+    if (relayed !== true) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    for (const [key, { ch, from, all, data }] of this.pending) {
+      if (relayed !== undefined && !!from !== relayed) continue;
+      const skip = !from ? undefined : all ? (peer: string) => peer === from : (peer: string) => peer === from || !this.c.relays(from, peer);
+      this.c.broadcast({ t: 'gossip', ch, data }, skip);
+      this.pending.delete(key);
+    }
   }
 
   /** A frame from a peer: merged, and what was new passed on. Unknown channels are ignored. */
@@ -158,8 +173,9 @@ export class Gossip {
   }
 
   stop(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
+    clearTimeout(this.timer);
+    clearTimeout(this.relayTimer);
+    this.timer = this.relayTimer = undefined;
     this.pending.clear();
   }
 }

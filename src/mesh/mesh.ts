@@ -61,6 +61,8 @@ export interface MeshInit {
 /** Connections a router keeps at least, whatever the neighbour plan says. */
 export const MIN_DEGREE = 3;
 const QUIET = new Set(['duplicate connection', 'connection to self', 'not a preferred neighbour']);
+/** How long (at least; up to twice, jittered) a router that has synced already waits before it sends a new connection its digest. */
+export const DIGEST_DELAY_MS = 1000;
 
 export interface MeshEvents {
   /** The topology changed (any entry). */
@@ -96,6 +98,7 @@ export class Mesh implements Startable, PeerTargets {
   private readonly handlers = new Map<string, (from: string, body: unknown) => void>();
   private readonly heard = new Set<string>();
   private readonly timers: NodeJS.Timeout[] = [];
+  private readonly later = new Set<NodeJS.Timeout>();
   private closeServer: (() => Promise<void>) | undefined;
   private meta: PeerMeta = {};
   private advertise: string | undefined;
@@ -123,7 +126,7 @@ export class Mesh implements Startable, PeerTargets {
       o,
     );
     this.topology = new Topology(c.self, () => this.topologyChanged());
-    this.gossip = new Gossip({ broadcast: (f, skip) => this.broadcast(f, skip), adjacent: (a, b) => this.topology.reportsEdge(a, b) });
+    this.gossip = new Gossip({ broadcast: (f, skip) => this.broadcast(f, skip), relays: (from, to) => this.topology.relays(from, to) });
     this.topoChannel = this.gossip.register('topology', this.topology as Gossiper<unknown>);
     this.maker = new ConnectionMaker(
       {
@@ -250,6 +253,7 @@ export class Mesh implements Startable, PeerTargets {
   async stop(): Promise<void> {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
+    for (const t of this.later) clearTimeout(t);
     this.gossip.stop();
     clearTimeout(this.topoTimer);
     this.conns.closeAll('router stopping');
@@ -261,8 +265,18 @@ export class Mesh implements Startable, PeerTargets {
   private onEstablished(c: Connection): void {
     const h = c.hello!;
     if (c.target) this.maker.established(c.target, h.name);
-    // what each side lacks comes in answer to its digest; `sync` marks the answer complete
-    c.write(this.gossip.digest());
+    // what each side lacks comes in answer to its digest; `sync` marks the answer complete. A
+    // router that has synced with someone already waits a moment (jittered) before it asks: the
+    // deltas in flight usually bring both sides level meanwhile, so the exchange costs two
+    // digests instead of whole buckets (answered at once, joins in a forming mesh cost N^3)
+    if (this.heard.size === 0) c.write(this.gossip.digest());
+    else {
+      const t = setTimeout(() => {
+        this.later.delete(t);
+        if (c.established && !this.stopped) c.write(this.gossip.digest());
+      }, DIGEST_DELAY_MS * (1 + Math.random()));
+      this.later.add(t);
+    }
     this.publishSelf();
     this.events.emit('connection', h.name, c.localAddress);
   }

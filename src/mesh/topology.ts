@@ -62,6 +62,24 @@ const edgeKey = (a: string, b: string) => `e:${a}>${b}`;
 /** The peer that writes a key. */
 const writerOf = (k: string) => (k.startsWith('p:') ? k.slice(2) : k.slice(2, k.indexOf('>')));
 
+/**
+ * The relay rule: `self` passes on to `to` what `from` sent it unless `from` reports a
+ * connection to `to` (it reached `to` itself) or another peer reported by both comes first
+ * after `to` in the circular order of names (that one passes it on): one copy per peer that
+ * lacks it, not one per common neighbour, and the work spread over the routers, not all on the
+ * lowest name.
+ */
+export function relayRule(self: string, from: string, to: string, conns: (peer: string) => ReadonlySet<string> | undefined): boolean {
+  const a = conns(from);
+  if (a?.has(to)) return false;
+  const b = conns(to);
+  if (!a || !b) return true;
+  const [few, many] = a.size <= b.size ? [a, b] : [b, a];
+  const first = (x: string) => (to < self ? x > to && x < self : x > to || x < self);
+  for (const x of few) if (x !== from && x !== to && x !== self && first(x) && many.has(x)) return false;
+  return true;
+}
+
 export class Topology implements Gossiper<TopoValue> {
   private readonly map = new VersionedMap<TopoValue>();
   /** Up edges by writer (derived from the map). */
@@ -192,6 +210,11 @@ export class Topology implements Gossiper<TopoValue> {
   /** Whether `a` reports an established connection to `b`. */
   reportsEdge(a: string, b: string): boolean {
     return this.out.get(a)?.has(b) ?? false;
+  }
+
+  /** Whether this router passes on to `to` what `from` sent it (see relayRule). */
+  relays(from: string, to: string): boolean {
+    return relayRule(this.self.name, from, to, (p) => this.out.get(p));
   }
 
   /**

@@ -49,6 +49,7 @@ function makePeer(net: MemNet, i: number, targets: string[], init: IpamInit): Pe
       transport: net.transport(ip),
       traffic: (dir, kind, bytes) => {
         if (dir === 'out') {
+          byKind.set(kind, (byKind.get(kind) ?? 0) + bytes);
           out.bytes += bytes;
           out.frames++;
         } else inn.bytes += bytes;
@@ -109,11 +110,14 @@ function converged(peers: Peer[]): boolean {
 }
 
 const stats = (xs: number[]) => ({ mean: xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length), max: Math.max(0, ...xs) });
+/** Bytes sent by kind of frame, all routers of the current size. */
+const byKind = new Map<string, number>();
 const kb = (b: number) => `${(b / 1024).toFixed(1)} KiB`;
 
 async function simulate(n: number, join: string, limitS: number): Promise<Record<string, string | number>> {
   const net = new MemNet();
   const peers: Peer[] = [];
+  byKind.clear();
   const wall0 = performance.now();
   global.gc?.();
   mock.timers.enable({ apis: ['setTimeout', 'setInterval', 'Date'], now: 1_700_000_000_000 });
@@ -140,6 +144,8 @@ async function simulate(n: number, join: string, limitS: number): Promise<Record
     const heapPer = (process.memoryUsage().heapUsed - heap0) / n;
     const sent = stats(peers.map((p) => p.out.bytes));
     const frames = stats(peers.map((p) => p.out.frames));
+    const kinds = Object.fromEntries([...byKind].sort((x, y) => y[1] - x[1]).map(([k, b]) => [`sent as ${k} per router`, kb(b / n)]));
+    byKind.clear();
     const conns = stats(peers.map((p) => p.mesh.connections().filter((c) => c.established).length));
     // a join into the converged mesh: what did it cost the others?
     let joinRow: Record<string, string | number> = {};
@@ -175,6 +181,7 @@ async function simulate(n: number, join: string, limitS: number): Promise<Record
       'frames per router mean/max': `${frames.mean.toFixed(0)} / ${frames.max}`,
       'heap per router': kb(heapPer),
       ...joinRow,
+      ...kinds,
     };
   } finally {
     for (const p of peers) {
