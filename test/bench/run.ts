@@ -40,7 +40,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync, mkdirSync, readdirSync,
 import { tmpdir, cpus, release, totalmem, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { Netns, RouterProc, ROOT, WEFT, WEFT_NET, netConf, uid } from '../helpers/netns';
+import { Netns, RouterProc, ROOT, UPLINK, WEFT, WEFT_NET, netConf, uid } from '../helpers/netns';
 
 const isRoot = () => process.getuid?.() === 0;
 import { commandLine, inNetns, timedRun, timedRunWithRss, TIME_BIN, type Invocation, type Timed } from './invoke';
@@ -277,7 +277,7 @@ function leakCheck(subjects: Subject[], r: RouterProc): string[] {
   const out: string[] = [];
   for (const s of subjects) {
     try {
-      const veths = s.host.links().filter((l: any) => l.linkinfo?.info_kind === 'veth').map((l) => l.ifname);
+      const veths = s.host.links().filter((l: any) => l.linkinfo?.info_kind === 'veth' && !UPLINK.includes(l.ifname)).map((l) => l.ifname);
       if (veths.length) out.push(`${s.label}: ${veths.length} host veth(s) left in ${s.host.name}: ${veths.slice(0, 5).join(', ')}`);
     } catch (e) {
       out.push(`${s.label}: cannot list links of ${s.host.name}: ${(e as Error).message}`);

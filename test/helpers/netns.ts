@@ -118,6 +118,9 @@ export function cniAsync(host: Netns, env: Record<string, string>, conf: unknown
   });
 }
 
+/** The uplink veth pair RouterProc gives a host namespace (see ensureUplink): part of the host, not a pod's. */
+export const UPLINK = ['wup0', 'wup1'];
+
 /** A weft router running in a host netns, with its own state dir, socket and log file. */
 export class RouterProc {
   pid: number | undefined;
