@@ -244,13 +244,18 @@ export class PodLinks implements Startable {
     return { pod: { up: (l?.flags ?? []).includes('UP'), addresses, defaultVia } };
   }
 
+  /** The host ends (`vethwe...`) in this namespace now, whatever their state. */
+  async hostEnds(): Promise<Set<string>> {
+    const r = await this.c.ip.batch(['link show type veth'], { json: true });
+    return new Set((jsonLines(r.stdout)[0] as IpLink[] | undefined ?? []).map((l) => l.ifname).filter((n) => HOST_VETH_RE.test(n)));
+  }
+
   /**
    * Deletes host ends (`vethwe...`) that belong to no allocation the router holds, except
    * those an operation holds now (see withName). Returns how many it queued for deletion.
    */
   async sweep(): Promise<number> {
-    const r = await this.c.ip.batch(['link show type veth'], { json: true });
-    const names = (jsonLines(r.stdout)[0] as IpLink[] | undefined ?? []).map((l) => l.ifname).filter((n) => HOST_VETH_RE.test(n));
+    const names = await this.hostEnds();
     // the allocations are read after the links: a link listed either has its allocation by
     // now or is held by the ADD making it
     const owned = new Set<string>();

@@ -146,7 +146,9 @@ export class Allocator {
     if (existing) {
       const fits = exact === undefined ? contains(subnet, existing.addr) : existing.addr === exact;
       if (fits) {
-        existing.rec = { ...existing.rec, ...defined(extra) };
+        // createdAt is when an ADD last handed this allocation out: a release the plugin recorded
+        // before this ADD (src/router/spool.ts compares the two) must not undo it
+        existing.rec = { ...existing.rec, ...defined(extra), createdAt: new Date().toISOString() };
         return existing.rec;
       }
       this.remove(existing);

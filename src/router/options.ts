@@ -68,6 +68,7 @@ export const TIMINGS = {
   peerGraceMs: ['WEFT_PEER_GRACE_MS', 60_000],
   spoolMs: ['WEFT_SPOOL_MS', 5000],
   underlayRetryMs: ['WEFT_UNDERLAY_RETRY_MS', 5000],
+  orphanGraceMs: ['WEFT_ORPHAN_GRACE_MS', 10_000],
 } as const;
 export type Timings = { -readonly [K in keyof typeof TIMINGS]: number };
 

@@ -35,7 +35,7 @@ import { IpamApi } from './ipam-api';
 import { Metrics } from './metrics';
 import type { RouterConfig } from './options';
 import { registerPolicyApi, RouterPolicy } from './policy';
-import { Repair } from './repair';
+import { OrphanReclaim, Repair } from './repair';
 import { buildReport, connectionReports } from './report';
 import { SpoolDrainer } from './spool';
 import { PodLinks } from '../datapath/pod-links';
@@ -275,6 +275,8 @@ export class Router {
     await this.up(spool);
     await this.up(warmIp);
     await this.up(podLinks);
+    // allocations whose pod is gone (a reboot, a pod removed while the router was down) are released before the API serves
+    await this.up(new OrphanReclaim({ allocations: ipam.allocator, links: podLinks, commit, log: child('reclaim') }, { graceMs: t.orphanGraceMs }));
     await api.listen(o.socket);
     this.started.push({ start: async () => undefined, stop: () => api.close() });
     this.started.push({ start: async () => undefined, stop: () => prober.stop() });

@@ -196,6 +196,7 @@ export async function convergeBench(ctx: BenchContext): Promise<Row[]> {
   const idleCmd = `after the ping matrix and ${SETTLE_S} s: VmRSS from /proc/PID/status; (utime+stime) over ${WINDOW_S} s from /proc/PID/stat`;
   rows.push(row(`router RSS idle, median (MiB), ${vsTag} [goal <= 80]`, 'MiB', one(a, (r) => median(r.idle.rssMiB)), one(b, (r) => median(r.idle.rssMiB)), (xs) => xs[0] ?? NaN, idleCmd));
   rows.push(row(`router RSS idle, max (MiB), ${vsTag}`, 'MiB', one(a, (r) => Math.max(...r.idle.rssMiB)), one(b, (r) => Math.max(...r.idle.rssMiB)), (xs) => xs[0] ?? NaN, idleCmd));
+  rows.push(row(`router anonymous memory idle, median (MiB), ${vsTag}`, 'MiB', one(a, (r) => median(r.idle.anonMiB)), one(b, (r) => median(r.idle.anonMiB)), (xs) => xs[0] ?? NaN, `${idleCmd}; Anonymous from /proc/PID/smaps_rollup (RSS less the executable's file pages, shared by all routers)`));
   rows.push(row(`router CPU idle, median (% of a core), ${vsTag} [goal <= 1]`, '%', one(a, (r) => median(r.idle.cpuPercent)), one(b, (r) => median(r.idle.cpuPercent)), (xs) => xs[0] ?? NaN, idleCmd));
   rows.push(row(`router CPU idle, max (% of a core), ${vsTag}`, '%', one(a, (r) => Math.max(...r.idle.cpuPercent)), one(b, (r) => Math.max(...r.idle.cpuPercent)), (xs) => xs[0] ?? NaN, idleCmd));
   for (const r of runs) {

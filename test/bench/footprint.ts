@@ -30,10 +30,25 @@ export function rssMiB(pid: number): number {
   }
 }
 
+/**
+ * Anonymous memory in MiB (smaps_rollup): the process's own heap and stacks, without the pages
+ * of the executable it maps, which RSS counts in full in every process although the page cache
+ * holds them once for all routers of the machine.
+ */
+export function anonMiB(pid: number): number {
+  try {
+    const m = /^Anonymous:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
+    return m ? Number(m[1]) / 1024 : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
 export interface Idle {
   /** Per router: share of one core used over the window, in percent. */
   cpuPercent: number[];
   rssMiB: number[];
+  anonMiB: number[];
   windowS: number;
 }
 
@@ -43,7 +58,7 @@ export async function idleFootprint(pids: number[], windowMs: number, signal?: A
   const t0 = Date.now();
   await sleep(windowMs, signal);
   const dt = (Date.now() - t0) / 1000;
-  return { cpuPercent: pids.map((p, i) => (100 * (cpuSeconds(p) - c0[i]!)) / dt), rssMiB: pids.map(rssMiB), windowS: dt };
+  return { cpuPercent: pids.map((p, i) => (100 * (cpuSeconds(p) - c0[i]!)) / dt), rssMiB: pids.map(rssMiB), anonMiB: pids.map(anonMiB), windowS: dt };
 }
 
 export interface Gossip {
