@@ -15,6 +15,7 @@ import { promises as fs } from 'node:fs';
 import { ipBatch, run } from '../sys/exec';
 import { spawnDetached } from '../sys/process';
 import { mapPool } from './pool';
+import { netnsPath } from './types';
 
 /** The shared segment: a bridge in a namespace of its own. */
 export interface UnderlaySpec {
@@ -65,24 +66,13 @@ export function hostLines(h: LabHostSpec): string[] {
   ];
 }
 
-/**
- * Makes the underlay namespace and bridge and the host namespaces on it. `made` hears each
- * namespace as soon as it exists, so a caller can record it before a later step fails.
- */
-export async function makeUnderlay(
-  u: UnderlaySpec,
-  hosts: readonly LabHostSpec[],
-  opts: { netnsPath: (name: string) => string; made?: (netns: string) => void | Promise<void> },
-): Promise<void> {
-  const add = async (name: string) => {
-    await run('ip', ['netns', 'add', name]);
-    await opts.made?.(name);
-  };
-  await add(u.netns);
-  await ipBatch(underlayLines(u), { netns: opts.netnsPath(u.netns) });
-  await mapPool(hosts, 8, (h) => add(h.netns));
-  await ipBatch(attachLines(u, hosts), { netns: opts.netnsPath(u.netns) });
-  await mapPool(hosts, 8, (h) => ipBatch(hostLines(h), { netns: opts.netnsPath(h.netns) }));
+/** Makes the underlay namespace and bridge and the host namespaces on it (none of them may exist yet). */
+export async function makeUnderlay(u: UnderlaySpec, hosts: readonly LabHostSpec[]): Promise<void> {
+  await run('ip', ['netns', 'add', u.netns]);
+  await ipBatch(underlayLines(u), { netns: netnsPath(u.netns) });
+  await mapPool(hosts, 8, (h) => run('ip', ['netns', 'add', h.netns]));
+  await ipBatch(attachLines(u, hosts), { netns: netnsPath(u.netns) });
+  await mapPool(hosts, 8, (h) => ipBatch(hostLines(h), { netns: netnsPath(h.netns) }));
 }
 
 /** What a `weft router` is started with; the flags a set-up gives each router itself. */

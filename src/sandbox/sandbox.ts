@@ -159,7 +159,7 @@ export class Sandbox extends SandboxCore {
     }
     await this.save();
     const hosts = this.st.hosts.map((h) => ({ ...h, cidr: `${h.address}/${UNDERLAY_PREFIXLEN}`, defaultRoute: o.defaultRoute }));
-    await makeUnderlay({ netns: this.underlayNetns, bridge: UNDERLAY_BRIDGE, mtu: o.mtu }, hosts, { netnsPath });
+    await makeUnderlay({ netns: this.underlayNetns, bridge: UNDERLAY_BRIDGE, mtu: o.mtu }, hosts);
     await mapPool(this.st.hosts, 8, (h) => fs.mkdir(h.dir, { recursive: true, mode: 0o700 }));
   }
 
