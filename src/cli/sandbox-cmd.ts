@@ -55,11 +55,17 @@ Options:
   --prefix NAME         namespace name prefix (default ${DEFAULT_PREFIX}); state in /run/weft-sandbox/NAME
   --wait SECONDS        deadline for the routers to answer and the mesh to form (default ${DEFAULT_DEADLINE_MS / 1000})
   --join seed|chain     hosts join through host 1 (seed, default) or each through the one before (chain)
+  --underlay advertise|discover
+                        routers are given their address (--advertise-addr, default) or find
+                        their underlay themselves (default route, route towards the peers,
+                        or the address a peer's connection reached)
+  --no-default-route    hosts get no default route (on-premise, air-gapped hosts)
   --no-matrix           skip the ping matrix
 
 Examples:
   weft sandbox up --hosts 3 --pods 2
   weft sandbox up --hosts 2 --pods 4 --mtu 9000
+  weft sandbox up --hosts 3 --join chain --underlay discover --no-default-route
   weft sandbox up --hosts 2 --router-args "--log-level debug --no-masq"
   weft sandbox up --plugin ./dist/weft-net --prefix demo
 `;
@@ -141,6 +147,8 @@ async function up(argv: string[], io: CliIo): Promise<number> {
     wait: { type: 'string' },
     join: { type: 'string' },
     'no-matrix': { type: 'boolean' },
+    underlay: { type: 'string' },
+    'no-default-route': { type: 'boolean' },
   });
   if (v.help) {
     io.out(UP_HELP);
@@ -159,6 +167,8 @@ async function up(argv: string[], io: CliIo): Promise<number> {
     deadlineMs: wait ? Number(wait) * 1000 : undefined,
     matrix: !v['no-matrix'],
     join: s('join'),
+    underlay: s('underlay'),
+    defaultRoute: !v['no-default-route'],
   });
   const prefix = checkPrefix(s('prefix') ?? DEFAULT_PREFIX);
   if (!needRoot(io)) return 1;

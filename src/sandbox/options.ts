@@ -34,6 +34,10 @@ export interface UpOptions {
   matrix: boolean;
   /** How hosts join: all through host 1 ('seed'), or each through the one before it ('chain'). */
   join: 'seed' | 'chain';
+  /** How routers find their underlay: given `--advertise-addr` ('advertise'), or their own discovery ('discover'). */
+  underlay: 'advertise' | 'discover';
+  /** Hosts get a default route out of their underlay interface (as hosts with an uplink have). */
+  defaultRoute: boolean;
 }
 
 /** Names must fit in interface-name-sized pieces and be safe in paths. */
@@ -120,6 +124,8 @@ export interface RawUpOptions {
   deadlineMs?: number;
   matrix?: boolean;
   join?: string;
+  underlay?: string;
+  defaultRoute?: boolean;
 }
 
 /** Validates `up` options; every error names the flag. */
@@ -138,5 +144,7 @@ export function upOptions(raw: RawUpOptions): UpOptions {
   if (!(deadlineMs > 0)) throw new ConfigError('deadlineMs', 'must be positive');
   const join = raw.join ?? 'seed';
   if (join !== 'seed' && join !== 'chain') throw new ConfigError('--join', `"${join}" is not seed or chain`);
-  return { hosts, pods, mtu, plugin, weft, routerArgs, deadlineMs, matrix: raw.matrix ?? true, join };
+  const underlay = raw.underlay ?? 'advertise';
+  if (underlay !== 'advertise' && underlay !== 'discover') throw new ConfigError('--underlay', `"${underlay}" is not advertise or discover`);
+  return { hosts, pods, mtu, plugin, weft, routerArgs, deadlineMs, matrix: raw.matrix ?? true, join, underlay, defaultRoute: raw.defaultRoute ?? true };
 }

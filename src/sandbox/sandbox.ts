@@ -12,10 +12,11 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { ipBatch, run } from '../sys/exec';
-import { killAndWait, runCaptured, spawnDetached } from '../sys/process';
+import { killAndWait, runCaptured } from '../sys/process';
 import { SandboxCore } from './base';
 import { formatNeigh, neighNeed, raiseNeighLimits, readNeighLimits, type NeighSizing } from './neigh';
 import { hostAddress, UNDERLAY_PREFIXLEN, upOptions, type RawUpOptions, type UpOptions } from './options';
+import { makeUnderlay, routerArgv, spawnRouter } from './netlab';
 import { mapPool } from './pool';
 import { pingDetail, pingMatrix } from './ping';
 import type { HostRecord, PodRecord } from './state';
@@ -91,7 +92,7 @@ export class Sandbox extends SandboxCore {
       await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
       await this.save();
       const neigh = await phase('neigh', () => this.sizeNeighbourTable(o.hosts, o.pods), (s) => `${formatNeigh(s.after)} (machine-wide; was ${formatNeigh(s.before)}; restored by down)`);
-      await phase('underlay', () => this.makeUnderlay(o.hosts, o.mtu, o.join), () => `${this.underlayNetns}: bridge ${UNDERLAY_BRIDGE}, ${o.hosts} host${o.hosts === 1 ? '' : 's'} on 172.30.0.0/24, mtu ${o.mtu}`);
+      await phase('underlay', () => this.makeUnderlay(o.hosts, o), () => `${this.underlayNetns}: bridge ${UNDERLAY_BRIDGE}, ${o.hosts} host${o.hosts === 1 ? '' : 's'} on 172.30.0.0/24, mtu ${o.mtu}, ${o.defaultRoute ? 'default route on eth0' : 'no default route'}, routers ${o.underlay === 'advertise' ? 'given --advertise-addr' : 'discover their underlay'}`);
       await phase('routers', () => this.startRouters(), () => this.hosts.map((h) => `${h.nickname}=${h.pid}`).join(' '));
       await phase('api', () => this.waitReady(o.deadlineMs, signal), () => 'every router answers');
       const mesh = await phase('mesh', () => this.waitMesh(o.deadlineMs, signal), (m) => describeMesh(m, o.hosts));
@@ -131,10 +132,7 @@ export class Sandbox extends SandboxCore {
     return s;
   }
 
-  private async makeUnderlay(n: number, mtu: number, joinBy: UpOptions['join']): Promise<void> {
-    const ul = this.underlayNetns;
-    await run('ip', ['netns', 'add', ul]);
-    await ipBatch(['link set lo up', `link add ${UNDERLAY_BRIDGE} mtu ${mtu} type bridge`, `link set ${UNDERLAY_BRIDGE} up`], { netns: netnsPath(ul) });
+  private async makeUnderlay(n: number, o: UpOptions): Promise<void> {
     for (let i = 1; i <= n; i++) {
       const dir = join(this.dir, `h${i}`);
       const rec: HostRecord = {
@@ -150,35 +148,19 @@ export class Sandbox extends SandboxCore {
         logFile: join(dir, 'router.log'),
         routerArgv: [],
       };
-      rec.routerArgv = [
-        'router',
-        '--state-dir', rec.stateDir,
-        '--socket', rec.socket,
-        '--advertise-addr', rec.address,
-        '--metrics-addr', METRICS_ADDR,
-        '--nickname', rec.nickname,
-        ...(i > 1 ? ['--peers', hostAddress(joinBy === 'chain' ? i - 1 : 1)] : []),
-        ...this.st.routerArgs,
-      ];
+      rec.routerArgv = routerArgv({
+        ...rec,
+        advertiseAddr: o.underlay === 'advertise' ? rec.address : undefined,
+        metricsAddr: METRICS_ADDR,
+        peers: i > 1 ? [hostAddress(o.join === 'chain' ? i - 1 : 1)] : [],
+        extra: this.st.routerArgs,
+      });
       this.st.hosts.push(rec);
     }
     await this.save();
-    await mapPool(this.st.hosts, 8, async (h) => {
-      await run('ip', ['netns', 'add', h.netns]);
-      await fs.mkdir(h.dir, { recursive: true, mode: 0o700 });
-    });
-    // the veth pairs are born inside the namespaces: the underlay end here, the host end in its netns
-    await ipBatch(
-      this.st.hosts.flatMap((h) => [
-        `link add ${h.underlayVeth} mtu ${mtu} type veth peer name ${h.ifname} mtu ${mtu} netns ${h.netns}`,
-        `link set ${h.underlayVeth} master ${UNDERLAY_BRIDGE}`,
-        `link set ${h.underlayVeth} up`,
-      ]),
-      { netns: netnsPath(ul) },
-    );
-    await mapPool(this.st.hosts, 8, (h) =>
-      ipBatch(['link set lo up', `addr add ${h.address}/${UNDERLAY_PREFIXLEN} dev ${h.ifname}`, `link set ${h.ifname} up`], { netns: netnsPath(h.netns) }),
-    );
+    const hosts = this.st.hosts.map((h) => ({ ...h, cidr: `${h.address}/${UNDERLAY_PREFIXLEN}`, defaultRoute: o.defaultRoute }));
+    await makeUnderlay({ netns: this.underlayNetns, bridge: UNDERLAY_BRIDGE, mtu: o.mtu }, hosts);
+    await mapPool(this.st.hosts, 8, (h) => fs.mkdir(h.dir, { recursive: true, mode: 0o700 }));
   }
 
   private async startRouters(): Promise<void> {
@@ -187,12 +169,10 @@ export class Sandbox extends SandboxCore {
 
   private async spawnRouter(h: HostRecord): Promise<void> {
     await fs.mkdir(h.dir, { recursive: true, mode: 0o700 });
-    await fs.appendFile(h.logFile, `--- ${new Date().toISOString()} ${this.st.weft} ${h.routerArgv.join(' ')}\n`);
-    h.pid = await spawnDetached(this.st.weft, h.routerArgv, { netns: netnsPath(h.netns), logFile: h.logFile });
+    h.pid = await spawnRouter(this.st.weft, h.routerArgv, { netnsPath: netnsPath(h.netns), logFile: h.logFile });
     h.startedAt = new Date().toISOString();
     await this.save();
   }
-
 
   // ---------------------------------------------------------------- pods
 

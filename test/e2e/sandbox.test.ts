@@ -208,6 +208,7 @@ describe('weft sandbox (the CLI in the single executable)', { skip, concurrency:
       [['--plugin', '/nonexistent'], '--plugin'],
       [['--router-args', '--socket /x'], '--router-args'],
       [['--prefix', 'Bad-Prefix'], '--prefix'],
+      [['--underlay', 'dhcp'], '--underlay'],
     ] as [string[], string][]) {
       const r = weft(['up', ...args]);
       assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);

@@ -3,16 +3,19 @@
  * and the real dist/weft-net binary invoked as a runtime would. Nothing here touches the
  * machine's own namespace.
  *
- * Routers are started, watched and stopped by the same code as the sandbox's
- * (`src/sys/process.ts`: a detached child writing to a log file, signalled and waited for by
- * pid), so the tests exercise what `weft sandbox` uses and keep no second copy of it.
+ * The underlay, the hosts on it and the routers' argument lists and starts come from the
+ * sandbox's own module (`src/sandbox/netlab.ts`), and routers are watched and stopped by the
+ * same code as the sandbox's (`src/sys/process.ts`), so the tests exercise what `weft sandbox`
+ * uses and keep no second copy of it. This file only runs the sandbox's `ip -batch` lines
+ * synchronously, so its helpers stay synchronous.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { isAlive, killAndWait, processArgv, spawnDetached, terminate } from '../../src/sys/process';
+import { isAlive, killAndWait, processArgv, terminate } from '../../src/sys/process';
+import { attachLines, hostLines, routerArgv, spawnRouter, underlayLines, type LabHostSpec, type UnderlaySpec } from '../../src/sandbox/netlab';
 import { RouterClient } from '../../src/common/client';
 import { ROOT, WEFT, WEFT_NET } from './needs';
 
@@ -48,6 +51,10 @@ export class Netns {
   /** Runs a command inside; throws on failure. */
   run(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number } = {}): string {
     return sh('nsenter', [`--net=${this.path}`, '--', cmd, ...args], opts);
+  }
+  /** Runs `ip -batch` lines inside (the sandbox's set-up lines, src/sandbox/netlab.ts); throws at the first failing one. */
+  ipBatch(lines: readonly string[]): void {
+    if (lines.length) this.run('ip', ['-batch', '-'], { input: lines.join('\n') + '\n' });
   }
   tryRun(cmd: string, args: string[], timeoutMs?: number) {
     return tryRun('nsenter', [`--net=${this.path}`, '--', cmd, ...args], timeoutMs);
@@ -178,9 +185,9 @@ export class RouterProc {
   async start(deadlineMs = this.startTimeoutMs): Promise<void> {
     if (this.running) throw new Error(`router ${this.pid} in ${this.host.name} already runs`);
     if (this.uplink) this.ensureUplink();
-    const args = ['router', '--state-dir', this.stateDir, '--socket', this.socket, '--log-level', 'debug', ...this.extraArgs];
+    const args = routerArgv({ stateDir: this.stateDir, socket: this.socket, extra: ['--log-level', 'debug', ...this.extraArgs] });
     const env = Object.fromEntries(Object.entries({ ...process.env, ...this.env }).filter((e): e is [string, string] => e[1] !== undefined));
-    const pid = await spawnDetached(WEFT, args, { netns: this.host.path, logFile: this.logFile, env });
+    const pid = await spawnRouter(WEFT, args, { netnsPath: this.host.path, logFile: this.logFile, env });
     this.pid = pid;
     const client = new RouterClient({ socket: this.socket, timeoutMs: 2000 });
     const deadline = Date.now() + deadlineMs;
@@ -289,20 +296,27 @@ export function scope(): { track: <T extends { destroy(): unknown }>(x: T) => T;
 
 /**
  * Host namespaces on an underlay bridge `ul0` (in a namespace of its own, `ul`): host i at
- * `${net}.i/24`, device eth0.
+ * `${net}.i/24`, device eth0, no default route unless `opts.defaultRoute`. Made by the
+ * sandbox's set-up lines (src/sandbox/netlab.ts).
  */
-export function underlayHosts(tag: string, n: number, net: string, track: (x: Netns) => Netns): Netns[] & { ul: Netns } {
+export function underlayHosts(
+  tag: string,
+  n: number,
+  net: string,
+  track: (x: Netns) => Netns,
+  opts: { defaultRoute?: boolean; mtu?: number } = {},
+): Netns[] & { ul: Netns } {
   const ul = track(Netns.create(`${tag}u`));
-  ul.run('ip', ['link', 'add', 'ul0', 'type', 'bridge']);
-  ul.run('ip', ['link', 'set', 'ul0', 'up']);
+  const u: UnderlaySpec = { netns: ul.name, bridge: 'ul0', mtu: opts.mtu };
+  ul.ipBatch(underlayLines(u));
   const out: Netns[] = [];
+  const specs: LabHostSpec[] = [];
   for (let i = 1; i <= n; i++) {
     const h = track(Netns.create(`${tag}${i}`));
-    ul.run('ip', ['link', 'add', `p${i}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', h.path]);
-    ul.run('ip', ['link', 'set', `p${i}`, 'master', 'ul0', 'up']);
-    h.run('ip', ['addr', 'add', `${net}.${i}/24`, 'dev', 'eth0']);
-    h.run('ip', ['link', 'set', 'eth0', 'up']);
     out.push(h);
+    specs.push({ netns: h.name, underlayVeth: `p${i}`, ifname: 'eth0', cidr: `${net}.${i}/24`, defaultRoute: opts.defaultRoute });
   }
+  ul.ipBatch(attachLines(u, specs));
+  out.forEach((h, k) => h.ipBatch(hostLines(specs[k]!)));
   return Object.assign(out, { ul });
 }

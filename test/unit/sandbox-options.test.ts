@@ -5,6 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError } from '../../src/common/errors';
+import { attachLines, hostLines, routerArgv, underlayLines } from '../../src/sandbox/netlab';
 import { checkPrefix, formatMatrix, mapPool, splitArgs, upOptions, type PingMatrix, type SandboxPod } from '../../src/sandbox';
 
 const exe = '/bin/true';
@@ -23,7 +24,11 @@ test('upOptions: defaults and limits, errors name the flag', (t) => {
   const plain = join(dir, 'not-executable');
   writeFileSync(plain, 'x', { mode: 0o644 });
   const o = upOptions({ weft: exe, plugin: exe });
-  assert.deepEqual([o.hosts, o.pods, o.mtu, o.routerArgs], [2, 2, 1500, []]);
+  assert.deepEqual([o.hosts, o.pods, o.mtu, o.routerArgs, o.underlay, o.defaultRoute], [2, 2, 1500, [], 'advertise', true]);
+  assert.deepEqual(
+    (({ underlay, defaultRoute }) => ({ underlay, defaultRoute }))(upOptions({ weft: exe, plugin: exe, underlay: 'discover', defaultRoute: false })),
+    { underlay: 'discover', defaultRoute: false },
+  );
   assert.equal(upOptions({ weft: exe, plugin: exe, hosts: '64', pods: '0' }).hosts, 64);
   const bad: [Record<string, string>, string][] = [
     [{ hosts: '0' }, '--hosts'],
@@ -38,6 +43,7 @@ test('upOptions: defaults and limits, errors name the flag', (t) => {
     [{ plugin: dir }, '--plugin'],
     [{ routerArgs: '--socket /tmp/x' }, '--router-args'],
     [{ routerArgs: '--state-dir=/tmp/x' }, '--router-args'],
+    [{ underlay: 'dhcp' }, '--underlay'],
   ];
   for (const [raw, flag] of bad) {
     assert.throws(
@@ -46,6 +52,22 @@ test('upOptions: defaults and limits, errors name the flag', (t) => {
       JSON.stringify(raw),
     );
   }
+});
+
+test('netlab: the set-up lines of an underlay and its hosts, and a router argv', () => {
+  const u = { netns: 'x-ul', bridge: 'br0', mtu: 9000 };
+  assert.deepEqual(underlayLines(u), ['link set lo up', 'link add br0 mtu 9000 type bridge', 'link set br0 up']);
+  assert.deepEqual(underlayLines({ netns: 'x-ul', bridge: 'ul0' })[1], 'link add ul0 type bridge');
+  const h = { netns: 'x-h1', underlayVeth: 'h1', ifname: 'eth0', cidr: '172.30.0.11/24' };
+  assert.deepEqual(attachLines(u, [h]), ['link add h1 mtu 9000 type veth peer name eth0 mtu 9000 netns x-h1', 'link set h1 master br0', 'link set h1 up']);
+  assert.deepEqual(hostLines(h), ['link set lo up', 'addr add 172.30.0.11/24 dev eth0', 'link set eth0 up']);
+  assert.equal(hostLines({ ...h, defaultRoute: true }).at(-1), 'route add default dev eth0');
+  assert.deepEqual(routerArgv({ stateDir: '/s', socket: '/k' }), ['router', '--state-dir', '/s', '--socket', '/k']);
+  assert.deepEqual(
+    routerArgv({ stateDir: '/s', socket: '/k', advertiseAddr: '10.0.0.1', metricsAddr: '127.0.0.1:6782', nickname: 'n', peers: ['a', 'b'], extra: ['--log-level', 'debug'] }),
+    ['router', '--state-dir', '/s', '--socket', '/k', '--advertise-addr', '10.0.0.1', '--metrics-addr', '127.0.0.1:6782', '--nickname', 'n', '--peers', 'a,b', '--log-level', 'debug'],
+  );
+  assert.ok(!routerArgv({ stateDir: '/s', socket: '/k', peers: [] }).includes('--peers'));
 });
 
 test('checkPrefix', () => {
