@@ -34,6 +34,10 @@ export interface UpOptions {
   matrix: boolean;
   /** How hosts join: all through host 1 ('seed'), or each through the one before it ('chain'). */
   join: 'seed' | 'chain';
+  /** Kubernetes mode: the test API server, a Node per host, routers with --kubeconfig and no --peers (src/sandbox/kube.ts). */
+  kube: boolean;
+  /** Kubernetes mode: a file or directory of manifests to create (src/sandbox/kube-pods.ts). */
+  manifests?: string;
 }
 
 /** Names must fit in interface-name-sized pieces and be safe in paths. */
@@ -120,6 +124,8 @@ export interface RawUpOptions {
   deadlineMs?: number;
   matrix?: boolean;
   join?: string;
+  kube?: boolean;
+  manifests?: string;
 }
 
 /** Validates `up` options; every error names the flag. */
@@ -138,5 +144,8 @@ export function upOptions(raw: RawUpOptions): UpOptions {
   if (!(deadlineMs > 0)) throw new ConfigError('deadlineMs', 'must be positive');
   const join = raw.join ?? 'seed';
   if (join !== 'seed' && join !== 'chain') throw new ConfigError('--join', `"${join}" is not seed or chain`);
-  return { hosts, pods, mtu, plugin, weft, routerArgs, deadlineMs, matrix: raw.matrix ?? true, join };
+  const kube = !!raw.kube;
+  if (raw.manifests !== undefined && !kube) throw new ConfigError('--manifests', 'needs --kube (the manifests go to the API server of Kubernetes mode)');
+  if (kube) for (const a of routerArgs) if (['--kubeconfig', '--node-name', '--peers'].includes(a.split('=')[0]!)) throw new ConfigError('--router-args', `${a.split('=')[0]} is set by --kube for each host; leave it out`);
+  return { hosts, pods, mtu, plugin, weft, routerArgs, deadlineMs, matrix: raw.matrix ?? true, join, kube, manifests: raw.manifests };
 }

@@ -20,6 +20,8 @@ import { mapPool } from './pool';
 import { pingDetail, pingMatrix } from './ping';
 import type { HostRecord, PodRecord } from './state';
 import { downSandbox, sandboxStatus } from './teardown';
+import { startKubeApi, waitNodesReady } from './kube';
+import { applyKube, describeApplied, loadManifests } from './kube-pods';
 import {
   CNI_NETWORK,
   HOST_IFNAME,
@@ -56,6 +58,7 @@ export class Sandbox extends SandboxCore {
    */
   async up(raw: RawUpOptions | UpOptions, signal?: AbortSignal): Promise<UpResult> {
     const o = upOptions(raw as RawUpOptions);
+    const manifests = o.manifests ? await loadManifests(o.manifests, o.hosts) : undefined; // refused before anything is made
     const hasFile = await exists(join(this.dir, 'state.json'));
     const existing = await this.namespaces();
     if (hasFile || existing.length > 0) {
@@ -92,6 +95,7 @@ export class Sandbox extends SandboxCore {
       await this.save();
       const neigh = await phase('neigh', () => this.sizeNeighbourTable(o.hosts, o.pods), (s) => `${formatNeigh(s.after)} (machine-wide; was ${formatNeigh(s.before)}; restored by down)`);
       await phase('underlay', () => this.makeUnderlay(o.hosts, o.mtu, o.join), () => `${this.underlayNetns}: bridge ${UNDERLAY_BRIDGE}, ${o.hosts} host${o.hosts === 1 ? '' : 's'} on 172.30.0.0/24, mtu ${o.mtu}`);
+      if (o.kube) await phase('apiserver', () => startKubeApi(this, o.deadlineMs, signal), (l) => `weft kube-apiserver at ${l} in ${this.underlayNetns}, a Node per host; routers get no --peers`);
       await phase('routers', () => this.startRouters(), () => this.hosts.map((h) => `${h.nickname}=${h.pid}`).join(' '));
       await phase('api', () => this.waitReady(o.deadlineMs, signal), () => 'every router answers');
       const mesh = await phase('mesh', () => this.waitMesh(o.deadlineMs, signal), (m) => describeMesh(m, o.hosts));
@@ -103,6 +107,8 @@ export class Sandbox extends SandboxCore {
         },
         () => `${this.pods.length} attached by ${o.plugin}`,
       );
+      if (o.kube) await phase('nodes', () => waitNodesReady(this, o.deadlineMs, signal), (n) => `NetworkUnavailable=False on ${n.map((c) => c.node).join(', ')}`);
+      if (manifests) await phase('manifests', () => applyKube(this, manifests, { deadlineMs: o.deadlineMs, signal }), describeApplied);
       this.st.readyAt = new Date().toISOString();
       await this.save();
       return { phases, neigh, mesh, hosts: this.hosts, pods: this.pods, ms: Date.now() - t0 };
@@ -197,14 +203,14 @@ export class Sandbox extends SandboxCore {
   // ---------------------------------------------------------------- pods
 
   /** Attaches `count` more pods to a host, concurrently; returns them. */
-  async addPods(hostIndex: number, count: number, signal?: AbortSignal): Promise<SandboxPod[]> {
+  async addPods(hostIndex: number, count: number, signal?: AbortSignal, k8s?: PodRecord['k8s']): Promise<SandboxPod[]> {
     const h = this.host(hostIndex);
     const used = this.st.pods.filter((p) => p.host === hostIndex).map((p) => Number(p.name.slice(p.name.lastIndexOf('-p') + 2)));
     const first = used.length ? Math.max(...used) + 1 : 1;
     const idx = Array.from({ length: count }, (_, k) => first + k);
     const made = await mapPool(idx, 8, async (j) => {
       signal?.throwIfAborted();
-      return this.attach(h, j);
+      return this.attach(h, j, k8s);
     });
     return made;
   }
@@ -213,9 +219,9 @@ export class Sandbox extends SandboxCore {
     return this.addPods(hostIndex, 1).then((p) => p[0]!);
   }
 
-  private async attach(h: SandboxHost, j: number): Promise<SandboxPod> {
+  private async attach(h: SandboxHost, j: number, k8s?: PodRecord['k8s']): Promise<SandboxPod> {
     const name = this.podNetns(h.index, j);
-    const rec: PodRecord = { name, host: h.index, containerId: name, ifname: POD_IFNAME };
+    const rec: PodRecord = { name, host: h.index, containerId: name, ifname: POD_IFNAME, ...(k8s ? { k8s } : {}) };
     await run('ip', ['netns', 'add', name]);
     await ipBatch(['link set lo up'], { netns: netnsPath(name) });
     const r = await this.cni(h, 'ADD', rec);
@@ -249,6 +255,7 @@ export class Sandbox extends SandboxCore {
         CNI_CONTAINERID: pod.containerId,
         CNI_NETNS: netnsPath(pod.name),
         CNI_IFNAME: pod.ifname,
+        ...(pod.k8s ? { CNI_ARGS: `K8S_POD_NAMESPACE=${pod.k8s.namespace};K8S_POD_NAME=${pod.k8s.name}` } : {}),
         CNI_PATH: [join(st.plugin, '..'), '/opt/cni/bin'].join(':'),
       },
     });
