@@ -13,6 +13,7 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { RouterClient } from '../common/client';
 import { apiRequest, type AdminTarget } from '../kube/apiserver/admin';
+import { apiServerArgv } from '../kube/apiserver/cli';
 import type { KubeObject } from '../kube/apiserver/types';
 import type { PolicyReport } from '../router/policy';
 import { ipBatch } from '../sys/exec';
@@ -60,7 +61,7 @@ export async function startKubeApi(sb: SandboxCore, deadlineMs: number, signal?:
     socket,
     kubeconfig,
     logFile: join(st.dir, 'apiserver.log'),
-    argv: ['kube-apiserver', '--listen', listen, '--socket', socket, '--kubeconfig-out', kubeconfig, ...st.hosts.flatMap((h) => ['--node', `${nodeName(h)}=${h.address}`])],
+    argv: apiServerArgv({ listen, socket, kubeconfig, nodes: st.hosts.map((h) => [nodeName(h), h.address]) }),
   };
   for (const h of st.hosts) h.routerArgv = kubeRouterArgv(h.routerArgv, kubeconfig, nodeName(h));
   await sb.persist();

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { RouterProc, scope, underlayHosts, until, WEFT } from '../helpers/netns';
 import { needs, NETNS } from '../helpers/needs';
 import { apiRequest, applyObject, deleteObject } from '../../src/kube/apiserver/admin';
-import { nodeFor } from '../../src/kube/apiserver/cli';
+import { apiServerArgv, nodeFor } from '../../src/kube/apiserver/cli';
 
 const skip = needs(NETNS);
 const FAST = { WEFT_HEARTBEAT_MS: '500', WEFT_RETRY_MIN_MS: '200', WEFT_RETRY_MAX_MS: '1000', WEFT_PROBE_MS: '1000', WEFT_PROGRAM_MS: '1000' };
@@ -45,8 +45,8 @@ describe('Kubernetes mode: peers, reclaim and node condition from the API', { sk
 
   test('three Nodes: the mesh forms with no peers given, and each NetworkUnavailable turns False', async () => {
     hs.ul.run('ip', ['addr', 'add', `${NET}.100/24`, 'dev', 'ul0']);
-    const nodes = [1, 2, 3].flatMap((i) => ['--node', `h${i}=${NET}.${i}`]);
-    const srv = spawn('nsenter', [`--net=${hs.ul.path}`, '--', WEFT, 'kube-apiserver', '--listen', `${NET}.100:6443`, '--socket', socket, '--kubeconfig-out', kubeconfig, ...nodes], { stdio: 'ignore' });
+    const argv = apiServerArgv({ listen: `${NET}.100:6443`, socket, kubeconfig, nodes: [1, 2, 3].map((i) => [`h${i}`, `${NET}.${i}`] as const) });
+    const srv = spawn('nsenter', [`--net=${hs.ul.path}`, '--', WEFT, ...argv], { stdio: 'ignore' });
     defer(() => srv.kill('SIGKILL'));
     assert.ok(await until(() => existsSync(kubeconfig) && existsSync(socket), 20_000), 'the API server is up');
     await Promise.all([1, 2, 3].map((i) => router(i).start()));
