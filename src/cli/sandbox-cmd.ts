@@ -16,11 +16,11 @@ import {
   upOptions,
 } from '../sandbox';
 import { parse } from './args';
-import { sandboxApplyOrDelete, sandboxProbe } from './sandbox-kube-cmd';
+import { sandboxAddHost, sandboxApplyOrDelete, sandboxProbe } from './sandbox-kube-cmd';
 import { formatKubeStatus, formatProbe, kubeStatus, probeSandbox } from '../sandbox';
 import type { CliIo } from './main';
 
-export const SANDBOX_HELP = `Usage: weft sandbox up|down|status|apply|delete|probe [options]
+export const SANDBOX_HELP = `Usage: weft sandbox up|down|status|add-host|apply|delete|probe [options]
 
 A whole weft network on one machine: N hosts as network namespaces on one underlay bridge
 (itself in a namespace), a weft router in each, M pods per host attached by the real weft-net
@@ -30,6 +30,7 @@ Commands:
   up        build the sandbox, print each router's status and a ping matrix
   down      stop the routers, delete the namespaces and the state
   status    hosts, routers and pods of the running sandbox
+  add-host  one more host and its router (in Kubernetes mode a Node, found by the others)
   apply     (--kube) create or replace Namespaces, Pods, NetworkPolicies from a manifest file
   delete    (--kube) delete the objects of a manifest file
   probe     (--kube) the pods' reachability matrix per port and protocol
@@ -126,6 +127,8 @@ export async function runSandbox(argv: string[], io: CliIo): Promise<number> {
         return await sandboxApplyOrDelete(sub, rest, io);
       case 'probe':
         return await sandboxProbe(rest, io);
+      case 'add-host':
+        return await sandboxAddHost(rest, io);
       default:
         io.err(`weft sandbox: unknown command "${sub}"\n\n${SANDBOX_HELP}`);
         return 2;

@@ -1,6 +1,6 @@
 /** `weft sandbox apply|delete|probe`: the Kubernetes mode's objects and reachability matrix. */
 import { ConfigError } from '../common/errors';
-import { applyKube, checkPrefix, DEFAULT_DEADLINE_MS, DEFAULT_PREFIX, deleteKube, describeApplied, fmtMs, formatProbe, kubeApi, loadManifests, parsePorts, probeJson, probeSandbox, Sandbox } from '../sandbox';
+import { addHost, applyKube, checkPrefix, describeMesh, DEFAULT_DEADLINE_MS, DEFAULT_PREFIX, deleteKube, describeApplied, fmtMs, formatProbe, kubeApi, loadManifests, parsePorts, probeJson, probeSandbox, Sandbox } from '../sandbox';
 import { parse } from './args';
 import type { CliIo } from './main';
 
@@ -44,6 +44,18 @@ Example:
   weft sandbox probe --ports tcp/80,udp/81
 `;
 
+export const ADD_HOST_HELP = `Usage: weft sandbox add-host [--prefix NAME] [--wait SECONDS]
+
+Adds one host to the running sandbox (the next number: PREFIX-hN at 172.30.0.(10+N)) with its
+router, leaving the others running. In Kubernetes mode its Node is created and its router gets
+no peers: the running routers find it through the API; otherwise it joins through host 1.
+Waits until the mesh is full (and the new Node's NetworkUnavailable is False); a failure
+removes the host again.
+
+Example:
+  weft sandbox add-host --prefix demo
+`;
+
 function common(argv: string[], extra: Record<string, { type: 'string' | 'boolean' }> = {}) {
   const { values: v, positionals } = parse(argv, { prefix: { type: 'string' }, wait: { type: 'string' }, ...extra });
   const wait = v.wait as string | undefined;
@@ -78,6 +90,24 @@ export async function sandboxApplyOrDelete(verb: 'apply' | 'delete', argv: strin
     return 1;
   }
   return 0;
+}
+
+export async function sandboxAddHost(argv: string[], io: CliIo): Promise<number> {
+  const { v, positionals, prefix, deadlineMs } = common(argv);
+  if (v.help) {
+    io.out(ADD_HOST_HELP);
+    return 0;
+  }
+  if (positionals.length) throw new ConfigError('', `unexpected argument "${positionals[0]}"`);
+  const sb = await Sandbox.open({ prefix, log: (l) => io.err(l + '\n') });
+  try {
+    const { host, mesh } = await addHost(sb, deadlineMs);
+    io.out(`weft sandbox add-host: ${host.nickname} (${host.netns}, ${host.address}, router pid ${host.pid}${sb.record?.kube ? `, Node ${host.nickname}` : ''}); ${describeMesh(mesh, sb.hosts.length)}\n`);
+    return 0;
+  } catch (e) {
+    io.err(`weft sandbox add-host: ${(e as Error).message}\n`);
+    return 1;
+  }
 }
 
 export async function sandboxProbe(argv: string[], io: CliIo): Promise<number> {

@@ -12,3 +12,4 @@ export { mapPool } from './pool';
 export * from './kube';
 export * from './kube-pods';
 export * from './probe';
+export * from './hosts';

@@ -141,48 +141,56 @@ export class Sandbox extends SandboxCore {
     const ul = this.underlayNetns;
     await run('ip', ['netns', 'add', ul]);
     await ipBatch(['link set lo up', `link add ${UNDERLAY_BRIDGE} mtu ${mtu} type bridge`, `link set ${UNDERLAY_BRIDGE} up`], { netns: netnsPath(ul) });
-    for (let i = 1; i <= n; i++) {
-      const dir = join(this.dir, `h${i}`);
-      const rec: HostRecord = {
-        index: i,
-        nickname: `host${i}`,
-        netns: this.hostNetns(i),
-        address: hostAddress(i),
-        underlayVeth: `h${i}`,
-        ifname: HOST_IFNAME,
-        dir,
-        stateDir: join(dir, 'state'),
-        socket: join(dir, 'weft.sock'),
-        logFile: join(dir, 'router.log'),
-        routerArgv: [],
-      };
-      rec.routerArgv = [
-        'router',
-        '--state-dir', rec.stateDir,
-        '--socket', rec.socket,
-        '--advertise-addr', rec.address,
-        '--metrics-addr', METRICS_ADDR,
-        '--nickname', rec.nickname,
-        ...(i > 1 ? ['--peers', hostAddress(joinBy === 'chain' ? i - 1 : 1)] : []),
-        ...this.st.routerArgs,
-      ];
-      this.st.hosts.push(rec);
-    }
+    for (let i = 1; i <= n; i++) this.st.hosts.push(this.newHost(i, i > 1 ? [hostAddress(joinBy === 'chain' ? i - 1 : 1)] : []));
     await this.save();
-    await mapPool(this.st.hosts, 8, async (h) => {
+    await this.plugHosts(this.st.hosts, mtu);
+  }
+
+  /** The record of host `i` (not yet made), its router joining through `peers`. */
+  newHost(i: number, peers: string[]): HostRecord {
+    const dir = join(this.dir, `h${i}`);
+    const rec: HostRecord = {
+      index: i,
+      nickname: `host${i}`,
+      netns: this.hostNetns(i),
+      address: hostAddress(i),
+      underlayVeth: `h${i}`,
+      ifname: HOST_IFNAME,
+      dir,
+      stateDir: join(dir, 'state'),
+      socket: join(dir, 'weft.sock'),
+      logFile: join(dir, 'router.log'),
+      routerArgv: [],
+    };
+    rec.routerArgv = [
+      'router',
+      '--state-dir', rec.stateDir,
+      '--socket', rec.socket,
+      '--advertise-addr', rec.address,
+      '--metrics-addr', METRICS_ADDR,
+      '--nickname', rec.nickname,
+      ...(peers.length ? ['--peers', peers.join(',')] : []),
+      ...this.st.routerArgs,
+    ];
+    return rec;
+  }
+
+  /** Makes recorded hosts' namespaces, plugs them into the underlay bridge and gives them their address. */
+  async plugHosts(hosts: HostRecord[], mtu: number): Promise<void> {
+    await mapPool(hosts, 8, async (h) => {
       await run('ip', ['netns', 'add', h.netns]);
       await fs.mkdir(h.dir, { recursive: true, mode: 0o700 });
     });
     // the veth pairs are born inside the namespaces: the underlay end here, the host end in its netns
     await ipBatch(
-      this.st.hosts.flatMap((h) => [
+      hosts.flatMap((h) => [
         `link add ${h.underlayVeth} mtu ${mtu} type veth peer name ${h.ifname} mtu ${mtu} netns ${h.netns}`,
         `link set ${h.underlayVeth} master ${UNDERLAY_BRIDGE}`,
         `link set ${h.underlayVeth} up`,
       ]),
-      { netns: netnsPath(ul) },
+      { netns: netnsPath(this.underlayNetns) },
     );
-    await mapPool(this.st.hosts, 8, (h) =>
+    await mapPool(hosts, 8, (h) =>
       ipBatch(['link set lo up', `addr add ${h.address}/${UNDERLAY_PREFIXLEN} dev ${h.ifname}`, `link set ${h.ifname} up`], { netns: netnsPath(h.netns) }),
     );
   }

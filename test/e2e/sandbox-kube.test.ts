@@ -194,9 +194,31 @@ describe('sandbox in Kubernetes mode, through the CLI', { skip, concurrency: fal
     assert.equal(sb.pods.filter((p) => p.k8s).length, 9);
   });
 
+  test('add-host: a fourth host, a Node, is joined by the running routers without a restart; a Pod placed on it is reachable', async () => {
+    const pids = sb.hosts.map((h) => h.pid);
+    const r = await weft(['add-host', '--prefix', prefix, '--wait', '120']);
+    assert.equal(r.code, 0, r.stderr);
+    await sb.load();
+    assert.equal(sb.hosts.length, 4);
+    assert.deepEqual(sb.hosts.slice(0, 3).map((h) => h.pid), pids, 'the other routers kept running');
+    assert.ok(!sb.host(4).routerArgv.includes('--peers'), 'the new router has no peers either');
+    const js = JSON.parse((await weft(['status', '--prefix', prefix, '--json'])).stdout);
+    for (const h of js.hosts) assert.equal(h.established, 3, `${h.nickname}: 3 established connections`);
+    assert.equal(js.kube.nodes.find((n: { node: string }) => n.node === 'host4')?.networkUnavailable, 'False');
+    const f = join(tmp, 'on4.yaml');
+    writeFileSync(f, `apiVersion: v1\nkind: Pod\nmetadata: {namespace: z, name: e, labels: {pod: e}, annotations: {weft.dev/host: host4}}\nspec: {containers: [{name: c, image: i, ports: [{containerPort: 81, protocol: UDP}]}]}\n`);
+    assert.equal((await weft(['apply', f, '--prefix', prefix])).code, 0);
+    const p = JSON.parse((await weft(['probe', '--prefix', prefix, '--json', '--ports', 'udp/81', '--timeout-ms', '3000'])).stdout) as ProbeJson;
+    assert.equal(p.pods.find((x) => x.pod === 'z/e')?.host, 4);
+    assert.equal(p.matrices['udp/81']!['x/a']!['z/e'], true, 'x/a (host1) reaches z/e (host4)');
+    assert.equal(p.matrices['udp/81']!['z/e']!['y/c'], true, 'z/e reaches y/c (host3)');
+  });
+
   test('down stops the API server and the probe agents and leaves nothing', async () => {
-    const pids = [sb.record!.kube!.pid!, ...sb.pods.map((p) => p.k8s?.agentPid).filter((x): x is number => !!x)];
-    assert.equal(pids.length, 10);
+    await sb.load();
+    const agents = sb.pods.map((p) => p.k8s?.agentPid).filter((x): x is number => !!x);
+    assert.equal(agents.length, 10, 'nine pods of the layout and one on host4');
+    const pids = [sb.record!.kube!.pid!, ...agents];
     const d = await weft(['down', '--prefix', prefix]);
     assert.equal(d.code, 0, d.stderr);
     assert.deepEqual(namespacesWith(prefix), []);
