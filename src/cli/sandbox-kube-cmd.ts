@@ -1,6 +1,7 @@
 /** `weft sandbox apply|delete|probe`: the Kubernetes mode's objects and reachability matrix. */
 import { ConfigError } from '../common/errors';
 import { addHost, applyKube, checkPrefix, describeMesh, DEFAULT_DEADLINE_MS, DEFAULT_PREFIX, deleteKube, describeApplied, fmtMs, formatProbe, kubeApi, loadManifests, parsePorts, probeJson, probeSandbox, Sandbox } from '../sandbox';
+import { SandboxError } from '../sandbox/types';
 import { parse } from './args';
 import type { CliIo } from './main';
 
@@ -65,6 +66,7 @@ function common(argv: string[], extra: Record<string, { type: 'string' | 'boolea
 
 async function openKube(prefix: string, io: CliIo): Promise<Sandbox> {
   const sb = await Sandbox.open({ prefix, log: (l) => io.err(l + '\n') });
+  if (!sb.record) throw new SandboxError(`no sandbox with prefix ${prefix} (start one with weft sandbox up --kube${prefix === DEFAULT_PREFIX ? '' : ` --prefix ${prefix}`})`);
   kubeApi(sb.record); // throws when it is not in Kubernetes mode
   return sb;
 }

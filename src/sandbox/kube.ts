@@ -36,7 +36,8 @@ export const nodeName = (h: Pick<HostRecord, 'nickname'>): string => h.nickname;
 
 /** The admin target of a running Kubernetes-mode sandbox. */
 export function kubeApi(st: SandboxState | undefined, timeoutMs = 10_000): AdminTarget {
-  if (!st?.kube) throw new SandboxError(`sandbox ${st?.prefix ?? ''} is not in Kubernetes mode (start it with weft sandbox up --kube)`);
+  if (!st) throw new SandboxError('no sandbox (start one with weft sandbox up --kube)');
+  if (!st.kube) throw new SandboxError(`sandbox ${st.prefix} is not in Kubernetes mode (start it with weft sandbox up --kube)`);
   return { socket: st.kube.socket, timeoutMs };
 }
 

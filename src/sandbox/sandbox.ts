@@ -93,7 +93,8 @@ export class Sandbox extends SandboxCore {
     try {
       await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
       await this.save();
-      const neigh = await phase('neigh', () => this.sizeNeighbourTable(o.hosts, o.pods), (s) => `${formatNeigh(s.after)} (machine-wide; was ${formatNeigh(s.before)}; restored by down)`);
+      const perHost = o.pods + Math.ceil((manifests?.objects.filter((m) => m.object.kind === 'Pod').length ?? 0) / o.hosts);
+      const neigh = await phase('neigh', () => this.sizeNeighbourTable(o.hosts, perHost), (s) => `${formatNeigh(s.after)} (machine-wide; was ${formatNeigh(s.before)}; restored by down)`);
       await phase('underlay', () => this.makeUnderlay(o.hosts, o.mtu, o.join), () => `${this.underlayNetns}: bridge ${UNDERLAY_BRIDGE}, ${o.hosts} host${o.hosts === 1 ? '' : 's'} on 172.30.0.0/24, mtu ${o.mtu}`);
       if (o.kube) await phase('apiserver', () => startKubeApi(this, o.deadlineMs, signal), (l) => `weft kube-apiserver at ${l} in ${this.underlayNetns}, a Node per host; routers get no --peers`);
       await phase('routers', () => this.startRouters(), () => this.hosts.map((h) => `${h.nickname}=${h.pid}`).join(' '));
