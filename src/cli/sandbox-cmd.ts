@@ -16,9 +16,11 @@ import {
   upOptions,
 } from '../sandbox';
 import { parse } from './args';
+import { sandboxAddHost, sandboxApplyOrDelete, sandboxProbe } from './sandbox-kube-cmd';
+import { formatKubeStatus, formatProbe, kubeStatus, probeSandbox } from '../sandbox';
 import type { CliIo } from './main';
 
-export const SANDBOX_HELP = `Usage: weft sandbox up|down|status [options]
+export const SANDBOX_HELP = `Usage: weft sandbox up|down|status|add-host|apply|delete|probe [options]
 
 A whole weft network on one machine: N hosts as network namespaces on one underlay bridge
 (itself in a namespace), a weft router in each, M pods per host attached by the real weft-net
@@ -28,6 +30,10 @@ Commands:
   up        build the sandbox, print each router's status and a ping matrix
   down      stop the routers, delete the namespaces and the state
   status    hosts, routers and pods of the running sandbox
+  add-host  one more host and its router (in Kubernetes mode a Node, found by the others)
+  apply     (--kube) create or replace Namespaces, Pods, NetworkPolicies from a manifest file
+  delete    (--kube) delete the objects of a manifest file
+  probe     (--kube) the pods' reachability matrix per port and protocol
 
 Run weft sandbox COMMAND --help for the options of each.
 
@@ -35,6 +41,8 @@ Examples:
   weft sandbox up --hosts 3 --pods 2
   weft sandbox status
   weft sandbox down
+  weft sandbox up --kube --hosts 3 --manifests examples/policy
+  weft sandbox probe
 `;
 
 const UP_HELP = `Usage: weft sandbox up [options]
@@ -61,6 +69,12 @@ Options:
                         or the address a peer's connection reached)
   --no-default-route    hosts get no default route (on-premise, air-gapped hosts)
   --no-matrix           skip the ping matrix
+  --kube                Kubernetes mode: the test API server (weft kube-apiserver) at 172.30.0.1:6443
+                        in the underlay namespace, a Node per host (host1..), routers with
+                        --kubeconfig and no --peers; waits for each Node's NetworkUnavailable=False
+  --manifests PATH      (with --kube) create the Namespaces, Pods and NetworkPolicies of a file or
+                        directory; each Pod becomes a pod serving its ports (--pods defaults to 0);
+                        see weft sandbox apply --help
 
 Examples:
   weft sandbox up --hosts 3 --pods 2
@@ -68,6 +82,7 @@ Examples:
   weft sandbox up --hosts 3 --join chain --underlay discover --no-default-route
   weft sandbox up --hosts 2 --router-args "--log-level debug --no-masq"
   weft sandbox up --plugin ./dist/weft-net --prefix demo
+  weft sandbox up --kube --hosts 3 --manifests examples/policy
 `;
 
 const DOWN_HELP = `Usage: weft sandbox down [--prefix NAME]
@@ -113,6 +128,13 @@ export async function runSandbox(argv: string[], io: CliIo): Promise<number> {
         return await down(rest, io);
       case 'status':
         return await status(rest, io);
+      case 'apply':
+      case 'delete':
+        return await sandboxApplyOrDelete(sub, rest, io);
+      case 'probe':
+        return await sandboxProbe(rest, io);
+      case 'add-host':
+        return await sandboxAddHost(rest, io);
       default:
         io.err(`weft sandbox: unknown command "${sub}"\n\n${SANDBOX_HELP}`);
         return 2;
@@ -149,6 +171,8 @@ async function up(argv: string[], io: CliIo): Promise<number> {
     'no-matrix': { type: 'boolean' },
     underlay: { type: 'string' },
     'no-default-route': { type: 'boolean' },
+    kube: { type: 'boolean' },
+    manifests: { type: 'string' },
   });
   if (v.help) {
     io.out(UP_HELP);
@@ -160,7 +184,7 @@ async function up(argv: string[], io: CliIo): Promise<number> {
   if (wait !== undefined && !(/^\d+$/.test(wait) && Number(wait) >= 1 && Number(wait) <= 3600)) throw new ConfigError('--wait', `must be 1..3600 seconds, got "${wait}"`);
   const opts = upOptions({
     hosts: s('hosts'),
-    pods: s('pods'),
+    pods: s('pods') ?? (s('manifests') !== undefined ? 0 : undefined),
     mtu: s('mtu'),
     plugin: s('plugin'),
     routerArgs: s('router-args'),
@@ -169,6 +193,8 @@ async function up(argv: string[], io: CliIo): Promise<number> {
     join: s('join'),
     underlay: s('underlay'),
     defaultRoute: !v['no-default-route'],
+    kube: !!v.kube,
+    manifests: s('manifests'),
   });
   const prefix = checkPrefix(s('prefix') ?? DEFAULT_PREFIX);
   if (!needRoot(io)) return 1;
@@ -202,6 +228,12 @@ async function up(argv: string[], io: CliIo): Promise<number> {
     } catch (e) {
       io.out(`(no status: ${(e as Error).message})\n`);
     }
+  }
+  const kube = await kubeStatus(sb.record);
+  if (kube) io.out(`\n== Kubernetes mode\n${formatKubeStatus(kube)}`);
+  if (opts.matrix && opts.manifests) {
+    io.out(`\n== reachability of the Pods (weft sandbox probe)\n`);
+    io.out(await probeSandbox(sb).then(formatProbe, (e: Error) => `(no matrix: ${e.message})\n`));
   }
   if (opts.matrix) {
     io.out(`\n== connectivity: ping -c1 -W1 between the pods\n`);
@@ -259,13 +291,18 @@ async function status(argv: string[], io: CliIo): Promise<number> {
             ipam: h.report?.ipam.status,
             error: h.error,
           })),
-          pods: s.pods.map((p) => ({ name: p.pod.name, host: p.pod.host, address: p.pod.cidr, netnsExists: p.netnsExists })),
+          pods: s.pods.map((p) => ({ name: p.pod.name, host: p.pod.host, address: p.pod.cidr, netnsExists: p.netnsExists, ...(p.pod.k8s ? { pod: `${p.pod.k8s.namespace}/${p.pod.k8s.name}`, ports: p.pod.k8s.ports } : {}) })),
           strays: s.strays,
+          kube: await kubeStatus(s.state),
         },
         null,
         2,
       ) + '\n',
     );
-  } else io.out(formatStatus(s));
+  } else {
+    io.out(formatStatus(s));
+    const k = await kubeStatus(s.state);
+    if (k) io.out(formatKubeStatus(k));
+  }
   return 0;
 }

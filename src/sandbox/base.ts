@@ -78,6 +78,11 @@ export class SandboxCore {
     return this.writer.write(this.st);
   }
 
+  /** Writes the record after a change made through `record` (the Kubernetes-mode modules). */
+  persist(): Promise<void> {
+    return this.save();
+  }
+
   /** Forgets the loaded record (after `down`). */
   protected forget(): void {
     this.state = undefined;

@@ -87,7 +87,7 @@ export function formatStatus(s: SandboxStatus): string {
   if (s.pods.length) {
     out.push('');
     out.push('POD              HOST    ADDRESS');
-    for (const p of s.pods) out.push(`${(p.pod.name + (p.netnsExists ? '' : ' GONE')).padEnd(16)} ${`host${p.pod.host}`.padEnd(7)} ${p.pod.cidr ?? '-'}`);
+    for (const p of s.pods) out.push(`${(p.pod.name + (p.netnsExists ? '' : ' GONE')).padEnd(16)} ${`host${p.pod.host}`.padEnd(7)} ${(p.pod.cidr ?? '-').padEnd(15)}${p.pod.k8s ? ` ${p.pod.k8s.namespace}/${p.pod.k8s.name}${p.pod.k8s.ports.length ? ` serving ${p.pod.k8s.ports.join(' ')}` : ''}` : ''}`.trimEnd());
   }
   if (s.strays.length) out.push('', `namespaces with the prefix not in the state file: ${s.strays.join(' ')}`);
   return out.join('\n') + '\n';

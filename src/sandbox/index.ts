@@ -9,3 +9,7 @@ export * from './neigh';
 export { neighbourBudget, arpTableLimit } from './ping';
 export { describeMesh, fmtMs } from './util';
 export { mapPool } from './pool';
+export * from './kube';
+export * from './kube-pods';
+export * from './probe';
+export * from './hosts';

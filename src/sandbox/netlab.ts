@@ -66,13 +66,18 @@ export function hostLines(h: LabHostSpec): string[] {
   ];
 }
 
+/** Makes the host namespaces (none may exist yet) and plugs them into the underlay's bridge. */
+export async function plugHosts(u: UnderlaySpec, hosts: readonly LabHostSpec[]): Promise<void> {
+  await mapPool(hosts, 8, (h) => run('ip', ['netns', 'add', h.netns]));
+  await ipBatch(attachLines(u, hosts), { netns: netnsPath(u.netns) });
+  await mapPool(hosts, 8, (h) => ipBatch(hostLines(h), { netns: netnsPath(h.netns) }));
+}
+
 /** Makes the underlay namespace and bridge and the host namespaces on it (none of them may exist yet). */
 export async function makeUnderlay(u: UnderlaySpec, hosts: readonly LabHostSpec[]): Promise<void> {
   await run('ip', ['netns', 'add', u.netns]);
   await ipBatch(underlayLines(u), { netns: netnsPath(u.netns) });
-  await mapPool(hosts, 8, (h) => run('ip', ['netns', 'add', h.netns]));
-  await ipBatch(attachLines(u, hosts), { netns: netnsPath(u.netns) });
-  await mapPool(hosts, 8, (h) => ipBatch(hostLines(h), { netns: netnsPath(h.netns) }));
+  await plugHosts(u, hosts);
 }
 
 /** What a `weft router` is started with; the flags a set-up gives each router itself. */

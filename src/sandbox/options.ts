@@ -38,6 +38,10 @@ export interface UpOptions {
   underlay: 'advertise' | 'discover';
   /** Hosts get a default route out of their underlay interface (as hosts with an uplink have). */
   defaultRoute: boolean;
+  /** Kubernetes mode: the test API server, a Node per host, routers with --kubeconfig and no --peers (src/sandbox/kube.ts). */
+  kube: boolean;
+  /** Kubernetes mode: a file or directory of manifests to create (src/sandbox/kube-pods.ts). */
+  manifests?: string;
 }
 
 /** Names must fit in interface-name-sized pieces and be safe in paths. */
@@ -126,6 +130,8 @@ export interface RawUpOptions {
   join?: string;
   underlay?: string;
   defaultRoute?: boolean;
+  kube?: boolean;
+  manifests?: string;
 }
 
 /** Validates `up` options; every error names the flag. */
@@ -146,5 +152,8 @@ export function upOptions(raw: RawUpOptions): UpOptions {
   if (join !== 'seed' && join !== 'chain') throw new ConfigError('--join', `"${join}" is not seed or chain`);
   const underlay = raw.underlay ?? 'advertise';
   if (underlay !== 'advertise' && underlay !== 'discover') throw new ConfigError('--underlay', `"${underlay}" is not advertise or discover`);
-  return { hosts, pods, mtu, plugin, weft, routerArgs, deadlineMs, matrix: raw.matrix ?? true, join, underlay, defaultRoute: raw.defaultRoute ?? true };
+  const kube = !!raw.kube;
+  if (raw.manifests !== undefined && !kube) throw new ConfigError('--manifests', 'needs --kube (the manifests go to the API server of Kubernetes mode)');
+  if (kube) for (const a of routerArgs) if (['--kubeconfig', '--node-name', '--peers'].includes(a.split('=')[0]!)) throw new ConfigError('--router-args', `${a.split('=')[0]} is set by --kube for each host; leave it out`);
+  return { hosts, pods, mtu, plugin, weft, routerArgs, deadlineMs, matrix: raw.matrix ?? true, join, underlay, defaultRoute: raw.defaultRoute ?? true, kube, manifests: raw.manifests };
 }

@@ -16,11 +16,13 @@ import { killAndWait, runCaptured } from '../sys/process';
 import { SandboxCore } from './base';
 import { formatNeigh, neighNeed, raiseNeighLimits, readNeighLimits, type NeighSizing } from './neigh';
 import { hostAddress, UNDERLAY_PREFIXLEN, upOptions, type RawUpOptions, type UpOptions } from './options';
-import { makeUnderlay, routerArgv, spawnRouter } from './netlab';
+import { plugHosts, routerArgv, spawnRouter, underlayLines } from './netlab';
 import { mapPool } from './pool';
 import { pingDetail, pingMatrix } from './ping';
 import type { HostRecord, PodRecord } from './state';
 import { downSandbox, sandboxStatus } from './teardown';
+import { startKubeApi, waitNodesReady } from './kube';
+import { applyKube, describeApplied, loadManifests } from './kube-pods';
 import {
   CNI_NETWORK,
   HOST_IFNAME,
@@ -57,6 +59,7 @@ export class Sandbox extends SandboxCore {
    */
   async up(raw: RawUpOptions | UpOptions, signal?: AbortSignal): Promise<UpResult> {
     const o = upOptions(raw as RawUpOptions);
+    const manifests = o.manifests ? await loadManifests(o.manifests, o.hosts) : undefined; // refused before anything is made
     const hasFile = await exists(join(this.dir, 'state.json'));
     const existing = await this.namespaces();
     if (hasFile || existing.length > 0) {
@@ -84,15 +87,17 @@ export class Sandbox extends SandboxCore {
       weft: o.weft,
       plugin: o.plugin,
       routerArgs: o.routerArgs,
-      underlay: { netns: this.underlayNetns, bridge: UNDERLAY_BRIDGE, subnet: `172.30.0.0/${UNDERLAY_PREFIXLEN}` },
+      underlay: { netns: this.underlayNetns, bridge: UNDERLAY_BRIDGE, subnet: `172.30.0.0/${UNDERLAY_PREFIXLEN}`, discover: o.underlay === 'discover', defaultRoute: o.defaultRoute },
       hosts: [],
       pods: [],
     };
     try {
       await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
       await this.save();
-      const neigh = await phase('neigh', () => this.sizeNeighbourTable(o.hosts, o.pods), (s) => `${formatNeigh(s.after)} (machine-wide; was ${formatNeigh(s.before)}; restored by down)`);
+      const perHost = o.pods + Math.ceil((manifests?.objects.filter((m) => m.object.kind === 'Pod').length ?? 0) / o.hosts);
+      const neigh = await phase('neigh', () => this.sizeNeighbourTable(o.hosts, perHost), (s) => `${formatNeigh(s.after)} (machine-wide; was ${formatNeigh(s.before)}; restored by down)`);
       await phase('underlay', () => this.makeUnderlay(o.hosts, o), () => `${this.underlayNetns}: bridge ${UNDERLAY_BRIDGE}, ${o.hosts} host${o.hosts === 1 ? '' : 's'} on 172.30.0.0/24, mtu ${o.mtu}, ${o.defaultRoute ? 'default route on eth0' : 'no default route'}, routers ${o.underlay === 'advertise' ? 'given --advertise-addr' : 'discover their underlay'}`);
+      if (o.kube) await phase('apiserver', () => startKubeApi(this, o.deadlineMs, signal), (l) => `weft kube-apiserver at ${l} in ${this.underlayNetns}, a Node per host; routers get no --peers`);
       await phase('routers', () => this.startRouters(), () => this.hosts.map((h) => `${h.nickname}=${h.pid}`).join(' '));
       await phase('api', () => this.waitReady(o.deadlineMs, signal), () => 'every router answers');
       const mesh = await phase('mesh', () => this.waitMesh(o.deadlineMs, signal), (m) => describeMesh(m, o.hosts));
@@ -104,6 +109,8 @@ export class Sandbox extends SandboxCore {
         },
         () => `${this.pods.length} attached by ${o.plugin}`,
       );
+      if (o.kube) await phase('nodes', () => waitNodesReady(this, o.deadlineMs, signal), (n) => `NetworkUnavailable=False on ${n.map((c) => c.node).join(', ')}`);
+      if (manifests) await phase('manifests', () => applyKube(this, manifests, { deadlineMs: o.deadlineMs, signal }), describeApplied);
       this.st.readyAt = new Date().toISOString();
       await this.save();
       return { phases, neigh, mesh, hosts: this.hosts, pods: this.pods, ms: Date.now() - t0 };
@@ -133,34 +140,40 @@ export class Sandbox extends SandboxCore {
   }
 
   private async makeUnderlay(n: number, o: UpOptions): Promise<void> {
-    for (let i = 1; i <= n; i++) {
-      const dir = join(this.dir, `h${i}`);
-      const rec: HostRecord = {
-        index: i,
-        nickname: `host${i}`,
-        netns: this.hostNetns(i),
-        address: hostAddress(i),
-        underlayVeth: `h${i}`,
-        ifname: HOST_IFNAME,
-        dir,
-        stateDir: join(dir, 'state'),
-        socket: join(dir, 'weft.sock'),
-        logFile: join(dir, 'router.log'),
-        routerArgv: [],
-      };
-      rec.routerArgv = routerArgv({
-        ...rec,
-        advertiseAddr: o.underlay === 'advertise' ? rec.address : undefined,
-        metricsAddr: METRICS_ADDR,
-        peers: i > 1 ? [hostAddress(o.join === 'chain' ? i - 1 : 1)] : [],
-        extra: this.st.routerArgs,
-      });
-      this.st.hosts.push(rec);
-    }
+    const ul = this.underlayNetns;
+    await run('ip', ['netns', 'add', ul]);
+    await ipBatch(underlayLines({ netns: ul, bridge: UNDERLAY_BRIDGE, mtu: o.mtu }), { netns: netnsPath(ul) });
+    for (let i = 1; i <= n; i++) this.st.hosts.push(this.newHost(i, i > 1 ? [hostAddress(o.join === 'chain' ? i - 1 : 1)] : []));
     await this.save();
-    const hosts = this.st.hosts.map((h) => ({ ...h, cidr: `${h.address}/${UNDERLAY_PREFIXLEN}`, defaultRoute: o.defaultRoute }));
-    await makeUnderlay({ netns: this.underlayNetns, bridge: UNDERLAY_BRIDGE, mtu: o.mtu }, hosts);
-    await mapPool(this.st.hosts, 8, (h) => fs.mkdir(h.dir, { recursive: true, mode: 0o700 }));
+    await this.plugHosts(this.st.hosts, o.mtu);
+  }
+
+  /** The record of host `i` (not yet made), its router joining through `peers`. */
+  newHost(i: number, peers: string[]): HostRecord {
+    const dir = join(this.dir, `h${i}`);
+    const rec: HostRecord = {
+      index: i,
+      nickname: `host${i}`,
+      netns: this.hostNetns(i),
+      address: hostAddress(i),
+      underlayVeth: `h${i}`,
+      ifname: HOST_IFNAME,
+      dir,
+      stateDir: join(dir, 'state'),
+      socket: join(dir, 'weft.sock'),
+      logFile: join(dir, 'router.log'),
+      routerArgv: [],
+    };
+    const discover = this.st.underlay.discover === true;
+    rec.routerArgv = routerArgv({ ...rec, advertiseAddr: discover ? undefined : rec.address, metricsAddr: METRICS_ADDR, peers, extra: this.st.routerArgs });
+    return rec;
+  }
+
+  /** Makes recorded hosts' namespaces, plugs them into the underlay bridge and gives them their address (and default route, unless the sandbox has none). */
+  async plugHosts(hosts: HostRecord[], mtu: number): Promise<void> {
+    const defaultRoute = this.st.underlay.defaultRoute !== false;
+    await mapPool(hosts, 8, (h) => fs.mkdir(h.dir, { recursive: true, mode: 0o700 }));
+    await plugHosts({ netns: this.underlayNetns, bridge: UNDERLAY_BRIDGE, mtu }, hosts.map((h) => ({ ...h, cidr: `${h.address}/${UNDERLAY_PREFIXLEN}`, defaultRoute })));
   }
 
   private async startRouters(): Promise<void> {
@@ -177,14 +190,14 @@ export class Sandbox extends SandboxCore {
   // ---------------------------------------------------------------- pods
 
   /** Attaches `count` more pods to a host, concurrently; returns them. */
-  async addPods(hostIndex: number, count: number, signal?: AbortSignal): Promise<SandboxPod[]> {
+  async addPods(hostIndex: number, count: number, signal?: AbortSignal, k8s?: PodRecord['k8s']): Promise<SandboxPod[]> {
     const h = this.host(hostIndex);
     const used = this.st.pods.filter((p) => p.host === hostIndex).map((p) => Number(p.name.slice(p.name.lastIndexOf('-p') + 2)));
     const first = used.length ? Math.max(...used) + 1 : 1;
     const idx = Array.from({ length: count }, (_, k) => first + k);
     const made = await mapPool(idx, 8, async (j) => {
       signal?.throwIfAborted();
-      return this.attach(h, j);
+      return this.attach(h, j, k8s);
     });
     return made;
   }
@@ -193,9 +206,9 @@ export class Sandbox extends SandboxCore {
     return this.addPods(hostIndex, 1).then((p) => p[0]!);
   }
 
-  private async attach(h: SandboxHost, j: number): Promise<SandboxPod> {
+  private async attach(h: SandboxHost, j: number, k8s?: PodRecord['k8s']): Promise<SandboxPod> {
     const name = this.podNetns(h.index, j);
-    const rec: PodRecord = { name, host: h.index, containerId: name, ifname: POD_IFNAME };
+    const rec: PodRecord = { name, host: h.index, containerId: name, ifname: POD_IFNAME, ...(k8s ? { k8s } : {}) };
     await run('ip', ['netns', 'add', name]);
     await ipBatch(['link set lo up'], { netns: netnsPath(name) });
     const r = await this.cni(h, 'ADD', rec);
@@ -229,6 +242,7 @@ export class Sandbox extends SandboxCore {
         CNI_CONTAINERID: pod.containerId,
         CNI_NETNS: netnsPath(pod.name),
         CNI_IFNAME: pod.ifname,
+        ...(pod.k8s ? { CNI_ARGS: `K8S_POD_NAMESPACE=${pod.k8s.namespace};K8S_POD_NAME=${pod.k8s.name}` } : {}),
         CNI_PATH: [join(st.plugin, '..'), '/opt/cni/bin'].join(':'),
       },
     });

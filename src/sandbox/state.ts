@@ -43,6 +43,10 @@ const podSchema = z.object({
   /** Address with prefix length from the plugin's result, e.g. 10.32.0.2/12. */
   cidr: z.optional(z.string()),
   gateway: z.optional(z.string()),
+  /** Kubernetes mode: the Pod object it stands for, its served ports and their server (src/sandbox/kube-pods.ts). */
+  k8s: z.optional(
+    z.object({ namespace: z.string(), name: z.string(), ports: z.array(z.string()), agentPid: z.optional(z.int()), agentLog: z.optional(z.string()) }),
+  ),
 });
 
 export const stateSchema = z.object({
@@ -56,13 +60,25 @@ export const stateSchema = z.object({
   weft: z.string(),
   plugin: z.string(),
   routerArgs: z.array(z.string()),
-  underlay: z.object({ netns: z.string(), bridge: z.string(), subnet: z.string() }),
+  underlay: z.object({
+    netns: z.string(),
+    bridge: z.string(),
+    subnet: z.string(),
+    /** Routers find their underlay themselves (`up --underlay discover`); absent: given --advertise-addr. */
+    discover: z.optional(z.boolean()),
+    /** Hosts have a default route (absent: yes; `up --no-default-route` records false). */
+    defaultRoute: z.optional(z.boolean()),
+  }),
   hosts: z.array(hostSchema),
   pods: z.array(podSchema),
   /**
    * The machine-wide neighbour table limits this sandbox raised: its need, and the values found
    * before any sandbox raised them (what `down` restores when it is the last one).
    */
+  /** Kubernetes mode (`up --kube`): the test API server in the underlay namespace (src/sandbox/kube.ts). */
+  kube: z.optional(
+    z.object({ listen: z.string(), socket: z.string(), kubeconfig: z.string(), logFile: z.string(), argv: z.array(z.string()), pid: z.optional(z.int()) }),
+  ),
   neigh: z.optional(
     z.object({
       need: z.int(),

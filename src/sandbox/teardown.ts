@@ -66,8 +66,9 @@ export async function downSandbox(sb: SandboxCore, graceMs = 5000): Promise<Down
       else if (argv.length) candidates.push({ pid, netns: ns, argv });
     }
   }
-  // what a router started (its probes) goes with it; anything else is someone else's
-  const children = candidates.filter((c) => routerPids.has(parentPid(c.pid) ?? -1));
+  // what a router started (its probes) goes with it, and so do Kubernetes mode's API server and
+  // pods' probe agents (inside this sandbox's namespaces); anything else is someone else's
+  const children = candidates.filter((c) => routerPids.has(parentPid(c.pid) ?? -1) || c.argv.includes('kube-apiserver') || c.argv.includes('probe-agent'));
   const terms = await terminate([...routerPids.keys()], graceMs);
   const routers = terms.map((t) => ({ ...t, host: routerPids.get(t.pid) }));
   await terminate(

@@ -15,6 +15,8 @@ import { cniAsync, cniEnv, netConf, Netns, RouterProc, scope, underlayHosts, uid
 import { ProbeAgents, type ProbeResult } from './probe-agents';
 import type { MatrixBed } from './policy-cases';
 import { apiRequest, applyObject, type AdminTarget } from '../../src/kube/apiserver/admin';
+import { apiServerArgv } from '../../src/kube/apiserver/cli';
+import { waitEnforced } from '../../src/sandbox/kube';
 import type { KubeObject } from '../../src/kube/apiserver/types';
 import { RouterClient } from '../../src/common/client';
 import type { KubeApiError } from '../../src/common/errors';
@@ -72,8 +74,8 @@ export class KubePolicyBed implements MatrixBed {
       const hosts = underlayHosts(tag, n, net, res.track);
       bed = new KubePolicyBed(tag, hosts, dir, res);
       hosts.ul.run('ip', ['addr', 'add', `${net}.100/24`, 'dev', 'ul0']);
-      const nodes = hosts.flatMap((_, i) => ['--node', `h${i + 1}=${net}.${i + 1}`]);
-      const srv = spawn('nsenter', [`--net=${hosts.ul.path}`, '--', WEFT, 'kube-apiserver', '--listen', `${net}.100:6443`, '--socket', bed.api.socket, '--kubeconfig-out', bed.kubeconfig, ...nodes], { stdio: 'ignore' });
+      const argv = apiServerArgv({ listen: `${net}.100:6443`, socket: bed.api.socket, kubeconfig: bed.kubeconfig, nodes: hosts.map((_, i) => [`h${i + 1}`, `${net}.${i + 1}`] as const) });
+      const srv = spawn('nsenter', [`--net=${hosts.ul.path}`, '--', WEFT, ...argv], { stdio: 'ignore' });
       res.defer(() => srv.kill('SIGKILL'));
       if (!(await until(() => existsSync(bed!.kubeconfig) && existsSync(bed!.api.socket), 20_000))) throw new Error('the API server did not start');
       for (let i = 0; i < n; i++) {
@@ -153,18 +155,8 @@ export class KubePolicyBed implements MatrixBed {
   }
 
   /** Waits until every router enforces the API as of the last change this bed made. */
-  async settle(timeoutMs = 30_000): Promise<void> {
-    const want = this.lastRv;
-    let last: (PolicyReport | undefined)[] = [];
-    const ok = await until(
-      async () => {
-        last = await Promise.all(this.routers.map((_, i) => this.policyStatus(i).catch(() => undefined)));
-        return last.every((p) => p?.source?.synced && !p.source.pending && BigInt(p.source.enforcedVersion ?? '0') >= want);
-      },
-      timeoutMs,
-      50,
-    );
-    if (!ok) throw new Error(`routers did not enforce resourceVersion ${want} within ${timeoutMs} ms: ${JSON.stringify(last.map((p) => p?.source))}`);
+  settle(timeoutMs = 30_000): Promise<void> {
+    return waitEnforced(this.routers.map((r) => r.socket), this.lastRv, timeoutMs);
   }
 
   /** Makes the API hold exactly these NetworkPolicies (the ones this bed applied before and not listed are deleted); resolves once every router enforces them. */

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { RouterProc, scope, underlayHosts, until, WEFT } from '../helpers/netns';
 import { needs, NETNS } from '../helpers/needs';
 import { apiRequest, applyObject, deleteObject } from '../../src/kube/apiserver/admin';
-import { nodeFor } from '../../src/kube/apiserver/cli';
+import { apiServerArgv, nodeFor } from '../../src/kube/apiserver/cli';
 
 const skip = needs(NETNS);
 const FAST = { WEFT_HEARTBEAT_MS: '500', WEFT_RETRY_MIN_MS: '200', WEFT_RETRY_MAX_MS: '1000', WEFT_PROBE_MS: '1000', WEFT_PROGRAM_MS: '1000' };
@@ -45,8 +45,8 @@ describe('Kubernetes mode: peers, reclaim and node condition from the API', { sk
 
   test('three Nodes: the mesh forms with no peers given, and each NetworkUnavailable turns False', async () => {
     hs.ul.run('ip', ['addr', 'add', `${NET}.100/24`, 'dev', 'ul0']);
-    const nodes = [1, 2, 3].flatMap((i) => ['--node', `h${i}=${NET}.${i}`]);
-    const srv = spawn('nsenter', [`--net=${hs.ul.path}`, '--', WEFT, 'kube-apiserver', '--listen', `${NET}.100:6443`, '--socket', socket, '--kubeconfig-out', kubeconfig, ...nodes], { stdio: 'ignore' });
+    const argv = apiServerArgv({ listen: `${NET}.100:6443`, socket, kubeconfig, nodes: [1, 2, 3].map((i) => [`h${i}`, `${NET}.${i}`] as const) });
+    const srv = spawn('nsenter', [`--net=${hs.ul.path}`, '--', WEFT, ...argv], { stdio: 'ignore' });
     defer(() => srv.kill('SIGKILL'));
     assert.ok(await until(() => existsSync(kubeconfig) && existsSync(socket), 20_000), 'the API server is up');
     await Promise.all([1, 2, 3].map((i) => router(i).start()));
@@ -83,7 +83,10 @@ describe('Kubernetes mode: peers, reclaim and node condition from the API', { sk
     assert.ok(await until(() => [1, 2, 4].every((i) => !routers[i]!.report().ipam.owners.some((o: any) => o.peer === gone)), 20_000), 'no router sees the deleted peer own anything');
     const total = routers[1]!.report().ipam.owners.reduce((n: number, o: any) => n + o.size, 0);
     assert.equal(total, 2 ** 20, 'the whole range is still owned, by the live routers');
-    const st = (await import('node:child_process')).spawnSync(WEFT, ['--socket', routers[1]!.socket, 'status'], { encoding: 'utf8' }).stdout;
-    assert.match(st, new RegExp(`LastReclaim: ${gone} \\(node h3, \\d+ addresses\\) by `));
+    // router 1's view of the record follows the API's watch: wait for it (bounded)
+    const { spawnSync } = await import('node:child_process');
+    const status = () => spawnSync(WEFT, ['--socket', routers[1]!.socket, 'status'], { encoding: 'utf8' }).stdout;
+    const shown = new RegExp(`LastReclaim: ${gone} \\(node h3, \\d+ addresses\\) by `);
+    assert.ok(await until(() => shown.test(status()), 15_000), `weft status shows the takeover: ${status()}`);
   });
 });

@@ -420,8 +420,8 @@ describe('NetworkPolicy from the Kubernetes API through three real routers', { s
     // the policy goes while the router is down; the other routers follow at once
     await bed.remove('/apis/networking.k8s.io/v1/namespaces/x/networkpolicies/deny-a');
     await router.start();
-    const st = await bed.policyStatus(h);
-    assert.equal(st.engine!.keptFromBefore, true, "the previous run's table was found and kept");
+    // the engine starts once the router's Kubernetes client is up: wait for its status (bounded)
+    assert.ok(await until(async () => (await bed.policyStatus(h).catch(() => undefined))?.engine?.keptFromBefore === true, 15_000), "the previous run's table was found and kept");
     await bed.apply([]);
     assert.equal(await probeA(4000), true, 'the change made while it was down is enforced');
   });

@@ -46,6 +46,15 @@ export function nodeFor(name: string, internalIp: string): KubeObject {
   };
 }
 
+/**
+ * The arguments of `weft kube-apiserver` as the sandbox and the test beds start it: listening
+ * on `listen` (inside the underlay namespace), its unix socket and kubeconfig at the given
+ * paths, and a Node per host (name and InternalIP).
+ */
+export function apiServerArgv(o: { listen: string; socket: string; kubeconfig: string; nodes: readonly (readonly [string, string])[] }): string[] {
+  return ['kube-apiserver', '--listen', o.listen, '--socket', o.socket, '--kubeconfig-out', o.kubeconfig, ...o.nodes.flatMap(([name, ip]) => ['--node', `${name}=${ip}`])];
+}
+
 export function parseListen(v: string | undefined): { host: string; port: number } {
   const m = /^(.+):(\d+)$/.exec(v ?? '');
   if (!m || Number(m[2]) > 65535) throw new ConfigError('--listen', `"${v ?? ''}" is not HOST:PORT`);
