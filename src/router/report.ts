@@ -79,6 +79,8 @@ export interface Report {
     mtu: number;
     socket: string;
     encryption: boolean;
+    /** --trusted-subnets: peers inside skip data-path encryption. */
+    trustedSubnets: string[];
     port: number;
     /** The interface and address peers reach this host at; absent while none was found. */
     underlay?: Underlay;
@@ -142,13 +144,28 @@ export function connectionReports(s: Pick<ReportSources, 'mesh' | 'dataPath'>): 
       datapath: dp?.overlay,
       via: dp?.via,
       healthy: dp?.healthy,
-      encrypted: dp?.encrypted ?? false,
+      // the data path's, once programmed (a trusted peer's is plain); the control channel's before
+      encrypted: dp?.encrypted ?? c.encrypted,
       mtu,
     });
   }
   for (const t of s.mesh.targetList()) {
     if (seen.has(t.addr) || t.state === 'established' || t.state === 'self') continue;
-    out.push({ direction: 'outbound', address: t.addr, state: t.error ? 'failed' : t.state === 'connecting' ? 'connecting' : 'retrying', peer: t.peer, nickname: t.peer ? nick.get(t.peer) : undefined, encrypted: false, mtu, info: t.error });
+    // a peer reached through others (multi-hop) still has a data path: `sleeve via PEER`
+    const dp = t.peer ? s.dataPath.peerStatus(t.peer) : undefined;
+    out.push({
+      direction: 'outbound',
+      address: t.addr,
+      state: t.error ? 'failed' : t.state === 'connecting' ? 'connecting' : 'retrying',
+      peer: t.peer,
+      nickname: t.peer ? nick.get(t.peer) : undefined,
+      datapath: dp?.overlay,
+      via: dp?.via,
+      healthy: dp?.healthy,
+      encrypted: dp?.encrypted ?? false,
+      mtu,
+      info: t.error,
+    });
   }
   return out;
 }
