@@ -131,10 +131,14 @@ export function connectionReports(s: Pick<ReportSources, 'mesh' | 'dataPath'>): 
   const mtu = s.dataPath.podMtu;
   const out: ConnectionReport[] = [];
   const seen = new Set<string>();
+  const targets = s.mesh.targetList();
+  const peerAt = new Map(targets.map((t) => [t.addr, t.peer]));
   for (const c of s.mesh.connections()) {
     if (!c.established && !c.target) continue;
     if (c.target) seen.add(c.target);
-    const dp = c.established && c.peer ? s.dataPath.peerStatus(c.peer) : undefined;
+    // a target being dialled again may still be reached through others: its data path shows
+    const peer = c.peer ?? (c.target ? peerAt.get(c.target) : undefined);
+    const dp = peer ? s.dataPath.peerStatus(peer) : undefined;
     out.push({
       direction: c.outbound ? 'outbound' : 'inbound',
       address: c.target ?? c.remote,
@@ -149,7 +153,7 @@ export function connectionReports(s: Pick<ReportSources, 'mesh' | 'dataPath'>): 
       mtu,
     });
   }
-  for (const t of s.mesh.targetList()) {
+  for (const t of targets) {
     if (seen.has(t.addr) || t.state === 'established' || t.state === 'self') continue;
     // a peer reached through others (multi-hop) still has a data path: `sleeve via PEER`
     const dp = t.peer ? s.dataPath.peerStatus(t.peer) : undefined;
