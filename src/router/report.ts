@@ -143,7 +143,7 @@ export function connectionReports(s: Pick<ReportSources, 'mesh' | 'dataPath'>): 
       direction: c.outbound ? 'outbound' : 'inbound',
       address: c.target ?? c.remote,
       state: c.established ? 'established' : 'connecting',
-      peer: c.peer,
+      peer,
       nickname: c.nickname,
       datapath: dp?.overlay,
       via: dp?.via,

@@ -17,7 +17,7 @@ import { needs } from '../helpers/needs';
 import { Capture, type Ipv4Packet } from '../helpers/pcap';
 
 const skip = needs({ root: true, built: true, tools: ['ip', 'tcpdump', 'nft', 'nsenter', 'bridge', 'ping', 'iptables'] });
-const FAST = { WEFT_HEARTBEAT_MS: '300', WEFT_RETRY_MIN_MS: '200', WEFT_RETRY_MAX_MS: '1000', WEFT_PROBE_MS: '1000', WEFT_PROGRAM_MS: '500', WEFT_HANDSHAKE_MS: '2000' };
+const FAST = { WEFT_HEARTBEAT_MS: '1000', WEFT_RETRY_MIN_MS: '200', WEFT_RETRY_MAX_MS: '1000', WEFT_PROBE_MS: '1000', WEFT_PROGRAM_MS: '500', WEFT_HANDSHAKE_MS: '2000' };
 /** 16 bytes ping repeats through its payload. */
 const PATTERN = 'deadbeefcafef00d5eed1e55c0ffee42';
 
