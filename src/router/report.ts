@@ -153,8 +153,11 @@ export function connectionReports(s: Pick<ReportSources, 'mesh' | 'dataPath'>): 
       mtu,
     });
   }
+  const connected = new Set(s.mesh.connections().filter((c) => c.established && c.peer).map((c) => c.peer));
   for (const t of targets) {
-    if (seen.has(t.addr) || t.state === 'established' || t.state === 'self') continue;
+    // 'established' through an inbound connection stays so after that connection closed (the
+    // connection maker is told only of its own dials): show it while its peer is not connected
+    if (seen.has(t.addr) || t.state === 'self' || (t.state === 'established' && (!t.peer || connected.has(t.peer)))) continue;
     // a peer reached through others (multi-hop) still has a data path: `sleeve via PEER`
     const dp = t.peer ? s.dataPath.peerStatus(t.peer) : undefined;
     out.push({
