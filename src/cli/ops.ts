@@ -39,7 +39,7 @@ export function formatStatus(r: Report): string {
   out += row('Targets', r.mesh.targets.length);
   out += row('Connections', `${conns.length}${conns.length ? ` (${breakdown})` : ''}`);
   out += row('Peers', `${r.mesh.peers.length} (with ${plural(edges, 'established connection')})`);
-  out += row('TrustedSubnets', 'none');
+  out += row('TrustedSubnets', r.router.trustedSubnets?.length ? r.router.trustedSubnets.join(',') : 'none');
   const k = r.kubernetes;
   if (k) {
     out += '\n' + row('Service', 'kubernetes');
@@ -65,7 +65,7 @@ export function formatConnections(r: Report): string {
       const dp = path ? ` ${path}${c.healthy === false ? ' (probe failed)' : c.healthy ? ' (probe ok)' : ''}` : '';
       const enc = c.encrypted ? ' encrypted' : ' unencrypted';
       const info = c.info ? ` ${c.info}` : '';
-      return `${arrow} ${c.address.padEnd(21)} ${c.state.padEnd(11)}${c.state === 'established' ? enc + dp : ''} ${who} mtu=${c.mtu}${info}\n`;
+      return `${arrow} ${c.address.padEnd(21)} ${c.state.padEnd(11)}${c.state === 'established' || c.datapath ? enc + dp : ''} ${who} mtu=${c.mtu}${info}\n`;
     })
     .join('');
 }

@@ -6,10 +6,19 @@
  * and on a timer, debounced, never overlapping), so a missed event or a restart heals on the
  * next round. The pod MTU has one owner, here: the smallest an overlay in use carries, unless
  * the operator set it. Until an underlay is known there is no data path, and `verify` says so.
+ *
+ * Which overlay carries a peer (`choose`), when the sleeve is there: with a secret, the sleeve,
+ * except for peers whose underlay address is in the trusted subnets; without one (and for
+ * trusted peers), kernel VXLAN unless its probe failed or there is no direct connection to the
+ * peer (the mesh routes through another router: only the sleeve relays). Kernel VXLAN's probe
+ * goes on while the sleeve carries a peer (probe.ts builds the datagram itself), so a peer
+ * returns to it when the path works again. A peer is programmed on one overlay only: on two,
+ * broadcast would be delivered twice.
  */
 import { TypedEmitter } from '../common/events';
 import type { Startable } from '../common/lifecycle';
 import type { Logger } from '../common/log';
+import { contains, parseIPv4, type Cidr } from '../common/ip';
 import type { PeerView } from '../mesh/topology';
 import type { Overlay, OverlayPeer, OverlayPeerStatus, Underlay } from './overlay';
 
@@ -30,6 +39,10 @@ export interface DataPathInit {
   mtu?: number;
   programMs: number;
   probeMs: number;
+  /** A secret is set: the sleeve carries every peer outside `trusted`. */
+  encrypted?: boolean;
+  /** `--trusted-subnets`: peers with an underlay address inside may use kernel VXLAN. */
+  trusted?: readonly Cidr[];
 }
 
 export interface DataPathEvents {
@@ -116,7 +129,10 @@ export class DataPath implements Startable {
 
   /** How a peer is carried, for status. */
   peerStatus(peer: string): OverlayPeerStatus | undefined {
-    return this.status.get(peer);
+    const st = this.status.get(peer);
+    if (!st) return undefined;
+    const own = this.overlay(st.overlay)?.status?.(peer);
+    return own ? { ...st, encrypted: own.encrypted, via: own.via ?? st.via, healthy: this.health.get(`${st.overlay}/${peer}`) } : st;
   }
 
   /** Reprograms soon (debounced; a call while programming runs one more round after it). */
@@ -149,9 +165,25 @@ export class DataPath implements Startable {
     return out;
   }
 
-  /** The overlay that carries a peer: the first one whose probe has not failed, else the first. */
+  private overlay(name: string): Overlay | undefined {
+    return this.overlays.find((ov) => ov.name === name);
+  }
+
+  /** Kernel VXLAN may carry this peer (see the file comment): no secret or a trusted address, and a direct connection. */
+  private fastdpAllowed(p: OverlayPeer): boolean {
+    if (p.via) return false;
+    if (!this.o.encrypted) return true;
+    const ip = parseIPv4(p.ip);
+    return ip !== undefined && (this.o.trusted ?? []).some((c) => contains(c, ip));
+  }
+
+  /** The overlay that carries a peer (see the file comment). */
   private choose(p: OverlayPeer): Overlay {
-    return this.overlays.find((ov) => this.health.get(`${ov.name}/${p.name}`) !== false) ?? this.overlays[0]!;
+    const fast = this.overlay('fastdp');
+    const sleeve = this.overlay('sleeve');
+    if (!sleeve) return this.overlays.find((ov) => this.health.get(`${ov.name}/${p.name}`) !== false) ?? this.overlays[0]!;
+    if (!fast || !this.fastdpAllowed(p) || this.health.get(`fastdp/${p.name}`) === false) return sleeve;
+    return fast;
   }
 
   private async program(): Promise<void> {
@@ -161,6 +193,7 @@ export class DataPath implements Startable {
       const ov = this.choose(p);
       byOverlay.get(ov)!.push(p);
       this.status.set(p.name, { overlay: ov.name, encrypted: ov.encrypted, via: p.via, healthy: this.health.get(`${ov.name}/${p.name}`) });
+      this.c.log.debug({ peer: p.name, overlay: ov.name, via: p.via }, 'peer data path');
     }
     for (const name of [...this.status.keys()]) if (!peers.some((p) => p.name === name)) this.status.delete(name);
     for (const [ov, ps] of byOverlay) await ov.program(ps);
@@ -170,16 +203,22 @@ export class DataPath implements Startable {
     if (this.overlays.length === 0) return;
     const carried = this.peers().filter((p) => p.reachable && p.gateway);
     let changed = false;
+    const check = async (ov: Overlay, p: OverlayPeer) => {
+      const ok = await ov.probe(p);
+      const key = `${ov.name}/${p.name}`;
+      if (this.health.get(key) !== ok) {
+        this.c.log.info({ peer: p.name, nickname: p.nickname, overlay: ov.name, ok }, 'data path to peer');
+        changed = true;
+      }
+      this.health.set(key, ok);
+    };
+    const fast = this.overlay('fastdp');
     await Promise.all(
       carried.map(async (p) => {
+        // kernel VXLAN is probed while another overlay carries the peer too, so the peer can return to it
+        if (fast && this.overlay('sleeve') && this.fastdpAllowed(p)) await check(fast, p);
         const ov = this.choose(p);
-        const ok = await ov.probe(p);
-        const key = `${ov.name}/${p.name}`;
-        if (this.health.get(key) !== ok) {
-          this.c.log.info({ peer: p.name, nickname: p.nickname, overlay: ov.name, ok }, 'data path to peer');
-          changed = true;
-        }
-        this.health.set(key, ok);
+        if (ov !== fast || !this.overlay('sleeve')) await check(ov, p);
       }),
     );
     if (changed) this.schedule();

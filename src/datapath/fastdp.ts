@@ -7,6 +7,7 @@
  * only adds what is missing (the grace rules are in fdb.ts). Remote pod MACs are learnt by the
  * device itself from incoming traffic (learning is on).
  */
+import { EntryNotFoundError, LinkNotFoundError } from '../common/errors';
 import type { Logger } from '../common/log';
 import { vxlanSys, type VxlanSys } from '../sys/vxlan';
 import { newFdbMemory, planFdb, type FdbMemory } from './fdb';
@@ -26,8 +27,15 @@ export interface FastDpComponents {
   underlay: Underlay;
   /** The pod MTU the device is set to. */
   podMtu: () => number;
-  /** Probes a peer's bridge address with datagrams of the pod MTU. */
-  prober: { probe(peerBridgeIp: string, mtu: number): Promise<boolean> };
+  /**
+   * Probes a peer's bridge address with datagrams of the pod MTU: through the forwarding table
+   * (`probe`), or, for a peer another overlay carries now, with a VXLAN datagram built by the
+   * router (`probeVxlan`, see probe.ts).
+   */
+  prober: {
+    probe(peerBridgeIp: string, mtu: number): Promise<boolean>;
+    probeVxlan?(peer: OverlayPeer, vni: number, port: number, mtu: number): Promise<boolean>;
+  };
   log: Logger;
   sys?: VxlanSys;
 }
@@ -43,6 +51,8 @@ export class FastDp implements Overlay {
   readonly encrypted = false;
   private readonly sys: VxlanSys;
   private mem: FdbMemory | undefined;
+  /** The peers of the last `program`: the forwarding table leads to them. */
+  private carried = new Set<string>();
 
   constructor(
     private readonly c: FastDpComponents,
@@ -93,12 +103,21 @@ export class FastDp implements Overlay {
     this.mem ??= newFdbMemory(now);
     const have = await this.sys.listFdb(VXLAN_DEV);
     const plan = planFdb(VXLAN_DEV, have, peers, this.mem, now, this.o.graceMs, (dst) => !isLinkLocal(dst));
-    await this.sys.applyFdb(plan.lines);
+    this.carried = new Set(peers.map((p) => p.name));
+    try {
+      await this.sys.applyFdb(plan.lines);
+    } catch (e) {
+      // a batch stops at its first failing line: an entry already gone (learnt ones age out) is what was wanted
+      const gone = (x: unknown) => x instanceof EntryNotFoundError || x instanceof LinkNotFoundError;
+      if (!gone(e)) throw e;
+      for (const l of plan.lines) await this.sys.applyFdb([l]).catch((err) => (gone(err) ? undefined : Promise.reject(err)));
+    }
     if (plan.lines.length) this.c.log.debug({ added: plan.added, removed: plan.removed }, 'VXLAN forwarding entries programmed');
   }
 
   async probe(peer: OverlayPeer): Promise<boolean> {
     if (!peer.gateway) return false;
-    return this.c.prober.probe(peer.gateway, this.c.podMtu());
+    if (this.carried.has(peer.name) || !this.c.prober.probeVxlan) return this.c.prober.probe(peer.gateway, this.c.podMtu());
+    return this.c.prober.probeVxlan(peer, VXLAN_VNI, VXLAN_PORT, this.c.podMtu());
   }
 }

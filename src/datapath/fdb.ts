@@ -77,6 +77,8 @@ export function planFdb(
     const drop = listedNow.has(e.dst) || wasListed || now - mem.startedAt > graceMs;
     if (drop) {
       lines.push(`fdb del ${e.mac} dev ${dev} dst ${e.dst} self`);
+      // the bridge learnt that MAC on this port too: forget it, or frames keep going to a device that no longer leads there
+      if (e.mac !== ZERO_MAC) lines.push(`fdb del ${e.mac} dev ${dev} master`);
       removed++;
     }
   }

@@ -76,4 +76,6 @@ export interface Overlay extends Startable {
   verify(): Promise<string | undefined>;
   /** Creates again what `verify` found missing. */
   repair(): Promise<void>;
+  /** Its own view of a peer it carries (e.g. whether that hop is sealed), when it has one. */
+  status?(peer: string): OverlayPeerStatus | undefined;
 }

@@ -2,9 +2,18 @@
  * Data-path probes: a UDP datagram as large as the pod MTU allows, from this host's bridge
  * address to a peer's, echoed back. One socket on the bridge address (port 6785, the pod network
  * only) answers peers' probes and receives the echoes of ours, so probing costs no process.
+ *
+ * `probeVxlan` tests kernel VXLAN to a peer while another overlay carries it (the forwarding
+ * table then points elsewhere): the router builds the VXLAN datagram itself (outer UDP to the
+ * peer's underlay address, port 6784; inner Ethernet, IPv4 and UDP from this bridge's address
+ * to the peer's, at the full pod MTU), so the peer's kernel decapsulates it and its Prober
+ * answers. The inner source MAC is a probe-only one, so the peer's bridge learns nothing that
+ * would divert real traffic; the echo comes back on whatever path the peer uses, so this tests
+ * one direction, and the peer's own probe tests the other.
  */
 import { createSocket, type Socket } from 'node:dgram';
 import type { Logger } from '../common/log';
+import { parseIPv4 } from '../common/ip';
 
 export const PROBE_PORT = 6785;
 const MAGIC = 'WEFTPRB1';
@@ -15,8 +24,11 @@ export class Prober {
   private sock: Socket | undefined;
   private readonly pending = new Map<number, () => void>();
   private nextId = 1;
+  private own: string | undefined;
+  private raw: Socket | undefined;
 
-  constructor(private readonly c: { log: Logger }) {}
+  /** `mac`: the inner source MAC of VXLAN probes (not the bridge's). */
+  constructor(private readonly c: { log: Logger; mac?: string }) {}
 
   /** Listens on this host's bridge address; again with another address moves the socket. */
   async listen(bridgeIp: string): Promise<void> {
@@ -38,6 +50,7 @@ export class Prober {
     });
     sock.unref();
     this.sock = sock;
+    this.own = bridgeIp;
   }
 
   get listening(): boolean {
@@ -47,13 +60,36 @@ export class Prober {
   async stop(): Promise<void> {
     const s = this.sock;
     this.sock = undefined;
+    this.raw?.close();
+    this.raw = undefined;
     if (s) await new Promise<void>((r) => s.close(() => r()));
   }
 
   /** Probes `peerBridgeIp` with datagrams filling `mtu`: two tries, `timeoutMs` each. */
-  async probe(peerBridgeIp: string, mtu: number, timeoutMs = 1000): Promise<boolean> {
+  probe(peerBridgeIp: string, mtu: number, timeoutMs = 1000): Promise<boolean> {
     const sock = this.sock;
-    if (!sock) return false;
+    if (!sock) return Promise.resolve(false);
+    return this.exchange(mtu, timeoutMs, (buf, cb) => sock.send(buf, PROBE_PORT, peerBridgeIp, cb));
+  }
+
+  /**
+   * Probes kernel VXLAN to a peer without its forwarding entries (see the file comment): a
+   * datagram to `peer.ip`:`port` carrying a frame of `mtu` bytes to the peer's bridge.
+   */
+  probeVxlan(peer: { ip: string; bridgeMac?: string; gateway?: string }, vni: number, port: number, mtu: number, timeoutMs = 1000): Promise<boolean> {
+    const own = this.own;
+    if (!this.sock || !own || !this.c.mac || !peer.bridgeMac || !peer.gateway) return Promise.resolve(false);
+    if (!this.raw) {
+      this.raw = createSocket('udp4');
+      this.raw.on('error', (e) => this.c.log.debug({ err: e.message }, 'VXLAN probe socket error'));
+      this.raw.unref();
+    }
+    const raw = this.raw;
+    const head = vxlanHead(vni, peer.bridgeMac, this.c.mac, own, peer.gateway, mtu);
+    return this.exchange(mtu, timeoutMs, (buf, cb) => raw.send([head, buf], port, peer.ip, cb));
+  }
+
+  private async exchange(mtu: number, timeoutMs: number, send: (buf: Buffer, cb: (err: Error | null) => void) => void): Promise<boolean> {
     for (let attempt = 0; attempt < 2; attempt++) {
       const id = this.nextId++ >>> 0;
       const buf = Buffer.alloc(Math.max(13, mtu - 28)); // less the IPv4 and UDP headers
@@ -68,10 +104,40 @@ export class Prober {
         };
         const t = setTimeout(() => done(false), timeoutMs);
         this.pending.set(id, () => done(true));
-        sock.send(buf, PROBE_PORT, peerBridgeIp, (err) => err && done(false));
+        send(buf, (err) => err && done(false));
       });
       if (ok) return true;
     }
     return false;
   }
+}
+
+const mac = (m: string) => Buffer.from(m.split(':').map((h) => parseInt(h, 16)));
+
+/** VXLAN header, inner Ethernet, IPv4 (checksummed, DF) and UDP headers for a probe of `mtu` bytes of IP. */
+function vxlanHead(vni: number, dstMac: string, srcMac: string, src: string, dst: string, mtu: number): Buffer {
+  const b = Buffer.alloc(8 + 14 + 20 + 8);
+  b[0] = 0x08; // VNI present
+  b.writeUIntBE(vni, 4, 3);
+  mac(dstMac).copy(b, 8);
+  mac(srcMac).copy(b, 14);
+  b.writeUInt16BE(0x0800, 20);
+  const ip = 22;
+  const len = Math.max(13 + 28, mtu);
+  b[ip] = 0x45;
+  b.writeUInt16BE(len, ip + 2);
+  b.writeUInt16BE(0x4000, ip + 6); // don't fragment
+  b[ip + 8] = 64;
+  b[ip + 9] = 17;
+  b.writeUInt32BE(parseIPv4(src)! >>> 0, ip + 12);
+  b.writeUInt32BE(parseIPv4(dst)! >>> 0, ip + 16);
+  let sum = 0;
+  for (let i = 0; i < 20; i += 2) sum += b.readUInt16BE(ip + i);
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  b.writeUInt16BE(~sum & 0xffff, ip + 10);
+  const udp = ip + 20;
+  b.writeUInt16BE(PROBE_PORT, udp);
+  b.writeUInt16BE(PROBE_PORT, udp + 2);
+  b.writeUInt16BE(len - 20, udp + 4); // checksum 0: none (IPv4)
+  return b;
 }

@@ -1,6 +1,6 @@
 /**
- * One mesh connection: framing, the hello handshake with its deadline, heartbeats' bookkeeping,
- * and closing with a reason the far end can log.
+ * One mesh connection: framing, the crypto handshake (secure-channel.ts) then the hello, both
+ * within one deadline, heartbeats' bookkeeping, and closing with a reason the far end can log.
  *
  * Why it is this way: until its handshake completes a connection is only "pending", and a
  * pending connection lives at most `handshakeMs`, so silent or slow connections cannot hold
@@ -9,7 +9,9 @@
  */
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../common/log';
+import { HandshakeError } from '../common/errors';
 import { encodeFrame, FrameError, FrameReader } from './frame';
+import { SecureChannel } from './secure-channel';
 import { byeSchema, helloSchema, messageSchema, PROTOCOL, PROTOCOL_MAX, PROTOCOL_MIN, type Hello, type Message } from './protocol';
 
 /** This router's identity, as its hello carries it. */
@@ -40,6 +42,8 @@ export interface ConnectionOptions {
   log: Logger;
   /** Counts frames and bytes for metrics: kind is 'gossip:CHANNEL', a message type, or 'bytes'. */
   traffic?: (dir: 'in' | 'out', kind: string, bytes: number) => void;
+  /** Pre-shared key from the password: frames are sealed, and only peers with the same one get in. */
+  psk?: Buffer;
 }
 
 let nextId = 1;
@@ -65,6 +69,8 @@ export class Connection {
   lastRecv = Date.now();
   closed = false;
   private readonly reader = new FrameReader();
+  /** The handshake, then every frame's protection. */
+  readonly channel: SecureChannel;
   private helloSent = false;
   private handshakeTimer: NodeJS.Timeout | undefined;
 
@@ -76,19 +82,26 @@ export class Connection {
     this.outbound = o.outbound;
     this.remote = o.remote;
     this.target = o.target;
+    this.channel = new SecureChannel({ name: o.self.name, initiator: o.outbound, psk: o.psk });
     socket.on('data', (d: Buffer) => this.receive(d));
     socket.on('error', (e) => this.close(e.message, false));
     socket.on('close', () => this.close('closed by peer', false));
   }
 
   /**
-   * Arms the handshake deadline; the dialler speaks first. The accepting side says who it is
-   * only once the dialler's hello is valid, so an idle or refused connection learns nothing.
+   * Arms the handshake deadline and sends the crypto handshake's first frame; once the session
+   * exists the dialler sends its hello. The accepting side says who it is in the mesh only once
+   * the dialler's hello is valid, so an idle or refused connection learns nothing.
    */
   start(): void {
     this.handshakeTimer = setTimeout(() => this.close(`no handshake within ${this.o.handshakeMs} ms`, true), this.o.handshakeMs);
     this.handshakeTimer.unref();
-    if (this.outbound) this.sendHello();
+    if (!this.socket.destroyed) this.socket.write(this.channel.begin());
+  }
+
+  /** Frames are sealed on this connection (both routers hold the same secret). */
+  get encrypted(): boolean {
+    return this.channel.encrypted;
   }
 
   /** Sends this side's hello (once). */
@@ -124,16 +137,22 @@ export class Connection {
   /** Writes a frame encoded once for many connections. */
   writeEncoded(frame: Buffer, kind: string): void {
     if (this.closed || this.socket.destroyed) return;
-    this.o.traffic?.('out', kind, frame.length);
-    this.socket.write(frame);
+    const out = this.channel.wrap(frame);
+    this.o.traffic?.('out', kind, out.length);
+    this.socket.write(out);
   }
 
   private receive(chunk: Buffer): void {
     this.lastRecv = Date.now();
     this.o.traffic?.('in', 'bytes', chunk.length);
     try {
-      for (const raw of this.reader.push(chunk)) {
+      for (const body of this.reader.pushRaw(chunk)) {
         if (this.closed) return;
+        const step = this.channel.receive(body);
+        if (step.send && !this.socket.destroyed) this.socket.write(step.send);
+        if (step.opened && this.outbound) this.sendHello();
+        const raw = step.message;
+        if (!raw) continue;
         this.o.traffic?.('in', kindOf(raw), 0);
         if (!this.hello) {
           this.beforeHello(raw);
@@ -146,8 +165,8 @@ export class Connection {
         this.h.message(this, parsed.data);
       }
     } catch (e) {
-      const why = e instanceof FrameError ? `protocol error: ${e.message}` : `error handling a message: ${(e as Error).message}`;
-      this.o.log.warn({ remote: this.remote, peer: this.hello?.name, err: why }, 'dropping connection');
+      const why = e instanceof FrameError ? `protocol error: ${e.message}` : e instanceof HandshakeError ? e.message : `error handling a message: ${(e as Error).message}`;
+      this.o.log.warn({ remote: this.remote, peer: this.hello?.name, err: why }, e instanceof HandshakeError ? 'peer refused' : 'dropping connection');
       this.close(why, true);
     }
   }
@@ -182,7 +201,7 @@ export class Connection {
     this.established = false;
     if (!this.socket.destroyed) {
       try {
-        if (this.hello || bye) this.socket.write(encodeFrame({ t: 'bye', reason: reason.slice(0, 500) }));
+        if (this.hello || bye) this.socket.write(this.channel.wrap(encodeFrame({ t: 'bye', reason: reason.slice(0, 500) })));
       } catch {
         /* closing anyway */
       }

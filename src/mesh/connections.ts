@@ -21,6 +21,8 @@ export interface ConnectionLimits {
   /** Connections still in their handshake at most, and per remote host. */
   maxPending: number;
   maxPendingPerHost: number;
+  /** Pre-shared key from the password (see secure-channel.ts); undefined runs without a secret. */
+  psk?: Buffer;
 }
 
 /** What the mesh does with the table's events. */
@@ -93,7 +95,7 @@ export class Connections {
   }
 
   private track(socket: TransportSocket, outbound: boolean, remote: string, target?: string): Connection {
-    const c = new Connection(socket, { outbound, remote, target, handshakeMs: this.o.handshakeMs, self: this.c.self, log: this.c.log, traffic: this.c.traffic }, this.handler);
+    const c = new Connection(socket, { outbound, remote, target, handshakeMs: this.o.handshakeMs, self: this.c.self, log: this.c.log, traffic: this.c.traffic, psk: this.o.psk }, this.handler);
     this.conns.add(c);
     return c;
   }

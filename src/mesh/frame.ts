@@ -8,11 +8,7 @@ export const MAX_FRAME = 8 << 20;
 export class FrameError extends Error {}
 
 export function encodeFrame(msg: unknown): Buffer {
-  const body = Buffer.from(JSON.stringify(msg));
-  if (body.length > MAX_FRAME) throw new FrameError(`frame of ${body.length} bytes exceeds ${MAX_FRAME}`);
-  const head = Buffer.alloc(4);
-  head.writeUInt32BE(body.length);
-  return Buffer.concat([head, body]);
+  return lengthPrefixed(Buffer.from(JSON.stringify(msg)));
 }
 
 /** Accumulates bytes and yields whole frames. */
@@ -27,13 +23,18 @@ export class FrameReader {
 
   /** Returns the frames completed by `chunk`; throws FrameError on a bad or oversized frame. */
   push(chunk: Buffer): Record<string, unknown>[] {
+    return this.pushRaw(chunk).map(parseFrame);
+  }
+
+  /** The bodies of the frames completed by `chunk`, as bytes (sealed frames are not JSON). */
+  pushRaw(chunk: Buffer): Buffer[] {
     this.parts.push(chunk);
     this.partsLen += chunk.length;
     if (this.buf.length + this.partsLen < this.need) return [];
     this.buf = Buffer.concat(this.buf.length ? [this.buf, ...this.parts] : this.parts);
     this.parts = [];
     this.partsLen = 0;
-    const out: Record<string, unknown>[] = [];
+    const out: Buffer[] = [];
     this.need = 4;
     while (this.buf.length >= 4) {
       const len = this.buf.readUInt32BE(0);
@@ -42,17 +43,29 @@ export class FrameReader {
         this.need = 4 + len;
         break;
       }
-      const body = this.buf.subarray(4, 4 + len);
+      out.push(this.buf.subarray(4, 4 + len));
       this.buf = this.buf.subarray(4 + len);
-      let msg: unknown;
-      try {
-        msg = JSON.parse(body.toString());
-      } catch {
-        throw new FrameError('frame is not JSON');
-      }
-      if (msg === null || typeof msg !== 'object' || Array.isArray(msg)) throw new FrameError('frame is not a JSON object');
-      out.push(msg as Record<string, unknown>);
     }
     return out;
   }
+}
+
+/** A frame's body as a JSON object; FrameError when it is not one. */
+export function parseFrame(body: Buffer): Record<string, unknown> {
+  let msg: unknown;
+  try {
+    msg = JSON.parse(body.toString());
+  } catch {
+    throw new FrameError('frame is not JSON');
+  }
+  if (msg === null || typeof msg !== 'object' || Array.isArray(msg)) throw new FrameError('frame is not a JSON object');
+  return msg as Record<string, unknown>;
+}
+
+/** A 4-byte length prefix and `body`. */
+export function lengthPrefixed(body: Buffer): Buffer {
+  if (body.length > MAX_FRAME) throw new FrameError(`frame of ${body.length} bytes exceeds ${MAX_FRAME}`);
+  const head = Buffer.alloc(4);
+  head.writeUInt32BE(body.length);
+  return Buffer.concat([head, body]);
 }

@@ -15,6 +15,7 @@ import type { Startable } from '../common/lifecycle';
 import type { Logger } from '../common/log';
 import { kindOf, type Connection, type SelfIdentity } from './connection';
 import { Connections } from './connections';
+import type { DataKeys } from '../crypto/aead';
 import { ConnectionMaker, GOSSIP_SOURCE, type TargetView } from './connection-maker';
 import { encodeFrame } from './frame';
 import { Gossip, type ChannelHandle, type GossipFrame, type Gossiper } from './gossip';
@@ -52,6 +53,8 @@ export interface MeshInit {
   /** Connections still in their handshake at most, and per remote host. */
   maxPending: number;
   maxPendingPerHost: number;
+  /** Pre-shared key from the password: every connection is sealed and only peers holding it get in. */
+  psk?: Buffer;
   /** Up to this many peers the mesh is full; beyond, each router keeps its preferred neighbours (default 100). */
   fullMeshUpTo?: number;
   /** In a large mesh, how long a connection lives before it may be dropped as not preferred (default 10 s). */
@@ -84,6 +87,8 @@ export interface ConnectionView {
   established: boolean;
   peer?: string;
   nickname?: string;
+  /** Frames are sealed (both ends hold the secret). */
+  encrypted: boolean;
 }
 
 type Unicast = Extract<Message, { t: 'msg' }>;
@@ -198,6 +203,11 @@ export class Mesh implements Startable, PeerTargets {
     return this.topology.routes.nextHop.get(peer);
   }
 
+  /** Data-path keys for `label` shared with a directly connected peer (its connection's session); undefined without a secret. */
+  dataKeys(peer: string, label: string): DataKeys | undefined {
+    return this.conns.to(peer)?.channel.dataKeys(label);
+  }
+
   /** `host` and `host:port` as one target address. */
   normalise(addr: string): string {
     return this.maker.normalise(addr);
@@ -224,7 +234,7 @@ export class Mesh implements Startable, PeerTargets {
   }
 
   connections(): ConnectionView[] {
-    return [...this.conns.all()].map((c) => ({ outbound: c.outbound, remote: c.remote, target: c.target, established: c.established, peer: c.hello?.name, nickname: c.hello?.nickname }));
+    return [...this.conns.all()].map((c) => ({ outbound: c.outbound, remote: c.remote, target: c.target, established: c.established, peer: c.hello?.name, nickname: c.hello?.nickname, encrypted: c.encrypted }));
   }
 
   /** See ConnectionMaker.settled: whether this router has heard from every peer it was pointed at. */

@@ -6,6 +6,7 @@
 import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from '../common/log';
+import type { PeerTraffic, SleeveCounters } from '../datapath/sleeve/relay';
 
 /** Answers whether the router is ready; a list of what is missing when not. */
 export type ReadinessCheck = () => Promise<string[]>;
@@ -87,6 +88,44 @@ export class Metrics {
       help: 'Time from a change seen on the Kubernetes API (Pod, Namespace, NetworkPolicy) to its enforcement in the kernel',
       buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers: [r],
+    });
+  }
+
+  /**
+   * The sleeve (issue 8), read at each scrape: `weft_datapath_bytes_total` and
+   * `weft_datapath_datagrams_total` by path, peer (the neighbour on the wire) and direction;
+   * `weft_sleeve_drops_total` by reason (`auth`: decryption failures, `replay`: replays dropped).
+   */
+  sleeve(counters: () => SleeveCounters | undefined): void {
+    const r = this.registry;
+    const last = new Map<string, number>();
+    const delta = (key: string, now: number) => {
+      const d = now - (last.get(key) ?? 0);
+      last.set(key, now);
+      return Math.max(0, d);
+    };
+    const perPeer = (name: string, help: string, pick: (t: PeerTraffic, dir: 'in' | 'out') => number) =>
+      new Counter({
+        name,
+        help,
+        labelNames: ['path', 'peer', 'direction'],
+        registers: [r],
+        collect() {
+          for (const [peer, t] of counters()?.peers ?? []) {
+            for (const dir of ['in', 'out'] as const) this.inc({ path: 'sleeve', peer, direction: dir }, delta(`${name}/${peer}/${dir}`, pick(t, dir)));
+          }
+        },
+      });
+    perPeer('weft_datapath_bytes_total', 'Bytes on the wire by data path, neighbour peer and direction', (t, d) => (d === 'in' ? t.rxBytes : t.txBytes));
+    perPeer('weft_datapath_datagrams_total', 'Datagrams on the wire by data path, neighbour peer and direction', (t, d) => (d === 'in' ? t.rxDatagrams : t.txDatagrams));
+    new Counter({
+      name: 'weft_sleeve_drops_total',
+      help: 'Sleeve datagrams dropped by reason (auth: decryption failures; replay: replays dropped)',
+      labelNames: ['reason'],
+      registers: [r],
+      collect() {
+        for (const [reason, n] of Object.entries(counters()?.dropped ?? {})) this.inc({ reason }, delta(`drop/${reason}`, n));
+      },
     });
   }
 

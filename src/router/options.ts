@@ -6,6 +6,7 @@
  * names are part of the contract (DESIGN.md). Timing knobs are variables only (tests shorten
  * them); a bad value is an error naming the variable, never a silent default.
  */
+import { readFileSync } from 'node:fs';
 import * as z from 'zod/mini';
 import { ConfigError } from '../common/errors';
 import { containsCidr, isMac, parseCidr, type Cidr } from '../common/ip';
@@ -37,6 +38,7 @@ export const FLAGS = {
   bridge: { kind: 'string', arg: 'NAME', help: `bridge for the pods (default ${DEFAULT_BRIDGE})` },
   mtu: { kind: 'int', arg: 'N', help: 'pod MTU (default: underlay MTU less the encapsulation)' },
   'password-file': { kind: 'string', arg: 'F', help: 'encrypt peer traffic (or the password itself in WEFT_PASSWORD)' },
+  'trusted-subnets': { kind: 'list', arg: 'CIDR,...', help: 'with a password: peers with an underlay address inside skip data-path encryption' },
   'metrics-addr': { kind: 'string', arg: 'HOST:PORT', help: 'metrics and health (default 127.0.0.1:6782)' },
   'advertise-addr': { kind: 'string', arg: 'IP', help: 'address peers reach this host at (its interface is the underlay)' },
   iface: { kind: 'string', arg: 'NAME|REGEX', help: 'underlay interface, by name or regular expression' },
@@ -85,6 +87,7 @@ const optionsSchema = z.object({
   bridge: z.string().check(z.regex(IFNAME_RE, 'must be a valid interface name')),
   mtu: z.optional(z.int().check(z.minimum(576, 'must be at least 576'), z.maximum(65485, 'must be at most 65485'))),
   passwordFile: z.optional(z.string()),
+  trustedSubnets: z.optional(z.array(z.string())),
   metricsAddr: z.string().check(z.regex(/^.+:\d+$/, 'must be HOST:PORT')),
   advertiseAddr: z.optional(z.string().check(z.regex(/^\d{1,3}(\.\d{1,3}){3}$/, 'must be an IPv4 address'))),
   iface: z.optional(z.string()),
@@ -107,6 +110,8 @@ export interface RouterConfig extends RouterOptions {
   defaultSubnet: Cidr;
   init: IpamInit;
   timings: Timings;
+  /** The shared secret from --password-file or WEFT_PASSWORD; undefined runs unencrypted. */
+  password?: string;
 }
 
 export const ROUTER_DEFAULTS = {
@@ -206,7 +211,26 @@ export function routerConfig(values: Record<string, unknown>, positionals: reado
   const defaultSubnet = o.ipallocDefaultSubnet ? cidrOption('--ipalloc-default-subnet', o.ipallocDefaultSubnet) : range;
   if (!containsCidr(range, defaultSubnet)) throw new ConfigError('--ipalloc-default-subnet', `must lie inside --ipalloc-range ${o.ipallocRange}`);
   for (const c of o.serviceCidr ?? []) cidrOption(values['service-cidr'] !== undefined ? '--service-cidr' : envName('service-cidr'), c);
-  return { ...o, range, defaultSubnet, init: parseInit(o.ipallocInit, o.peers.length), timings: parseTimings(env) };
+  for (const c of o.trustedSubnets ?? []) cidrOption(values['trusted-subnets'] !== undefined ? '--trusted-subnets' : envName('trusted-subnets'), c);
+  const password = readPassword(o.passwordFile, values['password-file'] !== undefined ? '--password-file' : envName('password-file'), env);
+  return { ...o, range, defaultSubnet, init: parseInit(o.ipallocInit, o.peers.length), timings: parseTimings(env), password };
+}
+
+/**
+ * The shared secret: the file's content without its trailing newline, else WEFT_PASSWORD
+ * itself. An unreadable or empty file is an error naming the flag (never a silent plain run).
+ */
+export function readPassword(file: string | undefined, field: string, env: NodeJS.ProcessEnv): string | undefined {
+  if (file === undefined) return env.WEFT_PASSWORD ? env.WEFT_PASSWORD : undefined;
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError(field, `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  const pw = text.replace(/\r?\n$/, '');
+  if (pw === '') throw new ConfigError(field, `${file} is empty: it must hold the password`);
+  return pw;
 }
 
 /** The help of `weft router`, generated from the table. */

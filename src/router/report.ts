@@ -79,6 +79,8 @@ export interface Report {
     mtu: number;
     socket: string;
     encryption: boolean;
+    /** --trusted-subnets: peers inside skip data-path encryption. */
+    trustedSubnets: string[];
     port: number;
     /** The interface and address peers reach this host at; absent while none was found. */
     underlay?: Underlay;
@@ -129,26 +131,48 @@ export function connectionReports(s: Pick<ReportSources, 'mesh' | 'dataPath'>): 
   const mtu = s.dataPath.podMtu;
   const out: ConnectionReport[] = [];
   const seen = new Set<string>();
+  const targets = s.mesh.targetList();
+  const peerAt = new Map(targets.map((t) => [t.addr, t.peer]));
   for (const c of s.mesh.connections()) {
     if (!c.established && !c.target) continue;
     if (c.target) seen.add(c.target);
-    const dp = c.established && c.peer ? s.dataPath.peerStatus(c.peer) : undefined;
+    // a target being dialled again may still be reached through others: its data path shows
+    const peer = c.peer ?? (c.target ? peerAt.get(c.target) : undefined);
+    const dp = peer ? s.dataPath.peerStatus(peer) : undefined;
     out.push({
       direction: c.outbound ? 'outbound' : 'inbound',
       address: c.target ?? c.remote,
       state: c.established ? 'established' : 'connecting',
-      peer: c.peer,
+      peer,
       nickname: c.nickname,
+      datapath: dp?.overlay,
+      via: dp?.via,
+      healthy: dp?.healthy,
+      // the data path's, once programmed (a trusted peer's is plain); the control channel's before
+      encrypted: dp?.encrypted ?? c.encrypted,
+      mtu,
+    });
+  }
+  const connected = new Set(s.mesh.connections().filter((c) => c.established && c.peer).map((c) => c.peer));
+  for (const t of targets) {
+    // 'established' through an inbound connection stays so after that connection closed (the
+    // connection maker is told only of its own dials): show it while its peer is not connected
+    if (seen.has(t.addr) || t.state === 'self' || (t.state === 'established' && (!t.peer || connected.has(t.peer)))) continue;
+    // a peer reached through others (multi-hop) still has a data path: `sleeve via PEER`
+    const dp = t.peer ? s.dataPath.peerStatus(t.peer) : undefined;
+    out.push({
+      direction: 'outbound',
+      address: t.addr,
+      state: t.error ? 'failed' : t.state === 'connecting' ? 'connecting' : 'retrying',
+      peer: t.peer,
+      nickname: t.peer ? nick.get(t.peer) : undefined,
       datapath: dp?.overlay,
       via: dp?.via,
       healthy: dp?.healthy,
       encrypted: dp?.encrypted ?? false,
       mtu,
+      info: t.error,
     });
-  }
-  for (const t of s.mesh.targetList()) {
-    if (seen.has(t.addr) || t.state === 'established' || t.state === 'self') continue;
-    out.push({ direction: 'outbound', address: t.addr, state: t.error ? 'failed' : t.state === 'connecting' ? 'connecting' : 'retrying', peer: t.peer, nickname: t.peer ? nick.get(t.peer) : undefined, encrypted: false, mtu, info: t.error });
   }
   return out;
 }

@@ -9,7 +9,7 @@ import { promises as fs } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { ConfigError } from '../common/errors';
-import { formatCidr } from '../common/ip';
+import { formatCidr, parseCidr } from '../common/ip';
 import type { Startable } from '../common/lifecycle';
 import { createLogger, type Logger } from '../common/log';
 import { BridgeAddresses } from '../datapath/bridge-addrs';
@@ -41,11 +41,14 @@ import { SpoolDrainer } from './spool';
 import { PodLinks } from '../datapath/pod-links';
 import { WarmIp } from '../sys/warm';
 import { CniApi } from './cni-api';
+import { derivePsk } from '../crypto/handshake';
+import { SleeveOverlay } from '../datapath/sleeve/sleeve';
+import { peerLinks } from '../mesh/peer-links';
 
 export const VERSION = '0.1.0';
 
 /** Devices weft makes itself: never the underlay. */
-const ownDevice = (bridge: string) => (ifname: string) => ifname === bridge || ifname === VXLAN_DEV || ifname.startsWith('vethwe');
+const ownDevice = (bridge: string) => (ifname: string) => ifname === bridge || ifname === VXLAN_DEV || ifname.startsWith('vethwe') || ifname === 'vxlan-sleeve' || ifname.startsWith('sleeve-via');
 
 /**
  * Opens the state files; an IPAM state of another range is refused, naming the flag. With
@@ -86,9 +89,9 @@ export class Router {
   async start(): Promise<void> {
     const o = this.o;
     const t = o.timings;
-    if (o.passwordFile !== undefined || process.env.WEFT_PASSWORD) {
-      throw new ConfigError('--password-file', 'encryption is not available in this version of weft; start without a password');
-    }
+    // encryption (issue 8): the password stretched once; every mesh connection and the sleeve use it
+    const psk = o.password !== undefined ? derivePsk(o.password) : undefined;
+    const trusted = (o.trustedSubnets ?? []).map((c) => parseCidr(c)!);
     const log = this.log;
     const child = (component: string) => log.child({ component });
     const nickname = o.nickname ?? hostname();
@@ -118,6 +121,7 @@ export class Router {
         maxConnections: o.connLimit,
         maxPending: 64,
         maxPendingPerHost: 16,
+        psk,
       },
     );
     const staticPeers = new StaticPeerSource({ targets: mesh, normalise: (a) => mesh.normalise(a) }, o.peers);
@@ -157,17 +161,26 @@ export class Router {
       { log: child('underlay'), peers: () => [...new Set([...o.peers, ...mesh.targetList().filter((t) => t.explicit).map((t) => t.addr)])] },
       { advertiseAddr: o.advertiseAddr, iface: o.iface, ifaceCanReach: o.ifaceCanReach, ownDevices: ownDevice(o.bridge), retryMs: t.underlayRetryMs },
     );
-    const prober = new Prober({ log: child('probe') });
+    const prober = new Prober({ log: child('probe'), mac: derivedMac(`${self.name}/probe`) });
+    const iptables = new Iptables(await detectBackend());
+    // the sleeve: the routers' own path, sealed with a secret, relayed where there is no direct connection
+    const links = peerLinks(mesh, 'sleeve');
+    let sleeve: SleeveOverlay | undefined;
     const dataPath: DataPath = new DataPath(
       {
         self: self.name,
         mesh,
-        overlays: (u) => [new FastDp({ bridge: o.bridge, underlay: u, podMtu: () => dataPath.podMtu, prober, log: child('fastdp') }, { graceMs: t.peerGraceMs })],
+        overlays: (u) => [
+          // with a secret nothing unencrypted crosses the underlay: kernel VXLAN only for trusted subnets
+          ...(psk && trusted.length === 0 ? [] : [new FastDp({ bridge: o.bridge, underlay: u, podMtu: () => dataPath.podMtu, prober, log: child('fastdp') }, { graceMs: t.peerGraceMs })]),
+          (sleeve = new SleeveOverlay({ ...links, iptables, log: child('sleeve') }, { self: self.name, bridge: o.bridge, encrypted: !!psk, trustedSubnets: o.trustedSubnets, port: o.port })),
+        ],
         log: child('datapath'),
       },
-      { mtu: o.mtu, programMs: t.programMs, probeMs: t.probeMs },
+      { mtu: o.mtu, programMs: t.programMs, probeMs: t.probeMs, encrypted: !!psk, trusted },
     );
-    const host = new HostNetwork({ bridge: o.bridge, bridgeMac, mtu: () => dataPath.podMtu, range: o.range, masquerade: o.masquerade, iptables: new Iptables(await detectBackend()), log });
+    metrics.sleeve(() => sleeve?.counters);
+    const host = new HostNetwork({ bridge: o.bridge, bridgeMac, mtu: () => dataPath.podMtu, range: o.range, masquerade: o.masquerade, iptables, log });
     const bridge = new BridgeAddresses({
       bridge: o.bridge,
       ipam: { allocate: (k, s, e, x) => ipam.allocate(k, s, e, x), list: () => ipam.allocator.list(), defaultSubnet: o.defaultSubnet },
@@ -190,7 +203,7 @@ export class Router {
     const report = () =>
       buildReport({
         version: VERSION,
-        router: { name: self.name, nickname, bridge: o.bridge, bridgeMac, socket: o.socket, encryption: false, port: o.port, peerSources: peerSources.map((p) => p.describe()) },
+        router: { name: self.name, nickname, bridge: o.bridge, bridgeMac, socket: o.socket, encryption: !!psk, trustedSubnets: o.trustedSubnets ?? [], port: o.port, peerSources: peerSources.map((p) => p.describe()) },
         kubernetes: kube?.status(),
         mesh,
         ipam,

@@ -42,6 +42,9 @@ export const vxlanSys: VxlanSys = {
   },
   async attach(name, mtu, bridge) {
     await run('ip', ['link', 'set', name, 'mtu', String(mtu), 'master', bridge, 'up']);
+    // an isolated port forwards to the bridge's other ports but not to another isolated one:
+    // frames from one overlay never go out another, so no host is a transit between them
+    await run('ip', ['link', 'set', name, 'type', 'bridge_slave', 'isolated', 'on']);
   },
   async listFdb(name) {
     const { stdout } = await run('bridge', ['-json', 'fdb', 'show', 'dev', name]);

@@ -76,3 +76,29 @@ test('the help lists every flag and says where the variables are', () => {
   assert.match(h, /WEFT_IPALLOC_RANGE/);
   assert.equal(routerOptions(['--help'], {}), undefined);
 });
+
+test('the password: a file without its trailing newline, else WEFT_PASSWORD; an empty or unreadable file names the flag; trusted subnets checked', async () => {
+  const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const dir = mkdtempSync(join(tmpdir(), 'weft-pw-'));
+  try {
+    const f = join(dir, 'pw');
+    writeFileSync(f, 'sesame\n');
+    assert.equal(routerOptions(['--password-file', f], {})!.password, 'sesame');
+    writeFileSync(f, 'two words\r\n\n');
+    assert.equal(routerOptions(['--password-file', f], {})!.password, 'two words\r\n', 'only the last newline is dropped');
+    assert.equal(routerOptions([], { WEFT_PASSWORD: 'from env' })!.password, 'from env');
+    assert.equal(routerOptions([], {})!.password, undefined);
+    assert.equal(routerOptions(['--password-file', f], { WEFT_PASSWORD: 'other' })!.password, 'two words\r\n', 'the file wins');
+    writeFileSync(f, '\n');
+    assert.throws(() => routerOptions(['--password-file', f], {}), /--password-file: .* is empty/);
+    assert.equal(fieldOf(() => routerOptions([], { WEFT_PASSWORD_FILE: join(dir, 'missing') })), 'WEFT_PASSWORD_FILE');
+    assert.throws(() => routerOptions(['--password-file', join(dir, 'missing')], {}), /--password-file: cannot read .*ENOENT/);
+    assert.deepEqual(routerOptions(['--trusted-subnets', '10.0.0.0/8,192.168.1.0/24'], {})!.trustedSubnets, ['10.0.0.0/8', '192.168.1.0/24']);
+    assert.equal(fieldOf(() => routerOptions(['--trusted-subnets', '10.0.0.0/8,nonsense'], {})), '--trusted-subnets');
+    assert.equal(fieldOf(() => routerOptions([], { WEFT_TRUSTED_SUBNETS: '300.0.0.0/8' })), 'WEFT_TRUSTED_SUBNETS');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -77,7 +77,8 @@ export class SleeveKernel {
     }
     if (!link || !fits) await ipBatch([`link add ${SLEEVE_VXLAN_DEV} type vxlan id ${o.vni} dstport ${o.vxlanPort} local ${own}`]);
     const mtuChanged = link !== undefined && fits && link.mtu !== o.mtu;
-    await ipBatch([`link set ${SLEEVE_VXLAN_DEV} mtu ${o.mtu} master ${o.bridge} up`]);
+    // isolated like fastdp's device: frames never pass from one overlay into the other (no transit loops)
+    await ipBatch([`link set ${SLEEVE_VXLAN_DEV} mtu ${o.mtu} master ${o.bridge} up`, `link set ${SLEEVE_VXLAN_DEV} type bridge_slave isolated on`]);
     // a path MTU cached under the old MTU would keep clamping until it expires
     if (mtuChanged) await ipBatch(['route flush cache']);
     await setOffload(SLEEVE_VXLAN_DEV, 'tx-checksumming', 'tx', false);
