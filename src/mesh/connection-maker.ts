@@ -36,6 +36,8 @@ interface Target {
   nextTry: number;
   lastError?: string;
   peer?: string;
+  /** Established through a connection not made for this target (the peer's, or a duplicate's winner). */
+  throughOther?: boolean;
 }
 
 export interface ConnectionMakerComponents {
@@ -132,9 +134,16 @@ export class ConnectionMaker implements PeerTargets {
   /** Dials what is due. */
   tick(now = Date.now()): void {
     for (const t of this.targets.values()) {
+      // established through a connection the peer made: nothing reports that one's close here
+      if (t.state === 'established' && t.throughOther && !(t.peer && this.c.connectedTo(t.peer))) {
+        t.state = 'retrying';
+        t.throughOther = false;
+        t.nextTry = now + this.o.retryMinMs * Math.random();
+      }
       if (t.state === 'self' || t.state === 'connecting' || t.state === 'established') continue;
       if (t.peer && this.c.connectedTo(t.peer)) {
         t.state = 'established';
+        t.throughOther = true;
         continue;
       }
       // a learnt address of a peer that went away is not worth dialling forever
@@ -160,6 +169,7 @@ export class ConnectionMaker implements PeerTargets {
     const t = this.targets.get(addr);
     if (!t) return;
     t.state = 'established';
+    t.throughOther = false;
     t.peer = peer;
     t.attempts = 0;
     t.failures = 0;
@@ -187,6 +197,7 @@ export class ConnectionMaker implements PeerTargets {
     if (!t || t.state === 'self') return;
     if (t.peer && this.c.connectedTo(t.peer)) {
       t.state = 'established';
+      t.throughOther = true;
       return;
     }
     if (!quiet) {
