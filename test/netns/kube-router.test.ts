@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { RouterProc, scope, underlayHosts, until, WEFT } from '../helpers/netns';
+import { cni, cniEnv, netConf, Netns, RouterProc, scope, underlayHosts, until, WEFT } from '../helpers/netns';
 import { needs, NETNS } from '../helpers/needs';
 import { apiRequest, applyObject, deleteObject } from '../../src/kube/apiserver/admin';
 import { apiServerArgv, nodeFor } from '../../src/kube/apiserver/cli';
@@ -83,6 +83,17 @@ describe('Kubernetes mode: peers, reclaim and node condition from the API', { sk
     assert.ok(await until(() => [1, 2, 4].every((i) => !routers[i]!.report().ipam.owners.some((o: any) => o.peer === gone)), 20_000), 'no router sees the deleted peer own anything');
     const total = routers[1]!.report().ipam.owners.reduce((n: number, o: any) => n + o.size, 0);
     assert.equal(total, 2 ** 20, 'the whole range is still owned, by the live routers');
+    // pods on the remaining hosts keep allocating, and no address is held twice
+    const got: string[] = [];
+    for (const i of [1, 2, 4]) {
+      for (let k = 0; k < 3; k++) {
+        const pod = track(Netns.create(`wkrp${i}`));
+        const add = cni(hs[i - 1]!, cniEnv('ADD', `kr-${i}-${k}`, pod.path), netConf(routers[i]!.socket));
+        assert.equal(add.code, 0, `ADD on h${i}: ${add.stdout}${add.stderr}`);
+        got.push(add.json.ips[0].address);
+      }
+    }
+    assert.equal(new Set(got).size, got.length, `distinct addresses: ${got.join(' ')}`);
     // router 1's view of the record follows the API's watch: wait for it (bounded)
     const { spawnSync } = await import('node:child_process');
     const status = () => spawnSync(WEFT, ['--socket', routers[1]!.socket, 'status'], { encoding: 'utf8' }).stdout;
