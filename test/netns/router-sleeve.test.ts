@@ -8,13 +8,13 @@
  */
 import { describe, test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cni, cniEnv, netConf, Netns, RouterProc, scope, underlayHosts, until, weftCli } from '../helpers/netns';
 import { needs } from '../helpers/needs';
 import { Capture, type Ipv4Packet } from '../helpers/pcap';
+import { tcpStream } from '../helpers/stream';
 
 const skip = needs({ root: true, built: true, tools: ['ip', 'tcpdump', 'nft', 'nsenter', 'bridge', 'ping', 'iptables'] });
 const FAST = { WEFT_HEARTBEAT_MS: '1000', WEFT_RETRY_MIN_MS: '200', WEFT_RETRY_MAX_MS: '1000', WEFT_PROBE_MS: '1000', WEFT_PROGRAM_MS: '500', WEFT_HANDSHAKE_MS: '2000' };
@@ -60,26 +60,7 @@ const pathTo = (r: RouterProc, peer: string) => r.report().mesh.connections.find
 const nameOf = (h: Host) => h.r.report().router.name as string;
 
 /** Sends `bytes` over TCP from pod `client` to pod `server`; returns what the server counted. */
-async function stream(server: Host, client: Host, bytes: number): Promise<number> {
-  const port = 5203;
-  const srvScript = `const s=require('net').createServer(c=>{let n=0;c.on('data',d=>n+=d.length);c.on('end',()=>{process.stdout.write(String(n));c.end();s.close()})});s.listen(${port},'${server.ip}',()=>process.stderr.write('listening'))`;
-  const srv = spawn('nsenter', [`--net=${server.pod.path}`, '--', process.execPath, '-e', srvScript], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  srv.stdout!.on('data', (d: Buffer) => (out += d));
-  srv.stderr!.on('data', (d: Buffer) => (err += d));
-  const closed = new Promise<void>((r) => srv.once('close', () => r()));
-  try {
-    assert.ok(await until(() => err.includes('listening') || srv.exitCode !== null, 10_000), 'server listening');
-    const cliScript = `const c=require('net').connect(${port},'${server.ip}');const b=Buffer.alloc(1<<20,7);let left=${bytes};const w=()=>{while(left>0){const n=Math.min(left,b.length);left-=n;if(!c.write(b.subarray(0,n)))return c.once('drain',w)}c.end()};c.on('connect',w);c.on('close',()=>process.exit(0));c.on('error',e=>{console.error(e.message);process.exit(1)})`;
-    const r = client.pod.tryRun(process.execPath, ['-e', cliScript], 120_000);
-    assert.ok(r.ok, `TCP client: ${r.err}`);
-    await Promise.race([closed, new Promise((r) => setTimeout(r, 10_000))]);
-    return Number(out);
-  } finally {
-    srv.kill('SIGKILL');
-  }
-}
+const stream = (server: Host, client: Host, bytes: number) => tcpStream(server.pod, client.pod, server.ip, bytes, 5203);
 
 /** Drops traffic between underlay hosts a and b (all of it, or UDP to one port) in the underlay's bridge. */
 function block(ul: Netns, net: string, a: number, b: number, on: boolean, udpPort?: number): void {

@@ -7,7 +7,7 @@
  */
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +15,7 @@ import type { Netns } from '../helpers/netns';
 import { needs } from '../helpers/needs';
 import { SleeveFixture, UNDERLAY_NET, peerName, podIp } from '../helpers/sleeve-fixture';
 import { Capture, type Ipv4Packet } from '../helpers/pcap';
+import { tcpStream } from '../helpers/stream';
 import { SLEEVE_PORT } from '../../src/datapath/sleeve/sleeve';
 
 const skip = needs({ root: true, tools: ['ip', 'tcpdump', 'ethtool', 'nft', 'iperf3', 'nsenter', 'bridge'] });
@@ -35,34 +36,6 @@ async function pingUntil(from: Netns, to: string, ms = 10_000): Promise<boolean>
   return false;
 }
 
-/**
- * Sends `bytes` over one TCP connection from `client` to a server in `server` listening on
- * `addr`; returns what the server counted when the client closed (a node process each side).
- */
-async function stream(server: Netns, client: Netns, addr: string, bytes: number): Promise<number> {
-  const port = 5202;
-  const srvScript = `const s=require('net').createServer(c=>{let n=0;c.on('data',d=>n+=d.length);c.on('end',()=>{process.stdout.write(String(n));c.end();s.close()})});s.listen(${port},'${addr}',()=>process.stderr.write('listening'))`;
-  const srv = spawn('nsenter', [`--net=${server.path}`, '--', process.execPath, '-e', srvScript], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  srv.stdout!.on('data', (d: Buffer) => (out += d));
-  srv.stderr!.on('data', (d: Buffer) => (err += d));
-  const closed = new Promise<void>((r) => srv.once('close', () => r()));
-  try {
-    const end = Date.now() + 10_000;
-    while (!err.includes('listening')) {
-      if (Date.now() > end || srv.exitCode !== null) throw new Error(`TCP server did not start: ${err}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    const cliScript = `const c=require('net').connect(${port},'${addr}');const b=Buffer.alloc(1<<20,7);let left=${bytes};const w=()=>{while(left>0){const n=Math.min(left,b.length);left-=n;if(!c.write(b.subarray(0,n)))return c.once('drain',w)}c.end()};c.on('connect',w);c.on('close',()=>process.exit(0));c.on('error',e=>{console.error(e.message);process.exit(1)})`;
-    const r = client.tryRun(process.execPath, ['-e', cliScript], 120_000);
-    if (!r.ok) throw new Error(`TCP client: ${r.err}`);
-    await Promise.race([closed, new Promise((r) => setTimeout(r, 10_000))]);
-    return Number(out);
-  } finally {
-    srv.kill('SIGKILL');
-  }
-}
 
 const bytesOf = (hex: string) => Buffer.from(hex, 'hex');
 const addr4 = (a: string) => Buffer.from(a.split('.').map(Number));
@@ -128,7 +101,7 @@ describe('sleeve, encrypted, three hosts', { skip, concurrency: false }, () => {
 
   test('a TCP stream crosses encrypted, counted per peer', async () => {
     const before = (await f.counters(1)).peers[peerName(2)]?.txBytes ?? 0;
-    const got = await stream(pod(2, BIG), pod(1, BIG), podIp(2, BIG), 50 * 2 ** 20);
+    const got = await tcpStream(pod(2, BIG), pod(1, BIG), podIp(2, BIG), 50 * 2 ** 20);
     assert.equal(got, 50 * 2 ** 20, 'every byte arrived');
     const after = (await f.counters(1)).peers[peerName(2)].txBytes;
     assert.ok(after - before >= 50 * 2 ** 20, `host 1 sent ${after - before} bytes to host 2 through the sleeve`);
@@ -193,7 +166,7 @@ describe('sleeve, encrypted, three hosts', { skip, concurrency: false }, () => {
       assert.ok((await f.counters(2)).relayed.datagrams > before, 'host 2 relayed');
       assert.equal(await f.call(1, 'probe', { peer: peerName(3) }), true, 'full-size probe through host 2');
       assert.equal((await f.call(1, 'status', { peer: peerName(3) })).via, peerName(2));
-      assert.equal(await stream(pod(3, BIG), pod(1, BIG), podIp(3, BIG), 20 * 2 ** 20), 20 * 2 ** 20, 'a stream through host 2');
+      assert.equal(await tcpStream(pod(3, BIG), pod(1, BIG), podIp(3, BIG), 20 * 2 ** 20), 20 * 2 ** 20, 'a stream through host 2');
       // an ARP request from pod 1 reaches pods 2 and 3 exactly once each
       pod(1).run('ip', ['neigh', 'flush', 'all']);
       const caps = await Promise.all([2, 3].map((h) => Capture.start(pod(h), 'eth0', join(dir, `arp${h}.pcap`), ['arp'])));
