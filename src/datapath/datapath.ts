@@ -9,11 +9,13 @@
  *
  * Which overlay carries a peer (`choose`), when the sleeve is there: with a secret, the sleeve,
  * except for peers whose underlay address is in the trusted subnets; without one (and for
- * trusted peers), kernel VXLAN unless its probe failed or there is no direct connection to the
- * peer (the mesh routes through another router: only the sleeve relays). Kernel VXLAN's probe
- * goes on while the sleeve carries a peer (probe.ts builds the datagram itself), so a peer
- * returns to it when the path works again. A peer is programmed on one overlay only: on two,
- * broadcast would be delivered twice.
+ * trusted peers), kernel VXLAN unless its probe failed (then the sleeve, which the mesh routes
+ * through other routers when there is no direct connection). The mesh's view alone never moves
+ * a peer off kernel VXLAN: while a router restarts, its peers see it gone or reached through
+ * others for a moment, and kernel VXLAN, which needs no router, keeps carrying its pods. Kernel
+ * VXLAN's probe goes on while the sleeve carries a peer (probe.ts builds the datagram itself),
+ * so a peer returns to it when the path works again. A peer is programmed on one overlay only:
+ * on two, broadcast would be delivered twice.
  */
 import { TypedEmitter } from '../common/events';
 import type { Startable } from '../common/lifecycle';
@@ -169,9 +171,8 @@ export class DataPath implements Startable {
     return this.overlays.find((ov) => ov.name === name);
   }
 
-  /** Kernel VXLAN may carry this peer (see the file comment): no secret or a trusted address, and a direct connection. */
+  /** Kernel VXLAN may carry this peer (see the file comment): no secret, or a trusted address. */
   private fastdpAllowed(p: OverlayPeer): boolean {
-    if (p.via) return false;
     if (!this.o.encrypted) return true;
     const ip = parseIPv4(p.ip);
     return ip !== undefined && (this.o.trusted ?? []).some((c) => contains(c, ip));

@@ -72,17 +72,20 @@ describe('hosts joined by chained connects', { skip, concurrency: false, timeout
     assert.ok(peers.every((l) => / reachable /.test(l)));
   });
 
-  test('the data-path probe tells a broken path from a working one', async () => {
+  test('the data-path probe tells a broken path from a working one: the peer moves to the sleeve, and back', async () => {
     const h2 = new Netns(sb.host(2).netns);
     const probe = () => weftCli(sb.host(1).socket, ['status', 'connections']).out.split('\n').find((l) => l.includes('(host2)')) ?? '';
-    assert.ok(await eventually(async () => probe().includes('(probe ok)'), 10_000), probe());
+    assert.ok(await eventually(async () => probe().includes('fastdp (probe ok)'), 10_000), probe());
     h2.run('iptables', ['-I', 'INPUT', '-p', 'udp', '--dport', '6784', '-j', 'DROP']);
     try {
-      assert.ok(await eventually(async () => probe().includes('(probe failed)'), 15_000), `VXLAN dropped on host2: ${probe()}`);
+      assert.ok(await eventually(async () => probe().includes('unencrypted sleeve'), 15_000), `VXLAN dropped on host2: ${probe()}`);
+      const a = sb.podsOf(1)[0]!;
+      const b = sb.podsOf(2)[0]!;
+      assert.ok(await eventually(async () => new Netns(a.netnsPath.split('/').pop()!).tryRun('ping', ['-c', '1', '-W', '1', b.address!]).ok, 15_000), 'pods still reach each other over the sleeve');
     } finally {
       h2.run('iptables', ['-D', 'INPUT', '-p', 'udp', '--dport', '6784', '-j', 'DROP']);
     }
-    assert.ok(await eventually(async () => probe().includes('(probe ok)'), 15_000), probe());
+    assert.ok(await eventually(async () => probe().includes('fastdp (probe ok)'), 20_000), probe());
   });
 
   test('a running ping loses nothing while a router is killed with -9 and restarted; allocations are kept', async () => {

@@ -5,6 +5,7 @@ import { createLogger } from '../../src/common/log';
 import { ConfigError } from '../../src/common/errors';
 import { newFdbMemory, planFdb, ZERO_MAC } from '../../src/datapath/fdb';
 import { FastDp, VXLAN_DEV } from '../../src/datapath/fastdp';
+import { DataPath } from '../../src/datapath/datapath';
 import { discoverUnderlay, UnderlayFinder, type UnderlaySys } from '../../src/datapath/underlay';
 import type { OverlayPeer, Underlay } from '../../src/datapath/overlay';
 import type { FdbEntry, VxlanSys } from '../../src/sys/vxlan';
@@ -183,4 +184,60 @@ test('underlay finder: nothing at start, then learnt from the address a peer rea
   await f.learn('::ffff:10.1.0.6');
   assert.deepEqual(found, [{ iface: 'ens7', ip: '10.1.0.6', mtu: 9000, how: 'address a peer reached' }]);
   await f.stop();
+});
+
+/** An overlay that records what it is asked to carry; its probe answers from `ok`. */
+function fakeOverlay(name: string, encrypted = false) {
+  const ov = {
+    name,
+    encrypted,
+    carried: [] as string[],
+    ok: new Map<string, boolean>(),
+    podMtu: () => 1450,
+    start: async () => undefined,
+    stop: async () => undefined,
+    program: async (ps: readonly OverlayPeer[]) => void (ov.carried = ps.map((p) => p.name).sort()),
+    probe: async (p: OverlayPeer) => ov.ok.get(p.name) ?? true,
+    verify: async () => undefined,
+    repair: async () => undefined,
+  };
+  return ov;
+}
+
+test('overlay choice without a secret: kernel VXLAN while its probe passes, even for a peer the mesh reaches only through another; the sleeve when it fails, and back', async () => {
+  const fast = fakeOverlay('fastdp');
+  const sleeve = fakeOverlay('sleeve');
+  let hop = 'p2'; // the mesh reaches p1 through p2 for now (as while a router restarts)
+  const dp = new DataPath(
+    {
+      self: 'me',
+      mesh: {
+        peers: () => [1, 2].map((n) => ({ name: `p${n}`, nickname: `p${n}`, uid: '', reachable: true, conns: [], meta: { underlay: `172.30.0.${10 + n}`, bridgeMac: `02:00:00:00:00:0${n}`, gateway: `10.32.${n}.1` } }) as any),
+        nextHop: (p) => (p === 'p1' ? hop : p),
+      },
+      overlays: () => [fast, sleeve] as any,
+      log,
+    },
+    { programMs: 60_000, probeMs: 60_000 },
+  );
+  const settle = async () => {
+    await (dp as any).probeAll();
+    dp.schedule();
+    await (dp as any).programming;
+  };
+  await dp.useUnderlay({ ip: '172.30.0.10', iface: 'eth0', mtu: 1500, how: 'test' } as any);
+  await settle();
+  assert.deepEqual(fast.carried, ['p1', 'p2'], 'kernel VXLAN needs no router on the way: a peer reached through another stays on it');
+  assert.deepEqual(sleeve.carried, []);
+  fast.ok.set('p1', false);
+  await settle();
+  assert.deepEqual(fast.carried, ['p2']);
+  assert.deepEqual(sleeve.carried, ['p1'], 'the probe failed: the sleeve carries it (through p2, as the mesh routes)');
+  assert.equal(dp.peerStatus('p1')?.via, 'p2');
+  fast.ok.set('p1', true);
+  hop = 'p1';
+  await settle();
+  assert.deepEqual(fast.carried, ['p1', 'p2'], 'back on kernel VXLAN once its probe passes');
+  assert.deepEqual(sleeve.carried, []);
+  await dp.stop();
 });
