@@ -11,8 +11,8 @@ import type { PeerTraffic, SleeveCounters } from '../datapath/sleeve/relay';
 /** Answers whether the router is ready; a list of what is missing when not. */
 export type ReadinessCheck = () => Promise<string[]>;
 
-/** Maps API operations to the plugin verbs they serve. */
-const VERB_OF: Record<string, string> = { allocate: 'ADD', release: 'DEL', lookup: 'CHECK', gc: 'GC', status: 'STATUS' };
+/** Maps API operations to the plugin verbs they serve: the CNI API's (the router does the netlink work) and the IPAM API's (a plugin doing it itself). */
+const VERB_OF: Record<string, string> = { allocate: 'ADD', release: 'DEL', lookup: 'CHECK', gc: 'GC', status: 'STATUS', add: 'ADD', del: 'DEL', check: 'CHECK' };
 
 export interface MetricSources {
   connections(): { state: string; encrypted: boolean }[];
@@ -37,7 +37,7 @@ export class Metrics {
     this.requests = new Counter({ name: 'weft_plugin_requests_total', help: 'Plugin requests by CNI verb and result', labelNames: ['verb', 'result'], registers: [r] });
     this.allocLatency = new Histogram({
       name: 'weft_allocation_duration_seconds',
-      help: 'Time to answer an address allocation',
+      help: 'Time to answer an address allocation (an ADD: the address, and its links when the router makes them)',
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers: [r],
     });
@@ -138,7 +138,7 @@ export class Metrics {
     const verb = VERB_OF[op];
     if (!verb) return;
     this.requests.inc({ verb, result });
-    if (op === 'allocate') this.allocLatency.observe(seconds);
+    if (op === 'allocate' || op === 'add') this.allocLatency.observe(seconds);
   }
 
   traffic(dir: 'in' | 'out', kind: string, bytes: number): void {

@@ -3,7 +3,7 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import parsePrometheus from 'parse-prometheus-text-format';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cni, cniEnv, httpGet, netConf, Netns, RouterProc, until, weftCli, WEFT } from '../helpers/netns';
@@ -233,17 +233,18 @@ describe('operating a router', { skip, concurrency: false }, () => {
 });
 
 describe('weft router refusals', { skip: needs({ built: true }) }, () => {
-  test('--password-file and WEFT_PASSWORD are refused with a clear error, before anything is made', () => {
+  test('a password file that is missing or empty is refused naming --password-file, before anything is made', () => {
     const dir = mkdtempSync(join(tmpdir(), 'weft-pw-'));
     try {
       const state = join(dir, 'state');
-      for (const [args, env] of [
-        [['--password-file', join(dir, 'pw')], {}],
-        [[], { WEFT_PASSWORD: 'secret' }],
-      ] as [string[], Record<string, string>][]) {
-        const r = spawnSync(WEFT, ['router', '--state-dir', state, '--socket', join(dir, 'weft.sock'), ...args], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, ...env } });
+      writeFileSync(join(dir, 'empty'), '\n');
+      for (const [file, why] of [
+        [join(dir, 'missing'), /--password-file: cannot read .*ENOENT/],
+        [join(dir, 'empty'), /--password-file: .* is empty/],
+      ] as [string, RegExp][]) {
+        const r = spawnSync(WEFT, ['router', '--state-dir', state, '--socket', join(dir, 'weft.sock'), '--password-file', file], { encoding: 'utf8', timeout: 30_000 });
         assert.equal(r.status, 1, r.stderr);
-        assert.match(r.stderr, /--password-file: encryption is not available in this version of weft/);
+        assert.match(r.stderr, why);
         assert.ok(!existsSync(state), 'no state directory made');
       }
     } finally {
