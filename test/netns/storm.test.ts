@@ -71,12 +71,17 @@ async function dropNs(ns: Netns): Promise<void> {
   await run('ip', ['netns', 'del', ns.name]).catch(() => undefined);
 }
 
-/** The host's rules, without counters and comments (those change with traffic and time). */
+/**
+ * The host's rules, without counters and comments (those change with traffic and time), and
+ * without the sleeve's per-peer rules (commented "weft sleeve PEER"): those follow which peers
+ * the sleeve carries at the moment (a peer whose VXLAN probe fails while a host is cut off), not
+ * the pods.
+ */
 function rules(h: Netns): string {
   const strip = (s: string) =>
     s
       .split('\n')
-      .filter((l) => !l.startsWith('#'))
+      .filter((l) => !l.startsWith('#') && !l.includes('weft sleeve '))
       .map((l) => l.replace(/\[\d+:\d+\]/g, '[]').replace(/counter packets \d+ bytes \d+/g, 'counter'))
       .join('\n');
   return ['iptables-nft-save', 'iptables-legacy-save'].map((c) => strip(h.run(c, []))).join('\n---\n') + '\n---\n' + strip(h.run('nft', ['list', 'ruleset']));
