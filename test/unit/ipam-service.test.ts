@@ -364,3 +364,15 @@ test('load: a snapshot brings back the ring and the allocations; a broken ring i
   c.ipam.load({ ...structuredClone(snap), ring: undefined as unknown as RingData, paxos: undefined as unknown as IpamFile['paxos'] });
   assert.equal(c.ipam.ring.initialised(), false);
 });
+
+test('a peer with another ring is refused, and readiness says ring conflict, naming the peer', async () => {
+  const net = new FakeNet();
+  const a = small(net, A, { mode: 'seed', names: [A, B] }, '10.0.0.0/28');
+  const c = small(net, C, { mode: 'seed', names: [C] }, '10.0.0.0/28');
+  const before = owners(c.ipam);
+  c.mesh.syncFrom(a.mesh);
+  const s = c.ipam.status();
+  assert.equal(s.status, 'ring conflict');
+  assert.ok(s.reason?.includes(`peer ${A}`));
+  assert.deepEqual(owners(c.ipam), before, 'its own ring is kept');
+});
