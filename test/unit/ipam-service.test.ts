@@ -1,4 +1,9 @@
-/** The IPAM service and its API against an in-memory mesh and store: no sockets, no root. */
+/**
+ * The IPAM service and its API against an in-memory mesh and store: no sockets, no root.
+ * Equivalent mutants (src/ipam/service.ts), no observable behaviour changes:
+ * - 153 `this.freeTimer.unref()` removed, 288 `t.unref()` removed: only whether a timer keeps the process alive.
+ * - 283 `clearTimeout(t)` removed: the timer then calls `done` again, whose `off` and `resolve` are no-ops.
+ */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createLogger } from '../../src/common/log';
