@@ -23,7 +23,11 @@ function apply(table: FdbEntry[], lines: string[]): void {
       const i = table.findIndex((e) => e.mac === mac);
       if (i >= 0) table.splice(i, 1);
       table.push({ mac: mac!, dst });
-    } else if (op === 'del') table.splice(table.findIndex((e) => e.mac === mac && e.dst === dst), 1);
+    } else if (op === 'del' && dst !== undefined) {
+      // `fdb del MAC dev D master` is the bridge's learnt entry, not the device's table
+      const i = table.findIndex((e) => e.mac === mac && e.dst === dst);
+      if (i >= 0) table.splice(i, 1);
+    }
   }
 }
 
