@@ -24,7 +24,11 @@ function apply(table: FdbEntry[], lines: string[]): void {
       const i = table.findIndex((e) => e.mac === mac);
       if (i >= 0) table.splice(i, 1);
       table.push({ mac: mac!, dst });
-    } else if (op === 'del') table.splice(table.findIndex((e) => e.mac === mac && e.dst === dst), 1);
+    } else if (op === 'del' && dst !== undefined) {
+      // `fdb del MAC dev D master` is the bridge's learnt entry, not the device's table
+      const i = table.findIndex((e) => e.mac === mac && e.dst === dst);
+      if (i >= 0) table.splice(i, 1);
+    }
   }
 }
 
@@ -75,6 +79,72 @@ test("FDB: destinations another overlay owns are never touched", () => {
   const table: FdbEntry[] = [{ mac: ZERO_MAC, dst: '169.254.10.2' }];
   const mem = newFdbMemory(0);
   assert.deepEqual(planFdb(VXLAN_DEV, table, [], mem, GRACE * 10, GRACE, (d) => !d.startsWith('169.254.')).lines, []);
+});
+
+test('FDB: the flooding entry uses the all-zero MAC', () => {
+  assert.match(ZERO_MAC, /^00(:00){5}$/);
+  const p = planFdb(VXLAN_DEV, [], [peer(1)], newFdbMemory(0), 0, GRACE);
+  assert.ok(p.lines.some((l) => l.startsWith(`fdb append ${ZERO_MAC} `) && l.includes(` dst ${peer(1).ip} `)));
+});
+
+test('FDB: an entry counts as present only with both its MAC and its destination', () => {
+  const a = peer(1);
+  const b = peer(2);
+  // the zero MAC towards another host, and a's bridge MAC towards another host
+  const table: FdbEntry[] = [
+    { mac: ZERO_MAC, dst: b.ip },
+    { mac: a.bridgeMac!, dst: b.ip },
+  ];
+  const p = planFdb(VXLAN_DEV, table, [a], newFdbMemory(0), 0, GRACE);
+  assert.equal(p.added, 2);
+  assert.ok(p.lines.some((l) => l.startsWith(`fdb append ${ZERO_MAC} `) && l.includes(` dst ${a.ip} `)));
+  assert.ok(p.lines.some((l) => l.startsWith(`fdb replace ${a.bridgeMac} `) && l.includes(` dst ${a.ip} `)));
+});
+
+test('FDB: an unreachable peer is kept up to exactly its grace, and dropped just after', () => {
+  const mem = newFdbMemory(5000);
+  const table: FdbEntry[] = [];
+  apply(table, planFdb(VXLAN_DEV, table, [peer(1), peer(2)], mem, 5000, GRACE).lines);
+  const down = [peer(1, { reachable: false }), peer(2)];
+  assert.deepEqual(planFdb(VXLAN_DEV, table, down, mem, 7000, GRACE).lines, [], 'unreachable since 7000');
+  assert.deepEqual(planFdb(VXLAN_DEV, table, down, mem, 7000 + GRACE, GRACE).lines, [], 'at the grace exactly');
+  const late = planFdb(VXLAN_DEV, table, down, mem, 7001 + GRACE, GRACE);
+  assert.equal(late.removed, 2);
+  assert.ok(late.lines.filter((l) => l.includes(' dst ')).every((l) => l.includes(` dst ${peer(1).ip} `)), 'only the unreachable peer loses entries');
+});
+
+test('FDB: entries found at start are adopted up to exactly the grace since start', () => {
+  const table: FdbEntry[] = [{ mac: ZERO_MAC, dst: '172.30.0.99' }];
+  const mem = newFdbMemory(3000);
+  assert.deepEqual(planFdb(VXLAN_DEV, table, [], mem, 3000 + GRACE, GRACE).lines, []);
+  assert.equal(planFdb(VXLAN_DEV, table, [], mem, 3001 + GRACE, GRACE).removed, 1);
+});
+
+test('FDB: a peer no longer listed is forgotten (its reappearing entry is adopted again within the start grace)', () => {
+  const mem = newFdbMemory(0);
+  const table: FdbEntry[] = [];
+  apply(table, planFdb(VXLAN_DEV, table, [peer(1), peer(2)], mem, 0, GRACE).lines);
+  const gone = planFdb(VXLAN_DEV, table, [peer(2)], mem, 10, GRACE);
+  assert.equal(gone.removed, 2, 'a peer listed before and not now loses its entries at once');
+  apply(table, gone.lines);
+  // another agent puts an entry towards the old address back: unknown to us now, so adopted
+  table.push({ mac: ZERO_MAC, dst: peer(1).ip });
+  assert.deepEqual(planFdb(VXLAN_DEV, table, [peer(2)], mem, 20, GRACE).lines, []);
+});
+
+test('FDB: an unreachable peer that left and came back gets a fresh grace', () => {
+  const mem = newFdbMemory(0);
+  const table: FdbEntry[] = [];
+  apply(table, planFdb(VXLAN_DEV, table, [peer(1), peer(2)], mem, 0, GRACE).lines);
+  planFdb(VXLAN_DEV, table, [peer(1, { reachable: false }), peer(2)], mem, 10, GRACE);
+  apply(table, planFdb(VXLAN_DEV, table, [peer(2)], mem, 20, GRACE).lines);
+  const back = [peer(1, { reachable: false }), peer(2)];
+  const t = 30 + GRACE;
+  const p = planFdb(VXLAN_DEV, table, back, mem, t, GRACE);
+  assert.equal(p.added, 2, 'listed again, unreachable only since now: within its grace');
+  apply(table, p.lines);
+  assert.deepEqual(planFdb(VXLAN_DEV, table, back, mem, t + GRACE, GRACE).lines, []);
+  assert.equal(planFdb(VXLAN_DEV, table, back, mem, t + GRACE + 1, GRACE).removed, 2);
 });
 
 /** A VXLAN sys fake recording calls and holding one device and its table. */

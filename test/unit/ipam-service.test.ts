@@ -1,8 +1,15 @@
-/** The IPAM service and its API against an in-memory mesh and store: no sockets, no root. */
+/**
+ * The IPAM service and its API against an in-memory mesh and store: no sockets, no root.
+ * Equivalent mutants (src/ipam/service.ts), no observable behaviour changes:
+ * - 153 `this.freeTimer.unref()` removed, 288 `t.unref()` removed: only whether a timer keeps the process alive.
+ * - 283 `clearTimeout(t)` removed: the timer then calls `done` again, whose `off` and `resolve` are no-ops.
+ */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createLogger } from '../../src/common/log';
-import { formatCidr, parseCidr, type Cidr } from '../../src/common/ip';
+import { formatCidr, formatIPv4, parseCidr, type Cidr } from '../../src/common/ip';
+import { AddressInUseError, NoSpaceError } from '../../src/common/errors';
+import type { RingData } from '../../src/ipam/ring';
 import { IpamService, type IpamFile, type IpamInit } from '../../src/ipam/service';
 import { REPLY_TYPE, REQUEST_TYPE, SpaceExchange, type SpaceReply } from '../../src/ipam/space';
 import { GATEWAY_NETWORK } from '../../src/ipam/allocator';
@@ -260,4 +267,117 @@ test('API: undoing a release whose commit failed never takes the address back fr
   assert.equal(n.ipam.allocator.get(key('new'))?.address, '10.32.9.9/12');
   assert.equal(n.ipam.allocator.get(key('old')), undefined, 'the undo did not put the old holder back over the new one');
   await n.ipam.stop();
+});
+
+/** A service over a small range, so that "full" is a few allocations away. */
+function small(net: FakeNet, name: string, init: IpamInit, cidr: string, spaceTimeoutMs = 200) {
+  const mesh = net.node(name);
+  const disk = { commits: 0 };
+  const r = parseCidr(cidr)!;
+  const ipam = new IpamService({ self: name, mesh, log, commit: async () => void disk.commits++ }, { range: r, defaultSubnet: r, init, spaceTimeoutMs, freeEveryMs: 60_000 });
+  return { ipam, mesh, disk, r };
+}
+
+async function fill(ipam: IpamService, r: Cidr): Promise<number> {
+  let n = 0;
+  for (;;) {
+    try {
+      await ipam.allocate(key(`f${n}`), r, undefined, { bridge: 'weave' });
+      n++;
+    } catch {
+      return n;
+    }
+  }
+}
+
+test('readiness: observer without a ring, ready with space, no space saying why, owners unreachable', async () => {
+  const net = new FakeNet();
+  const o = small(net, C, { mode: 'observer' }, '10.0.0.0/28');
+  assert.deepEqual(o.ipam.status(), { status: 'awaiting consensus', reason: 'observer: waiting for the ring from a peer' });
+
+  const a = small(net, A, { mode: 'seed', names: [A, B] }, '10.0.0.0/28');
+  const b = small(net, B, { mode: 'seed', names: [A, B] }, '10.0.0.0/28');
+  assert.deepEqual(a.ipam.status(), { status: 'ready' });
+  assert.equal(a.ipam.freeOf(A), a.ipam.allocator.freeCount());
+  assert.ok(a.ipam.freeOf(A)! > 0);
+  // B is cut off and A uses up its own half: nobody to ask
+  net.cut.add(`${A}|${B}`);
+  assert.ok((await fill(a.ipam, a.r)) > 0);
+  assert.equal(a.ipam.canAskPeers(), false);
+  assert.deepEqual(a.ipam.status(), { status: 'all ranges owned by unreachable peers', reason: `owners: ${B}` });
+  // B reachable again, with space to give: ready (it can ask)
+  net.cut.clear();
+  assert.equal(a.ipam.canAskPeers(), true);
+  assert.deepEqual(a.ipam.status(), { status: 'ready' });
+  void b;
+});
+
+test('readiness: a lone full host reports no space, first generically, then with the reason of its last try', async () => {
+  const net = new FakeNet();
+  const a = small(net, A, { mode: 'seed', names: [A] }, '10.0.0.0/29', 100);
+  await a.ipam.allocate(key('x'), a.r, undefined, { bridge: 'weave' });
+  while (a.ipam.allocator.freeCount() > 0) a.ipam.allocator.allocate(key(`y${a.ipam.allocator.freeCount()}`), a.r, undefined, { bridge: 'weave' });
+  assert.deepEqual(a.ipam.status(), { status: 'no space', reason: "no free address in this peer's space" });
+  await assert.rejects(a.ipam.allocate(key('z'), a.r, undefined, { bridge: 'weave' }), (e: Error) => e instanceof NoSpaceError && e.message.includes(`no reachable peer owns free space in ${formatCidr(a.r)}`));
+  assert.deepEqual(a.ipam.status(), { status: 'no space', reason: `no reachable peer owns free space in ${formatCidr(a.r)}` });
+  assert.equal(a.ipam.pendingAllocations, 0, 'nothing left waiting');
+});
+
+test('a donor refuses with a reason: no ring here, or no free space', async () => {
+  const net = new FakeNet();
+  net.hold = true;
+  net.node(B); // the requester, as a bare mesh endpoint
+  const o = small(net, C, { mode: 'observer' }, '10.0.0.0/29');
+  const a = small(net, A, { mode: 'seed', names: [A, C] }, '10.0.0.0/29');
+  // asked for space in a subnet it owns nothing of
+  const notMine = formatCidr(a.ipam.ring.ownedBy(C)[0]!);
+  o.mesh.handlers.get(REQUEST_TYPE)!(B, { id: `q-${C}`, subnet: '10.0.0.0/29' });
+  a.mesh.handlers.get(REQUEST_TYPE)!(B, { id: `q-${A}`, subnet: notMine });
+  const until = Date.now() + 5000;
+  while (net.queue.filter((s) => s.type === REPLY_TYPE).length < 2 && Date.now() < until) await new Promise((r) => setImmediate(r));
+  const replies = Object.fromEntries(net.queue.filter((s) => s.type === REPLY_TYPE).map((s) => [s.from, s.body]));
+  assert.deepEqual(replies[C], { id: `q-${C}`, ok: false, reason: 'ring not initialised here' });
+  assert.deepEqual(replies[A], { id: `q-${A}`, ok: false, reason: 'no free space' });
+  assert.equal(a.disk.commits, 0, 'a refusal persists nothing');
+});
+
+test('an exact address owned by another peer is refused, naming the owner; one of ours is given', async () => {
+  const net = new FakeNet();
+  const a = small(net, A, { mode: 'seed', names: [A, B] }, '10.0.0.0/28');
+  small(net, B, { mode: 'seed', names: [A, B] }, '10.0.0.0/28');
+  const mine = a.ipam.ring.ownedBy(A)[0]!;
+  const theirs = a.ipam.ring.ownedBy(B)[0]!;
+  await assert.rejects(a.ipam.allocate(key('t'), a.r, theirs.base + 2, { bridge: 'weave' }), (e: Error) => e instanceof AddressInUseError && e.message.includes(`owned by peer ${B}`));
+  const rec = await a.ipam.allocate(key('m'), a.r, mine.base + 2, { bridge: 'weave' });
+  assert.ok(rec.address.startsWith(formatIPv4(mine.base + 2) + '/'));
+});
+
+test('load: a snapshot brings back the ring and the allocations; a broken ring is refused by name', async () => {
+  const net = new FakeNet();
+  const a = small(net, A, { mode: 'seed', names: [A, B] }, '10.0.0.0/28');
+  const rec = await a.ipam.allocate(key('k'), a.r, undefined, { bridge: 'weave' });
+  const snap = a.ipam.snapshot();
+  const b = small(new FakeNet(), A, { mode: 'observer' }, '10.0.0.0/28');
+  let changes = 0;
+  b.ipam.on('change', () => changes++);
+  b.ipam.load(structuredClone(snap));
+  assert.ok(changes > 0);
+  assert.deepEqual(owners(b.ipam), owners(a.ipam));
+  assert.deepEqual(b.ipam.ring.ownedBy(A).map(formatCidr), a.ipam.ring.ownedBy(A).map(formatCidr));
+  assert.equal((await b.ipam.allocate(key('k'), b.r, undefined, { bridge: 'weave' })).address, rec.address);
+  const c = small(new FakeNet(), A, { mode: 'observer' }, '10.0.0.0/28');
+  c.ipam.load({ ...structuredClone(snap), ring: undefined as unknown as RingData, paxos: undefined as unknown as IpamFile['paxos'] });
+  assert.equal(c.ipam.ring.initialised(), false);
+});
+
+test('a peer with another ring is refused, and readiness says ring conflict, naming the peer', async () => {
+  const net = new FakeNet();
+  const a = small(net, A, { mode: 'seed', names: [A, B] }, '10.0.0.0/28');
+  const c = small(net, C, { mode: 'seed', names: [C] }, '10.0.0.0/28');
+  const before = owners(c.ipam);
+  c.mesh.syncFrom(a.mesh);
+  const s = c.ipam.status();
+  assert.equal(s.status, 'ring conflict');
+  assert.ok(s.reason?.includes(`peer ${A}`));
+  assert.deepEqual(owners(c.ipam), before, 'its own ring is kept');
 });
