@@ -37,8 +37,9 @@ export class MemNet {
             mine.destroy(err);
             return;
           }
-          accept(theirs);
+          // as over TCP: the dialler is connected before anything the acceptor sends arrives
           mine.emit('connect');
+          accept(theirs);
         }, 1);
         return mine;
       },
