@@ -58,8 +58,10 @@ describe('Kubernetes mode: peers, reclaim and node condition from the API', { sk
       assert.deepEqual(rep.mesh.targets.sort(), [1, 2, 3].filter((j) => j !== i).map((j) => `${NET}.${j}:6783`).sort(), 'targets are the other Nodes');
       assert.equal(rep.router.underlay.ip, `${NET}.${i}`, 'underlay found by the route to the Nodes');
     }
-    const owners = routers[1]!.report().ipam.owners;
-    assert.equal(owners.length, 3, 'one ring agreed by consensus over the three Nodes');
+    // consensus follows the full mesh once every router has heard from all three (bounded wait)
+    assert.ok(await until(() => routers[1]!.report().ipam.owners.length === 3, 30_000), 'one ring agreed by consensus over the three Nodes');
+    const ring = (i: number) => JSON.stringify(routers[i]!.report().ipam.owners.map((o: any) => o.peer).sort());
+    assert.ok(await until(() => ring(2) === ring(1) && ring(3) === ring(1), 30_000), 'the same ring everywhere');
     assert.ok(await until(async () => (await Promise.all(['h1', 'h2', 'h3'].map(condition))).every((c) => c?.status === 'False'), 30_000), 'NetworkUnavailable=False on every Node');
     assert.equal((await condition('h1')).reason, 'WeftIsUp');
   });
