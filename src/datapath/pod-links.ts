@@ -19,6 +19,7 @@ import type { Startable } from '../common/lifecycle';
 import type { Logger } from '../common/log';
 import type { LinkFacts } from '../common/pod-check';
 import type { IpRunner } from '../sys/warm';
+import type { VethSpec } from '../sys/link';
 
 /** Host ends of weft's veth pairs: `vethwe` and 9 hex digits (see hostVethName). */
 export const HOST_VETH_RE = /^vethwe[0-9a-f]{9}$/;
@@ -31,18 +32,10 @@ export interface PodLinksComponents {
   log: Logger;
 }
 
-export interface PairSpec {
-  hostName: string;
-  hostMac: string;
-  bridge: string;
-  mtu: number;
-  hairpin: boolean;
-  /** Path of the pod's network namespace. */
-  netns: string;
+/** The pair as the plugin's own work makes it (sys/link.ts), and how errors name the namespace. */
+export interface PairSpec extends VethSpec {
   /** How errors name the namespace (the runtime's path); `netns` when absent. */
   netnsName?: string;
-  ifname: string;
-  mac: string;
 }
 
 export interface PodAddressing {
