@@ -33,10 +33,39 @@ export function canonical(x: unknown): string {
   return s + '}';
 }
 
+/**
+ * Whether two JSON values are equal as `canonical` sees them (key order and keys holding
+ * undefined do not count), without serialising either: a copy of an entry arriving again
+ * (gossip brings most entries several times) is told from a conflict cheaply.
+ */
+export function sameValue(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (a === null || b === null || typeof a !== 'object' || typeof b !== 'object') return false;
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  if (Array.isArray(a)) {
+    const y = b as unknown[];
+    if (a.length !== y.length) return false;
+    for (let i = 0; i < a.length; i++) if (!sameValue(a[i] === undefined ? null : a[i], y[i] === undefined ? null : y[i])) return false;
+    return true;
+  }
+  const x = a as Record<string, unknown>;
+  const y = b as Record<string, unknown>;
+  let n = 0;
+  for (const k in x) {
+    if (!Object.hasOwn(x, k) || x[k] === undefined) continue;
+    n++;
+    if (!Object.hasOwn(y, k) || !sameValue(x[k], y[k])) return false;
+  }
+  for (const k in y) if (Object.hasOwn(y, k) && y[k] !== undefined) n--;
+  return n === 0;
+}
+
 /** True when `a` should replace `b`. */
 export function wins<T>(a: Versioned<T>, b: Versioned<T> | undefined): boolean {
   if (!b) return true;
   if (a.v !== b.v) return a.v > b.v;
+  // the usual case at equal versions: the same entry again (only a fault makes two values)
+  if (sameValue(a, b)) return false;
   const sa = canonical(a);
   const sb = canonical(b);
   return sa !== sb && sa > sb;

@@ -101,8 +101,9 @@ export class ConnectionMaker implements PeerTargets {
     if (!this.targets.has(this.normalise(addr))) this.add(this.normalise(addr), GOSSIP_SOURCE);
   }
 
-  has(addr: string): boolean {
-    return this.targets.has(this.normalise(addr));
+  /** Whether `addr` is a target (`normalised`: it is in host:port form already). */
+  has(addr: string, normalised = false): boolean {
+    return this.targets.has(normalised ? addr : this.normalise(addr));
   }
 
   /** Stops dialling these addresses, whoever wanted them; returns the ones that were targets. */
@@ -207,6 +208,13 @@ export class ConnectionMaker implements PeerTargets {
     const base = Math.min(this.o.retryMaxMs, this.o.retryMinMs * 1.5 ** Math.max(0, t.attempts - 1));
     t.nextTry = Date.now() + base * (0.75 + Math.random() * 0.5);
     t.state = 'retrying';
+  }
+
+  /** How many targets some peer source wants (not only learnt from gossip). */
+  explicitCount(): number {
+    let n = 0;
+    for (const t of this.targets.values()) if (this.explicit(t)) n++;
+    return n;
   }
 
   list(): TargetView[] {

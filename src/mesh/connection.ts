@@ -12,7 +12,7 @@ import type { Logger } from '../common/log';
 import { HandshakeError } from '../common/errors';
 import { encodeFrame, FrameError, FrameReader } from './frame';
 import { SecureChannel } from './secure-channel';
-import { byeSchema, helloSchema, messageSchema, PROTOCOL, PROTOCOL_MAX, PROTOCOL_MIN, type Hello, type Message } from './protocol';
+import { byeSchema, helloSchema, parseMessage, PROTOCOL, PROTOCOL_MAX, PROTOCOL_MIN, type Hello, type Message } from './protocol';
 
 /** This router's identity, as its hello carries it. */
 export interface SelfIdentity {
@@ -158,11 +158,11 @@ export class Connection {
           this.beforeHello(raw);
           continue;
         }
-        const parsed = messageSchema.safeParse(raw);
-        if (!parsed.success) throw new FrameError(`malformed ${String(raw.t)} message`);
-        if (parsed.data.t === 'hello') throw new FrameError('second hello');
-        if (parsed.data.t === 'sync') this.synced = true;
-        this.h.message(this, parsed.data);
+        const m = parseMessage(raw);
+        if (!m) throw new FrameError(`malformed ${String(raw.t)} message`);
+        if (m.t === 'hello') throw new FrameError('second hello');
+        if (m.t === 'sync') this.synced = true;
+        this.h.message(this, m);
       }
     } catch (e) {
       const why = e instanceof FrameError ? `protocol error: ${e.message}` : e instanceof HandshakeError ? e.message : `error handling a message: ${(e as Error).message}`;

@@ -46,6 +46,8 @@ export interface ConnectionsComponents {
 
 export class Connections {
   private readonly conns = new Set<Connection>();
+  /** The established connection to each peer (at most one: duplicates are settled first). */
+  private readonly byPeer = new Map<string, Connection>();
   private readonly handler: ConnectionHandler;
 
   constructor(
@@ -57,6 +59,7 @@ export class Connections {
       message: (conn, m) => c.events.message(conn, m),
       closed: (conn, reason, info) => {
         this.conns.delete(conn);
+        if (conn.hello && this.byPeer.get(conn.hello.name) === conn) this.byPeer.delete(conn.hello.name);
         c.events.closed(conn, reason, info);
       },
     };
@@ -90,8 +93,8 @@ export class Connections {
 
   /** The established connection to `peer`. */
   to(peer: string): Connection | undefined {
-    for (const c of this.conns) if (c.established && c.hello?.name === peer) return c;
-    return undefined;
+    const c = this.byPeer.get(peer);
+    return c?.established ? c : undefined;
   }
 
   private track(socket: TransportSocket, outbound: boolean, remote: string, target?: string): Connection {
@@ -158,6 +161,7 @@ export class Connections {
       return;
     }
     c.establish();
+    this.byPeer.set(h.name, c);
     this.c.log.info({ peer: h.name, nickname: h.nickname, remote: c.remote, outbound: c.outbound }, 'connection established');
     this.c.events.established(c);
   }

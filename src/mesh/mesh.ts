@@ -22,7 +22,7 @@ import { Gossip, type ChannelHandle, type GossipFrame, type Gossiper } from './g
 import type { PeerTargets } from './peer-source';
 import type { Message } from './protocol';
 import type { RouteTable } from './routes';
-import { NeighbourRing } from './neighbours';
+import { DEFAULT_PLAN, NeighbourRing } from './neighbours';
 import { ROUTES_EVERY_MS, Topology, type PeerMeta, type PeerView } from './topology';
 import { tcpTransport } from './transport';
 import type { ConnectionView, MeshComponents, MeshEvents, MeshInit } from './mesh-api';
@@ -333,7 +333,10 @@ export class Mesh implements Startable, PeerTargets {
   }
 
   private topoTimer: NodeJS.Timeout | undefined;
+  private lastTable: RouteTable | undefined;
+  private planSize = 0;
   private lastReachable: ReadonlySet<string> = new Set();
+  private readonly normalised = new Map<string, string>();
 
   /** Topology changes come in bursts: react once per burst, on fresh routes. */
   private topologyChanged(): void {
@@ -344,24 +347,40 @@ export class Mesh implements Startable, PeerTargets {
     }, ROUTES_EVERY_MS);
   }
 
+  /** `maker.normalise`, remembered (peers' addresses are read on every reaction). */
+  private norm(addr: string): string {
+    let n = this.normalised.get(addr);
+    if (n === undefined) this.normalised.set(addr, (n = this.maker.normalise(addr)));
+    return n;
+  }
+
   private onTopology(): void {
-    this.topology.refresh();
-    const peers = this.topology.peers();
-    const reachable = peers.filter((e) => e.reachable);
-    const explicit = this.maker.list().filter((t) => t.explicit).length;
-    this.ring = Math.max(reachable.length, explicit + 1) > (this.o.fullMeshUpTo ?? 100) ? new NeighbourRing(reachable.map((e) => e.name)) : undefined;
-    this.nameByAddr.clear();
-    // dial peers we learn of, as the seeds' "connect to one, join them all" (all, or the preferred ones)
-    for (const e of peers) {
-      if (e.addr) this.nameByAddr.set(this.maker.normalise(e.addr), e.name);
-      if (e.name === this.name || !e.addr || !e.reachable) continue;
-      if (this.ring && !this.ring.wanted(this.name, e.name)) continue;
-      if (!this.conns.to(e.name) && !this.maker.has(e.addr)) this.maker.learn(e.addr);
+    const table = this.topology.refresh();
+    const now = table.reachable;
+    // the neighbour plan follows the peers reachable, or the peers this router was pointed at
+    const size = Math.max(now.size, this.maker.explicitCount() + 1);
+    if (table !== this.lastTable || size !== this.planSize) {
+      this.lastTable = table;
+      const before = this.lastReachable;
+      const changed = before.size !== now.size || [...now].some((n) => !before.has(n));
+      if (changed || size !== this.planSize) {
+        this.planSize = size;
+        const ring = new NeighbourRing(now, { ...DEFAULT_PLAN, fullMeshUpTo: this.o.fullMeshUpTo ?? DEFAULT_PLAN.fullMeshUpTo }, size);
+        this.ring = ring.full ? undefined : ring;
+      }
+      this.lastReachable = now;
+      if (changed) this.events.emit('reachability', now);
     }
-    const now = this.topology.routes.reachable;
-    const before = this.lastReachable;
-    this.lastReachable = now;
-    if (before.size !== now.size || [...now].some((n) => !before.has(n))) this.events.emit('reachability', now);
+    // dial peers we learn of, as the seeds' "connect to one, join them all" (all, or the preferred ones)
+    for (const name of this.topology.peerNames()) {
+      const addr = this.topology.addrOf(name);
+      if (!addr) continue;
+      const key = this.norm(addr);
+      this.nameByAddr.set(key, name);
+      if (name === this.name || !now.has(name)) continue;
+      if (this.ring && !this.ring.wanted(this.name, name)) continue;
+      if (!this.maker.has(key, true) && !this.conns.to(name)) this.maker.learn(addr);
+    }
     this.events.emit('topology');
   }
 }

@@ -5,9 +5,14 @@
  * Why it is this way: up to a size (100 peers by default) the mesh is full, as Weave's was; at
  * 1,000 a full mesh means a million connections and a topology of a million keys on every
  * router. Beyond that size, peers sit on a ring ordered by a hash of their names; each keeps
- * its `k` nearest on either side (the ring stays connected) and `r` long links at fixed
- * fractions of the ring (paths stay short), a small-world graph of about 2k + 2r connections
- * per router. A connection is kept when either end prefers the other, so both ends agree on it.
+ * its `k` nearest on either side (the ring stays connected) and fingers at distances that are
+ * powers of `base` (4, 16, 64, ... places round the ring), so any peer is a few hops away: about
+ * two per base-4 digit of the distance, 10 hops at most at 1,000 peers, with about 2k + 2 log4 N
+ * connections per router. A connection is kept when either end prefers the other, so both
+ * ends agree on it. Just past the full-mesh size the nearest kept on either side start at half
+ * of it and shrink by one for every two peers more, so growing past the limit drops a
+ * connection or so per router per join, never most of them at once (Weave-sized meshes of a
+ * hundred or two used to fall over at that step).
  */
 
 function fnv(s: string): number {
@@ -20,47 +25,70 @@ function fnv(s: string): number {
 }
 
 export interface NeighbourPlan {
+  /** Nearest peers kept on either side of the ring, at least. */
   k: number;
-  r: number;
+  /** Fingers at distances base, base^2, ... (2 or more). */
+  base: number;
+  /** Up to this many peers every router connects to every other. */
+  fullMeshUpTo: number;
 }
 
-export const DEFAULT_PLAN: NeighbourPlan = { k: 3, r: 2 };
+export const DEFAULT_PLAN: NeighbourPlan = { k: 2, base: 4, fullMeshUpTo: 100 };
 
 /** The peers ordered around the ring (by hash, then name). */
 export class NeighbourRing {
   private readonly order: string[];
   private readonly index = new Map<string, number>();
+  private readonly cache = new Map<string, Set<string>>();
+  /** Nearest peers kept on either side at this size. */
+  readonly near: number;
+  /** The mesh size planned for. */
+  readonly planned: number;
 
   constructor(
     names: Iterable<string>,
     private readonly plan: NeighbourPlan = DEFAULT_PLAN,
+    /** The mesh size to plan for, when more peers are expected than named (default: those named). */
+    expected = 0,
   ) {
     this.order = [...new Set(names)].map((n) => [fnv(n), n] as const).sort((a, b) => a[0] - b[0] || (a[1] < b[1] ? -1 : 1)).map(([, n]) => n);
     this.order.forEach((n, i) => this.index.set(n, i));
+    const n = Math.max(this.order.length, expected);
+    this.planned = n;
+    // a full mesh up to the limit, then fewer nearest peers by one per two peers more
+    this.near = n <= plan.fullMeshUpTo ? n : Math.max(plan.k, Math.floor((2 * plan.fullMeshUpTo - n) / 2));
   }
 
   get size(): number {
     return this.order.length;
   }
 
+  /** Whether every peer is to connect to every other at this size. */
+  get full(): boolean {
+    return this.planned <= this.plan.fullMeshUpTo;
+  }
+
   /** The peers `name` prefers (empty when it is not on the ring). */
-  preferred(name: string): Set<string> {
+  preferred(name: string): ReadonlySet<string> {
+    let out = this.cache.get(name);
+    if (out) return out;
+    out = new Set<string>();
     const i = this.index.get(name);
-    const out = new Set<string>();
     const n = this.order.length;
-    if (i === undefined || n < 2) return out;
-    const { k, r } = this.plan;
-    for (let d = 1; d <= k && d < n; d++) {
-      out.add(this.order[(i + d) % n]!);
-      out.add(this.order[(i - d + n) % n]!);
+    if (i !== undefined && n >= 2) {
+      for (let d = 1; d <= this.near && d < n; d++) {
+        out.add(this.order[(i + d) % n]!);
+        out.add(this.order[(i - d + n) % n]!);
+      }
+      for (let d = this.plan.base; d < n; d *= this.plan.base) out.add(this.order[(i + d) % n]!);
+      out.delete(name);
     }
-    for (let j = 1; j <= r; j++) out.add(this.order[(i + Math.floor((j * n) / (r + 1))) % n]!);
-    out.delete(name);
+    this.cache.set(name, out);
     return out;
   }
 
   /** Whether a connection between `a` and `b` is wanted: either end prefers the other. */
   wanted(a: string, b: string): boolean {
-    return this.preferred(a).has(b) || this.preferred(b).has(a);
+    return this.full || this.preferred(a).has(b) || this.preferred(b).has(a);
   }
 }

@@ -57,3 +57,32 @@ export const byeSchema = z.object({ t: z.literal('bye'), reason: z.string().chec
 
 export const messageSchema = z.discriminatedUnion('t', [gossipSchema, digestSchema, unicastSchema, heartbeatSchema, syncSchema, byeSchema, helloSchema]);
 export type Message = z.infer<typeof messageSchema>;
+
+export type GossipMessage = z.infer<typeof gossipSchema>;
+
+/**
+ * `gossipSchema` checked by hand: gossip is most of the traffic and its maps hold thousands of
+ * entries, which a schema walk copies one by one. Accepts and refuses exactly what the schema
+ * does (a property test holds the two together) and hands back the frame's own map.
+ */
+export function checkGossip(raw: Record<string, unknown>): GossipMessage | undefined {
+  const { t, ch, data, a } = raw;
+  if (t !== 'gossip' || typeof ch !== 'string' || ch.length > 32) return undefined;
+  if (a !== undefined && typeof a !== 'boolean') return undefined;
+  if (data === null || typeof data !== 'object' || Array.isArray(data)) return undefined;
+  for (const k in data) {
+    if (!Object.hasOwn(data, k)) continue;
+    const e = (data as Record<string, unknown>)[k];
+    if (e === null || typeof e !== 'object' || Array.isArray(e) || typeof (e as { v?: unknown }).v !== 'number' || !Number.isFinite((e as { v: number }).v)) return undefined;
+  }
+  const out: GossipMessage = { t, ch, data: data as GossipMessage['data'] };
+  if (a !== undefined) out.a = a;
+  return out;
+}
+
+/** A frame after the hello as a message, or undefined when it fits no schema. */
+export function parseMessage(raw: Record<string, unknown>): Message | undefined {
+  if (raw.t === 'gossip') return checkGossip(raw);
+  const p = messageSchema.safeParse(raw);
+  return p.success ? p.data : undefined;
+}

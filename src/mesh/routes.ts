@@ -30,19 +30,20 @@ export function computeRoutes(self: string, entries: Iterable<RouteEntry>): Rout
     const c = conns.get(n);
     return c ? ('has' in c ? c.has(m) : c.includes(m)) : false;
   };
-  const neighbours = (n: string): string[] => {
-    const out: string[] = [];
-    for (const m of conns.get(n) ?? []) if (m !== n && has(m, n)) out.push(m);
-    return out.sort();
-  };
   const nextHop = new Map<string, string>();
   const distance = new Map<string, number>([[self, 0]]);
   const queue: string[] = [self];
-  for (let i = 0; i < queue.length; i++) {
+  // peers not yet reached, visited in name order (the same next hops everywhere); stops early
+  // once every known peer is reached (in a full mesh, after self's own neighbours)
+  for (let i = 0; i < queue.length && distance.size < conns.size; i++) {
     const n = queue[i]!;
-    for (const m of neighbours(n)) {
+    const fresh: string[] = [];
+    for (const m of conns.get(n) ?? []) if (m !== n && !distance.has(m) && has(m, n)) fresh.push(m);
+    fresh.sort();
+    const d = distance.get(n)! + 1;
+    for (const m of fresh) {
       if (distance.has(m)) continue;
-      distance.set(m, distance.get(n)! + 1);
+      distance.set(m, d);
       nextHop.set(m, n === self ? m : nextHop.get(n)!);
       queue.push(m);
     }

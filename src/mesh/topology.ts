@@ -11,7 +11,7 @@
  * not fit it is refused. Routes are recomputed lazily, when asked for after a change.
  */
 import * as z from 'zod/mini';
-import { canonical, VersionedMap, type MapData, type Versioned } from '../common/crdt';
+import { canonical, sameValue, VersionedMap, type MapData, type Versioned } from '../common/crdt';
 import { computeRoutes, type RouteTable } from './routes';
 import type { Gossiper } from './gossip';
 
@@ -77,8 +77,11 @@ export class Topology implements Gossiper<TopoValue> {
   private readonly map = new VersionedMap<TopoValue>();
   /** Up edges by writer (derived from the map). */
   private readonly out = new Map<string, Set<string>>();
+  /** The peers with an entry (derived from the map). */
+  private readonly names = new Set<string>();
   private table: RouteTable | undefined;
   private tableAt = 0;
+  /** Routes are stale: an up edge or a peer came or went (a peer's values changing does not count). */
   private dirty = true;
   private view: PeerView[] | undefined;
   /** Each peer's connections, sorted, built when first asked after a change of its edges. */
@@ -108,6 +111,10 @@ export class Topology implements Gossiper<TopoValue> {
     for (const [k, e] of Object.entries(data)) {
       const isPeer = k.startsWith('p:');
       if (!isPeer && !(k.startsWith('e:') && k.includes('>'))) continue;
+      // most of what arrives is known already (several neighbours pass on each change):
+      // an older or the same copy changes nothing, so it is neither checked nor merged
+      const cur = this.map.get(k);
+      if (cur && typeof e?.v === 'number' && (e.v < cur.v || (e.v === cur.v && sameValue(e, cur))) && writerOf(k) !== this.self.name) continue;
       const p = (isPeer ? peerSchema : edgeSchema).safeParse(e);
       if (!p.success) continue;
       if (writerOf(k) === this.self.name) this.answerStale(k, p.data as Versioned<TopoValue>);
@@ -158,6 +165,7 @@ export class Topology implements Gossiper<TopoValue> {
     const cur = this.map.get(pk) as Versioned<PeerValue> | undefined;
     if (!cur || canonical({ nickname: cur.nickname, uid: cur.uid, addr: cur.addr, meta: cur.meta }) !== canonical(value)) {
       delta[pk] = this.map.set(pk, value);
+      this.index(pk);
     }
     const want = new Set(e.conns);
     for (const peer of new Set([...want, ...this.mine])) {
@@ -179,23 +187,34 @@ export class Topology implements Gossiper<TopoValue> {
   remove(name: string): void {
     for (const k of this.map.keys()) if (writerOf(k) === name) this.map.delete(k);
     this.out.delete(name);
+    this.names.delete(name);
     this.sortedConns.delete(name);
+    this.dirty = true;
     this.touch();
   }
 
+  /** Keeps `names` and `out` in step with key `k`; marks the routes stale when they change. */
   private index(k: string): void {
-    if (!k.startsWith('e:')) return;
+    if (k.startsWith('p:')) {
+      const name = k.slice(2);
+      if (this.names.has(name) === (this.map.get(k) !== undefined)) return;
+      if (this.map.get(k)) this.names.add(name);
+      else this.names.delete(name);
+      this.dirty = true;
+      return;
+    }
     const a = k.slice(2, k.indexOf('>'));
     const b = k.slice(k.indexOf('>') + 1);
     const up = (this.map.get(k) as EdgeValue | undefined)?.up ?? false;
-    this.sortedConns.delete(a);
     let s = this.out.get(a);
+    if (up === (s?.has(b) ?? false)) return;
+    this.sortedConns.delete(a);
     if (up) (s ??= this.out.set(a, new Set()).get(a)!).add(b);
-    else s?.delete(b);
+    else s!.delete(b);
+    this.dirty = true;
   }
 
   private touch(): void {
-    this.dirty = true;
     this.view = undefined;
     this.changed();
   }
@@ -219,26 +238,27 @@ export class Topology implements Gossiper<TopoValue> {
     return this.table!;
   }
 
-  /** Recomputes the routes now. */
+  /** Recomputes the routes now, when a change made them stale (once per burst of changes, not per frame). */
   refresh(): RouteTable {
-    this.table = computeRoutes(
-      this.self.name,
-      this.names().map((name) => ({ name, conns: this.out.get(name) ?? [] })),
-    );
+    if (this.table && !this.dirty) return this.table;
+    this.table = computeRoutes(this.self.name, this.entriesForRoutes());
+    this.routesComputed++;
     this.tableAt = Date.now();
     this.dirty = false;
     this.view = undefined;
     return this.table;
   }
 
-  isReachable(peer: string): boolean {
-    return this.routes.reachable.has(peer);
+  /** How many times routes were computed (for tests: a burst costs one). */
+  routesComputed = 0;
+
+  private *entriesForRoutes(): Iterable<{ name: string; conns: ReadonlySet<string> }> {
+    const none = new Set<string>();
+    for (const name of this.names) yield { name, conns: this.out.get(name) ?? none };
   }
 
-  private names(): string[] {
-    const out: string[] = [];
-    for (const k of this.map.keys()) if (k.startsWith('p:')) out.push(k.slice(2));
-    return out;
+  isReachable(peer: string): boolean {
+    return this.routes.reachable.has(peer);
   }
 
   get(name: string): PeerEntry | undefined {
@@ -249,16 +269,26 @@ export class Topology implements Gossiper<TopoValue> {
     return { name, nickname: p.nickname, uid: p.uid, addr: p.addr, meta: p.meta, conns };
   }
 
+  /** The names of every known peer, this router included. */
+  peerNames(): IterableIterator<string> {
+    return this.names.values();
+  }
+
+  /** The address a peer published (ip:port), without building its whole entry. */
+  addrOf(name: string): string | undefined {
+    return (this.map.get(peerKey(name)) as Versioned<PeerValue> | undefined)?.addr;
+  }
+
   /** How many peers are known, this router included. */
   get size(): number {
-    return this.names().length;
+    return this.names.size;
   }
 
   /** Every known peer, as of the last change (the list is built once per change). */
   peers(): PeerView[] {
     if (!this.view) {
       const reach = this.routes.reachable;
-      this.view = this.names().map((n) => ({ ...this.get(n)!, reachable: reach.has(n) }));
+      this.view = [...this.names].map((n) => ({ ...this.get(n)!, reachable: reach.has(n) }));
     }
     return this.view;
   }

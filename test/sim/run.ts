@@ -103,8 +103,8 @@ function converged(peers: Peer[]): boolean {
   const ring0 = JSON.stringify([...peers[0]!.ipam.ring.sizes()].sort());
   return peers.every((p) => {
     if (!p.allocated) return false;
-    const view = p.mesh.peers();
-    if (view.length !== n || view.some((v) => !v.reachable)) return false;
+    // every peer known and reachable (the routes' reachable set holds known peers only)
+    if (p.mesh.topology.size !== n || p.mesh.routes.reachable.size !== n) return false;
     return JSON.stringify([...p.ipam.ring.sizes()].sort()) === ring0;
   });
 }
