@@ -5,10 +5,10 @@
  * Why it is this way: up to a size (100 peers by default) the mesh is full, as Weave's was; at
  * 1,000 a full mesh means a million connections and a topology of a million keys on every
  * router. Beyond that size, peers sit on a ring ordered by a hash of their names; each keeps
- * its `k` nearest on either side (the ring stays connected) and fingers at distances that are
- * powers of `base` (4, 16, 64, ... places round the ring), so any peer is a few hops away: about
- * two per base-4 digit of the distance, 10 hops at most at 1,000 peers, with about 2k + 2 log4 N
- * connections per router. A connection is kept when either end prefers the other, so both
+ * its `k` nearest on either side (the ring stays connected) and fingers a quarter, a
+ * sixteenth, ... of the ring further on (`base` 4), so any peer is a few hops away (a small
+ * world: 6 hops at most at 1,000 peers in the unit test) with about 2k + 2 log4 N connections
+ * per router. A connection is kept when either end prefers the other, so both
  * ends agree on it. Just past the full-mesh size the nearest kept on either side start at half
  * of it and shrink by one for every two peers more, so growing past the limit drops a
  * connection or so per router per join, never most of them at once (Weave-sized meshes of a
@@ -21,6 +21,12 @@ function fnv(s: string): number {
     h ^= s.charCodeAt(i);
     h = Math.imul(h, 0x01000193);
   }
+  // spread similar names (MACs differ in a byte or two) evenly round the ring
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
   return h >>> 0;
 }
 
@@ -38,6 +44,8 @@ export const DEFAULT_PLAN: NeighbourPlan = { k: 2, base: 4, fullMeshUpTo: 100 };
 /** The peers ordered around the ring (by hash, then name). */
 export class NeighbourRing {
   private readonly order: string[];
+  /** Each peer's place on the ring (a 32-bit hash), in order. */
+  private readonly points: number[];
   private readonly index = new Map<string, number>();
   private readonly cache = new Map<string, Set<string>>();
   /** Nearest peers kept on either side at this size. */
@@ -51,7 +59,9 @@ export class NeighbourRing {
     /** The mesh size to plan for, when more peers are expected than named (default: those named). */
     expected = 0,
   ) {
-    this.order = [...new Set(names)].map((n) => [fnv(n), n] as const).sort((a, b) => a[0] - b[0] || (a[1] < b[1] ? -1 : 1)).map(([, n]) => n);
+    const placed = [...new Set(names)].map((n) => [fnv(n), n] as const).sort((a, b) => a[0] - b[0] || (a[1] < b[1] ? -1 : 1));
+    this.order = placed.map(([, n]) => n);
+    this.points = placed.map(([h]) => h);
     this.order.forEach((n, i) => this.index.set(n, i));
     const n = Math.max(this.order.length, expected);
     this.planned = n;
@@ -80,11 +90,25 @@ export class NeighbourRing {
         out.add(this.order[(i + d) % n]!);
         out.add(this.order[(i - d + n) % n]!);
       }
-      for (let d = this.plan.base; d < n; d *= this.plan.base) out.add(this.order[(i + d) % n]!);
+      // fingers: the first peer at or after 1/base, 1/base^2, ... of the ring further on; by
+      // place on the ring, not by count, so a join moves only the fingers it lands before
+      for (let f = this.plan.base; f < n; f *= this.plan.base) out.add(this.order[this.successor((this.points[i]! + Math.floor(2 ** 32 / f)) % 2 ** 32)]!);
       out.delete(name);
     }
     this.cache.set(name, out);
     return out;
+  }
+
+  /** The index of the first peer at or after `point` on the ring (wrapping round). */
+  private successor(point: number): number {
+    let lo = 0;
+    let hi = this.points.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.points[mid]! < point) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo % this.points.length;
   }
 
   /** Whether a connection between `a` and `b` is wanted: either end prefers the other. */

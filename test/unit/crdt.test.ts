@@ -13,7 +13,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { runs } from '../helpers/property';
-import { combine, VersionedMap, wins, type MapData, type Versioned } from '../../src/common/crdt';
+import { canonical, combine, sameValue, VersionedMap, wins, type MapData, type Versioned } from '../../src/common/crdt';
 
 type V = { owner: string };
 type Data = MapData<V>;
@@ -144,4 +144,25 @@ test('set writes a version above any seen for the key and no lower than the cloc
   m.delete('k');
   assert.equal(m.get('k'), undefined);
   assert.deepEqual(m.toData(), { j: { owner: 'c', v: 1 } });
+});
+
+test('property: sameValue agrees with comparing canonical forms, whatever the key order', () => {
+  const json = fc.jsonValue({ maxDepth: 3 });
+  const reorder = (x: unknown): unknown => {
+    if (x === null || typeof x !== 'object') return x;
+    if (Array.isArray(x)) return x.map(reorder);
+    return Object.fromEntries(Object.entries(x).reverse().map(([k, v]) => [k, reorder(v)]));
+  };
+  fc.assert(
+    fc.property(json, json, (a, b) => {
+      assert.equal(sameValue(a, b), canonical(a) === canonical(b));
+      assert.ok(sameValue(a, reorder(a)), 'the same value with keys in another order');
+      // a key holding undefined is absent to both
+      if (a !== null && typeof a === 'object' && !Array.isArray(a)) assert.ok(sameValue({ ...a, zz: undefined }, a));
+    }),
+    { numRuns: runs(500) },
+  );
+  assert.equal(sameValue({ v: 1, x: [1, 2] }, { v: 1, x: [2, 1] }), false);
+  assert.equal(sameValue({ v: 1 }, { v: 1, x: 0 }), false);
+  assert.equal(sameValue([1], { 0: 1 }), false);
 });

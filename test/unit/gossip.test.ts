@@ -5,6 +5,7 @@ import fc from 'fast-check';
 import { VersionedMap, type MapData } from '../../src/common/crdt';
 import { BUCKETS, digestOf, Gossip, missingFrom, type ChannelHandle, type GossipFrame } from '../../src/mesh/gossip';
 import { relayRule, Topology } from '../../src/mesh/topology';
+import { checkGossip, gossipSchema } from '../../src/mesh/protocol';
 
 const entries = fc.dictionary(fc.stringMatching(/^k[a-z0-9]{0,5}$/), fc.record({ v: fc.integer({ min: 1, max: 9 }), x: fc.integer() }), { maxKeys: 60 });
 
@@ -158,4 +159,82 @@ test('a versioned map keeps its digest as it changes: equal to one computed from
     }),
     { numRuns: 300 },
   );
+});
+
+test('topology: a burst of changes costs one route computation, and only changes to edges or peers count', () => {
+  let changes = 0;
+  const t = new Topology({ name: 'a', uid: 'u' }, () => changes++);
+  t.setSelf({ name: 'a', nickname: 'A', uid: 'u', conns: ['b'], meta: {} });
+  // forty frames' worth of peers and edges, as a forming mesh brings them
+  for (let i = 0; i < 40; i++) t.merge({ [`p:n${i}`]: { nickname: `N${i}`, uid: 'x', meta: {}, v: 1 }, [`e:n${i}>b`]: { up: true, v: 1 }, [`e:b>n${i}`]: { up: true, v: 1 } } as never);
+  t.merge({ 'p:b': { nickname: 'B', uid: 'y', meta: {}, v: 1 }, 'e:b>a': { up: true, v: 1 } } as never);
+  assert.equal(changes, 42);
+  const computed = t.routesComputed;
+  t.refresh();
+  t.refresh();
+  assert.equal(t.routesComputed, computed + 1, 'once for the whole burst');
+  assert.equal(t.routes.reachable.size, 42);
+  // a peer's values change, not its edges: the routes stand
+  t.merge({ 'p:n3': { nickname: 'renamed', uid: 'x', meta: {}, v: 2 } } as never);
+  t.refresh();
+  assert.equal(t.routesComputed, computed + 1);
+  assert.equal(t.get('n3')?.nickname, 'renamed');
+  // an edge going down does count
+  t.merge({ 'e:n3>b': { up: false, v: 2 } } as never);
+  t.refresh();
+  assert.equal(t.routesComputed, computed + 2);
+  assert.equal(t.isReachable('n3'), false);
+});
+
+test('topology: a copy of a known entry changes nothing and is passed on by no one; a conflict at the same version still settles by value', () => {
+  let changes = 0;
+  const t = new Topology({ name: 'a', uid: 'u' }, () => changes++);
+  const entry = { 'p:b': { nickname: 'B', uid: 'y', meta: { underlay: '10.0.0.2' }, v: 3 }, 'e:b>a': { up: true, v: 3 } };
+  assert.ok(t.merge(structuredClone(entry) as never));
+  assert.equal(changes, 1);
+  // the same again, keys in another order, and an older copy: no delta, no change
+  assert.equal(t.merge({ 'e:b>a': { v: 3, up: true }, 'p:b': { meta: { underlay: '10.0.0.2' }, v: 3, uid: 'y', nickname: 'B' } } as never), undefined);
+  assert.equal(t.merge({ 'p:b': { nickname: 'old', uid: 'y', meta: {}, v: 2 } } as never), undefined);
+  assert.equal(changes, 1);
+  // two values at one version (a fault): the larger serialisation wins, on every router alike
+  const d = t.merge({ 'p:b': { nickname: 'C', uid: 'y', meta: { underlay: '10.0.0.2' }, v: 3 } } as never);
+  assert.deepEqual(Object.keys(d ?? {}), ['p:b']);
+  assert.equal(t.get('b')?.nickname, 'C');
+  assert.equal(t.merge({ 'p:b': { nickname: 'A', uid: 'y', meta: { underlay: '10.0.0.2' }, v: 3 } } as never), undefined);
+  // a malformed copy at a known version is still refused, not taken for the known one
+  assert.equal(t.merge({ 'p:b': { nickname: 'Z', uid: 'y', meta: { underlay: 'bad' }, v: 3 } } as never), undefined);
+  assert.equal(t.get('b')?.nickname, 'C');
+});
+
+test('gossip frames: the hand check accepts and refuses exactly what the schema does', () => {
+  const value = fc.oneof(fc.constant(undefined), fc.boolean(), fc.integer(), fc.string({ maxLength: 3 }), fc.constant(null), fc.constant([]), fc.double());
+  // mostly valid frames, each part sometimes wrong
+  const often = <T>(good: fc.Arbitrary<T>, bad: fc.Arbitrary<unknown>) => fc.oneof({ arbitrary: good, weight: 5 }, { arbitrary: bad, weight: 1 });
+  const entry = often(fc.record({ v: often(fc.integer(), fc.oneof(fc.string({ maxLength: 2 }), fc.double())), x: value }, { requiredKeys: ['v'] }), fc.oneof(value, fc.record({ x: value })));
+  const frame = fc.record(
+    {
+      t: fc.constant('gossip'),
+      ch: often(fc.string({ maxLength: 8 }), fc.oneof(fc.string({ minLength: 30, maxLength: 40 }), fc.integer())),
+      data: often(fc.dictionary(fc.string({ maxLength: 4 }), entry, { maxKeys: 5 }), value),
+      a: often(fc.oneof(fc.constant(undefined), fc.boolean()), value),
+      extra: value,
+    },
+    { requiredKeys: ['t'] },
+  );
+  let accepted = 0;
+  fc.assert(
+    fc.property(frame, (f) => {
+      const raw = JSON.parse(JSON.stringify(f)) as Record<string, unknown>;
+      raw.t = 'gossip';
+      const z = gossipSchema.safeParse(raw);
+      const h = checkGossip(raw);
+      assert.equal(h !== undefined, z.success, JSON.stringify(raw));
+      if (z.success) {
+        accepted++;
+        assert.deepEqual(h, z.data);
+      }
+    }),
+    { numRuns: 2000 },
+  );
+  assert.ok(accepted > 200, `${accepted} valid frames among the cases`);
 });
