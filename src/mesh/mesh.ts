@@ -275,7 +275,7 @@ export class Mesh implements Startable, PeerTargets {
     for (const c of this.conns.all()) {
       if (!c.established) continue;
       if (now - c.lastRecv > 3 * this.o.heartbeatMs) c.close(`no heartbeat for ${Math.round((now - c.lastRecv) / 1000)} s`, true);
-      else if (this.ring && established > MIN_DEGREE && now - c.establishedAt > (this.o.pruneAfterMs ?? 10_000) && !this.ring.wanted(this.name, c.hello!.name)) {
+      else if (this.ring && established > MIN_DEGREE && now - c.establishedAt > (this.o.pruneAfterMs ?? 10_000) && !this.mine.has(c.hello!.name)) {
         // a large mesh: neither end prefers this connection, and both compute the same
         c.close('not a preferred neighbour', false);
         established--;
@@ -287,12 +287,16 @@ export class Mesh implements Startable, PeerTargets {
 
   /** The neighbour ring while the mesh is larger than a full mesh may be (see neighbours.ts). */
   private ring: NeighbourRing | undefined;
+  /** The peers this router keeps connections to under the ring (see NeighbourRing.neighbours). */
+  private mine: ReadonlySet<string> = new Set();
   private readonly nameByAddr = new Map<string, string>();
+  /** The names' version `nameByAddr` was built at. */
+  private nameByAddrAt = -1;
 
   private wanted(t: { addr: string; peer?: string; explicit: boolean }): boolean {
     if (!this.ring) return true;
-    const peer = t.peer ?? this.nameByAddr.get(t.addr);
-    if (peer) return this.ring.wanted(this.name, peer);
+    const peer = t.peer ?? this.nameAt(t.addr);
+    if (peer) return this.mine.has(peer);
     // an address not yet known by name: only to get into the mesh at all
     return t.explicit && this.conns.established < MIN_DEGREE;
   }
@@ -335,6 +339,7 @@ export class Mesh implements Startable, PeerTargets {
   private topoTimer: NodeJS.Timeout | undefined;
   private lastTable: RouteTable | undefined;
   private planSize = 0;
+  private planAt = -1;
   private lastReachable: ReadonlySet<string> = new Set();
   private readonly normalised = new Map<string, string>();
 
@@ -354,32 +359,45 @@ export class Mesh implements Startable, PeerTargets {
     return n;
   }
 
+  /** The peer that published `addr`, by the topology as it is now. */
+  private nameAt(addr: string): string | undefined {
+    if (this.nameByAddrAt !== this.topology.namesVersion) {
+      this.nameByAddrAt = this.topology.namesVersion;
+      this.nameByAddr.clear();
+      for (const name of this.topology.peerNames()) {
+        const a = this.topology.addrOf(name);
+        if (a) this.nameByAddr.set(this.norm(a), name);
+      }
+    }
+    return this.nameByAddr.get(addr);
+  }
+
   private onTopology(): void {
     const table = this.topology.refresh();
     const now = table.reachable;
-    // the neighbour plan follows the peers reachable, or the peers this router was pointed at
-    const size = Math.max(now.size, this.maker.explicitCount() + 1);
-    if (table !== this.lastTable || size !== this.planSize) {
+    if (table !== this.lastTable) {
       this.lastTable = table;
       const before = this.lastReachable;
-      const changed = before.size !== now.size || [...now].some((n) => !before.has(n));
-      if (changed || size !== this.planSize) {
-        this.planSize = size;
-        const ring = new NeighbourRing(now, { ...DEFAULT_PLAN, fullMeshUpTo: this.o.fullMeshUpTo ?? DEFAULT_PLAN.fullMeshUpTo }, size);
-        this.ring = ring.full ? undefined : ring;
-      }
       this.lastReachable = now;
-      if (changed) this.events.emit('reachability', now);
+      if (before.size !== now.size || [...now].some((n) => !before.has(n))) this.events.emit('reachability', now);
     }
-    // dial peers we learn of, as the seeds' "connect to one, join them all" (all, or the preferred ones)
-    for (const name of this.topology.peerNames()) {
+    // the neighbour plan follows the peers known (their entries spread faster than routes, so
+    // a forming mesh plans for its size early), or the peers this router was pointed at
+    const size = Math.max(this.topology.size, this.maker.explicitCount() + 1);
+    if (size !== this.planSize || this.topology.namesVersion !== this.planAt) {
+      this.planSize = size;
+      this.planAt = this.topology.namesVersion;
+      const ring = new NeighbourRing(this.topology.peerNames(), { ...DEFAULT_PLAN, fullMeshUpTo: this.o.fullMeshUpTo ?? DEFAULT_PLAN.fullMeshUpTo }, size);
+      this.ring = ring.full ? undefined : ring;
+      this.mine = this.ring ? this.ring.neighbours(this.name) : new Set();
+    }
+    // dial peers we learn of, as the seeds' "connect to one, join them all": in a full mesh all
+    // those reachable, in a large one the neighbours the plan gives (reachable or not yet)
+    for (const name of this.ring ? this.mine : this.topology.peerNames()) {
+      if (name === this.name || (!this.ring && !now.has(name))) continue;
       const addr = this.topology.addrOf(name);
       if (!addr) continue;
-      const key = this.norm(addr);
-      this.nameByAddr.set(key, name);
-      if (name === this.name || !now.has(name)) continue;
-      if (this.ring && !this.ring.wanted(this.name, name)) continue;
-      if (!this.maker.has(key, true) && !this.conns.to(name)) this.maker.learn(addr);
+      if (!this.maker.has(this.norm(addr), true) && !this.conns.to(name)) this.maker.learn(addr);
     }
     this.events.emit('topology');
   }

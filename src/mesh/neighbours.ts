@@ -15,6 +15,18 @@
  * hundred or two used to fall over at that step).
  */
 
+/** Places on the ring by name, remembered (rings are rebuilt as peers come and go). */
+const places = new Map<string, number>();
+
+function place(name: string): number {
+  let h = places.get(name);
+  if (h === undefined) {
+    if (places.size > 100_000) places.clear();
+    places.set(name, (h = fnv(name)));
+  }
+  return h;
+}
+
 function fnv(s: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < s.length; i++) {
@@ -59,7 +71,7 @@ export class NeighbourRing {
     /** The mesh size to plan for, when more peers are expected than named (default: those named). */
     expected = 0,
   ) {
-    const placed = [...new Set(names)].map((n) => [fnv(n), n] as const).sort((a, b) => a[0] - b[0] || (a[1] < b[1] ? -1 : 1));
+    const placed = [...new Set(names)].map((n) => [place(n), n] as const).sort((a, b) => a[0] - b[0] || (a[1] < b[1] ? -1 : 1));
     this.order = placed.map(([, n]) => n);
     this.points = placed.map(([h]) => h);
     this.order.forEach((n, i) => this.index.set(n, i));
@@ -96,6 +108,52 @@ export class NeighbourRing {
       out.delete(name);
     }
     this.cache.set(name, out);
+    return out;
+  }
+
+  /**
+   * The peers `name` keeps connections to under the plan: those it prefers and those that
+   * prefer it (the fingers landing on it, found by place, not by asking every peer).
+   */
+  neighbours(name: string): Set<string> {
+    const out = new Set(this.preferred(name));
+    const i = this.index.get(name);
+    const n = this.order.length;
+    if (i === undefined || n < 2) return out;
+    const H = 2 ** 32;
+    // a peer at p fingers `name` when the first peer at or after p + H/f is `name`: p + H/f
+    // lies after the place of the peer before `name` and no later than that of `name`
+    const before = this.points[(i - 1 + n) % n]!;
+    for (let f = this.plan.base; f < n; f *= this.plan.base) {
+      const step = Math.floor(H / f);
+      const lo: number = (((before - step) % H) + H) % H;
+      const hi: number = (((this.points[i]! - step) % H) + H) % H;
+      if (before === this.points[i]) continue;
+      for (const j of this.arc(lo, hi) as number[]) if (j !== i) out.add(this.order[j]!);
+    }
+    return out;
+  }
+
+  /** Indices of the peers placed in the arc (lo, hi], going round the ring. */
+  private arc(lo: number, hi: number): number[] {
+    const out: number[] = [];
+    const n = this.points.length;
+    let j = this.successor(lo);
+    if (this.points[j] === lo) {
+      // skip those exactly at lo (the arc is open there)
+      let k = 0;
+      while (k < n && this.points[j] === lo) {
+        j = (j + 1) % n;
+        k++;
+      }
+    }
+    const wraps = hi < lo;
+    for (let k = 0; k < n; k++, j = (j + 1) % n) {
+      const p = this.points[j]!;
+      const inside = wraps ? p > lo || p <= hi : p > lo && p <= hi;
+      if (!inside) break;
+      out.push(j);
+    }
     return out;
   }
 

@@ -79,6 +79,8 @@ export class Topology implements Gossiper<TopoValue> {
   private readonly out = new Map<string, Set<string>>();
   /** The peers with an entry (derived from the map). */
   private readonly names = new Set<string>();
+  /** Counts changes to `names` (a peer came or went). */
+  namesVersion = 0;
   private table: RouteTable | undefined;
   private tableAt = 0;
   /** Routes are stale: an up edge or a peer came or went (a peer's values changing does not count). */
@@ -187,7 +189,7 @@ export class Topology implements Gossiper<TopoValue> {
   remove(name: string): void {
     for (const k of this.map.keys()) if (writerOf(k) === name) this.map.delete(k);
     this.out.delete(name);
-    this.names.delete(name);
+    if (this.names.delete(name)) this.namesVersion++;
     this.sortedConns.delete(name);
     this.dirty = true;
     this.touch();
@@ -200,6 +202,7 @@ export class Topology implements Gossiper<TopoValue> {
       if (this.names.has(name) === (this.map.get(k) !== undefined)) return;
       if (this.map.get(k)) this.names.add(name);
       else this.names.delete(name);
+      this.namesVersion++;
       this.dirty = true;
       return;
     }

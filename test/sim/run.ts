@@ -134,9 +134,16 @@ async function simulate(n: number, join: string, limitS: number): Promise<Record
       await advance(Math.max(1, Math.floor(1000 / n)), 1);
     }
     let done = converged(peers);
+    let said = performance.now();
     while (!done && Date.now() - v0 < limitS * 1000) {
       await advance(250);
       done = converged(peers);
+      if (performance.now() - said > 10_000) {
+        said = performance.now();
+        const known = stats(peers.map((p) => p.mesh.routes.reachable.size));
+        const conns = stats(peers.map((p) => p.mesh.connections().filter((c) => c.established).length));
+        process.stderr.write(`  virtual ${((Date.now() - v0) / 1000).toFixed(2)} s, wall ${((performance.now() - wall0) / 1000).toFixed(0)} s: reachable mean ${known.mean.toFixed(0)}, connections mean ${conns.mean.toFixed(1)} max ${conns.max}, allocated ${peers.filter((p) => p.allocated).length}, heap ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(0)} MiB\n`);
+      }
     }
     const virtS = (Date.now() - v0) / 1000;
     const wallS = Math.round((performance.now() - wall0) / 100) / 10;

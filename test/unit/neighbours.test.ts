@@ -4,6 +4,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { runs } from '../helpers/property';
 import { DEFAULT_PLAN, NeighbourRing } from '../../src/mesh/neighbours';
 import { computeRoutes } from '../../src/mesh/routes';
 
@@ -59,4 +61,17 @@ test('a join drops a few connections per router, never most of them: past the li
     // in a large mesh a join moves the connections near its place on the ring only
     if (n >= 300) assert.ok(total <= 40, `${n} -> ${n + 1}: ${total} connections dropped in all`);
   }
+});
+
+test('property: the neighbours of a peer are exactly the peers a connection with it is wanted to', () => {
+  fc.assert(
+    fc.property(fc.uniqueArray(fc.stringMatching(/^[0-9a-f]{1,4}$/), { minLength: 2, maxLength: 300 }), fc.integer({ min: 0, max: 40 }), (ns, limit) => {
+      const ring = new NeighbourRing(ns, { ...DEFAULT_PLAN, fullMeshUpTo: limit });
+      for (const a of ns.slice(0, 12)) {
+        const want = ns.filter((b) => b !== a && ring.wanted(a, b)).sort();
+        assert.deepEqual([...ring.neighbours(a)].sort(), ring.full ? ns.filter((b) => b !== a).sort() : want);
+      }
+    }),
+    { numRuns: runs(200) },
+  );
 });
