@@ -289,6 +289,8 @@ export class Mesh implements Startable, PeerTargets {
   private ring: NeighbourRing | undefined;
   /** The peers this router keeps connections to under the ring (see NeighbourRing.neighbours). */
   private mine: ReadonlySet<string> = new Set();
+  /** Those of them this router dials (the plan's sparsest form; see onTopology). */
+  private dialled: ReadonlySet<string> = new Set();
   private readonly nameByAddr = new Map<string, string>();
   /** The names' version `nameByAddr` was built at. */
   private nameByAddrAt = -1;
@@ -296,7 +298,7 @@ export class Mesh implements Startable, PeerTargets {
   private wanted(t: { addr: string; peer?: string; explicit: boolean }): boolean {
     if (!this.ring) return true;
     const peer = t.peer ?? this.nameAt(t.addr);
-    if (peer) return this.mine.has(peer);
+    if (peer) return this.dialled.has(peer);
     // an address not yet known by name: only to get into the mesh at all
     return t.explicit && this.conns.established < MIN_DEGREE;
   }
@@ -390,10 +392,13 @@ export class Mesh implements Startable, PeerTargets {
       const ring = new NeighbourRing(this.topology.peerNames(), { ...DEFAULT_PLAN, fullMeshUpTo: this.o.fullMeshUpTo ?? DEFAULT_PLAN.fullMeshUpTo }, size);
       this.ring = ring.full ? undefined : ring;
       this.mine = this.ring ? this.ring.neighbours(this.name) : new Set();
+      // new connections only as the plan of a mesh well past the limit has them: a forming
+      // mesh goes through the sizes just past it without connecting nearly everyone first
+      this.dialled = this.ring ? new NeighbourRing(this.topology.peerNames(), { ...DEFAULT_PLAN, fullMeshUpTo: 0 }).neighbours(this.name) : new Set();
     }
     // dial peers we learn of, as the seeds' "connect to one, join them all": in a full mesh all
     // those reachable, in a large one the neighbours the plan gives (reachable or not yet)
-    for (const name of this.ring ? this.mine : this.topology.peerNames()) {
+    for (const name of this.ring ? this.dialled : this.topology.peerNames()) {
       if (name === this.name || (!this.ring && !now.has(name))) continue;
       const addr = this.topology.addrOf(name);
       if (!addr) continue;
