@@ -32,7 +32,10 @@ export type { ConnectionView, MeshComponents, MeshEvents, MeshInit } from './mes
 /** Connections a router keeps at least, whatever the neighbour plan says. */
 export const MIN_DEGREE = 3;
 const QUIET = new Set(['duplicate connection', 'connection to self', 'not a preferred neighbour']);
-/** How long (at least; up to twice, jittered) a router that has synced already waits before it sends a new connection its digest. */
+/**
+ * How long (at least; up to twice, jittered) a router that has synced already waits before it
+ * sends a new connection its digest; past the full-mesh size, times the peers known over that size.
+ */
 export const DIGEST_DELAY_MS = 1000;
 
 type Unicast = Extract<Message, { t: 'msg' }>;
@@ -222,13 +225,15 @@ export class Mesh implements Startable, PeerTargets {
     // what each side lacks comes in answer to its digest; `sync` marks the answer complete. A
     // router that has synced with someone already waits a moment (jittered) before it asks: the
     // deltas in flight usually bring both sides level meanwhile, so the exchange costs two
-    // digests instead of whole buckets (answered at once, joins in a forming mesh cost N^3)
+    // digests instead of whole buckets (answered at once, joins in a forming mesh cost N^3);
+    // past the full-mesh size the wait grows with the peers known (deltas take longer to
+    // cross a larger mesh, and a forming one would otherwise answer whole states to each other)
     if (this.heard.size === 0) c.write(this.gossip.digest());
     else {
       const t = setTimeout(() => {
         this.later.delete(t);
         if (c.established && !this.stopped) c.write(this.gossip.digest());
-      }, DIGEST_DELAY_MS * (1 + Math.random()));
+      }, DIGEST_DELAY_MS * Math.max(1, this.topology.size / (this.o.fullMeshUpTo ?? DEFAULT_PLAN.fullMeshUpTo)) * (1 + Math.random()));
       this.later.add(t);
     }
     this.publishSelf();
