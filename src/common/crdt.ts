@@ -182,7 +182,11 @@ export class VersionedMap<T> {
 
 /** Combines two deltas of one map (for batching): the winner of each key. */
 export function combine<T>(a: MapData<T>, b: MapData<T>): MapData<T> {
-  const out: MapData<T> = { ...a };
-  for (const [k, e] of Object.entries(b)) if (wins(e, out[k])) out[k] = e;
-  return out;
+  return combineInto({ ...a }, b);
+}
+
+/** Adds delta `b` into `a` in place (the winner of each key); returns `a`. */
+export function combineInto<T>(a: MapData<T>, b: MapData<T>): MapData<T> {
+  for (const [k, e] of Object.entries(b)) if (wins(e, a[k])) a[k] = e;
+  return a;
 }

@@ -12,7 +12,7 @@
  * the same costs a digest, not the whole state. A channel is registered once and handed back
  * as a typed handle; a second registration of a name is a programming error.
  */
-import { BUCKETS, bucketOf, combine, entryHash, type MapData } from '../common/crdt';
+import { BUCKETS, bucketOf, combineInto, entryHash, type MapData } from '../common/crdt';
 
 export { BUCKETS };
 
@@ -115,7 +115,10 @@ export class Gossip {
   private queue(ch: string, from: string, all: boolean, delta: MapData<unknown>): void {
     const key = `${ch}\0${from}\0${all}`;
     const prev = this.pending.get(key);
-    this.pending.set(key, { ch, from, all, data: prev ? combine(prev.data, delta) : delta });
+    // the batch is this object's own copy, added to in place: combining into a new map per
+    // frame would copy the whole batch each time (quadratic in a burst of thousands of keys)
+    if (prev) combineInto(prev.data, delta);
+    else this.pending.set(key, { ch, from, all, data: { ...delta } });
     if (from) this.relayTimer ??= setTimeout(() => this.flush(true), RELAY_MS);
     else this.timer ??= setTimeout(() => this.flush(false), BATCH_MS);
   }

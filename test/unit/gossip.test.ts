@@ -238,3 +238,19 @@ test('gossip frames: the hand check accepts and refuses exactly what the schema 
   );
   assert.ok(accepted > 200, `${accepted} valid frames among the cases`);
 });
+
+test('relays batched from one peer leave as one frame with the newest of each key; what was handed in is left alone', () => {
+  const sent: GossipFrame[] = [];
+  const g = new Gossip({ broadcast: (f) => sent.push(f), relays: () => true });
+  const maps = new VersionedMap<{ x: number }>();
+  g.register<{ x: number }>('c', { full: () => maps.toData(), merge: (d) => maps.merge(d) });
+  const first = { a: { x: 1, v: 1 }, b: { x: 1, v: 1 } };
+  g.receive({ ch: 'c', data: first }, 'p');
+  g.receive({ ch: 'c', data: { b: { x: 2, v: 2 }, c: { x: 1, v: 1 } } }, 'p');
+  g.receive({ ch: 'c', data: { a: { x: 1, v: 1 } } }, 'p');
+  g.flush(true);
+  assert.equal(sent.length, 1);
+  assert.deepEqual(sent[0]!.data, { a: { x: 1, v: 1 }, b: { x: 2, v: 2 }, c: { x: 1, v: 1 } });
+  assert.deepEqual(first, { a: { x: 1, v: 1 }, b: { x: 1, v: 1 } });
+  g.stop();
+});
