@@ -246,8 +246,8 @@ test('relays batched from one peer leave as one frame with the newest of each ke
   g.register<{ x: number }>('c', { full: () => maps.toData(), merge: (d) => maps.merge(d) });
   const first = { a: { x: 1, v: 1 }, b: { x: 1, v: 1 } };
   g.receive({ ch: 'c', data: first }, 'p');
-  g.receive({ ch: 'c', data: { b: { x: 2, v: 2 }, c: { x: 1, v: 1 } } }, 'p');
-  g.receive({ ch: 'c', data: { a: { x: 1, v: 1 } } }, 'p');
+  g.receive({ ch: 'c', data: { b: { x: 2, v: 2 }, c: { x: 1, v: 1 } } as MapData<unknown> }, 'p');
+  g.receive({ ch: 'c', data: { a: { x: 1, v: 1 } } as MapData<unknown> }, 'p');
   g.flush(true);
   assert.equal(sent.length, 1);
   assert.deepEqual(sent[0]!.data, { a: { x: 1, v: 1 }, b: { x: 2, v: 2 }, c: { x: 1, v: 1 } });
