@@ -55,6 +55,11 @@ async function reaches(from: Netns, to: string, ms = 15_000): Promise<boolean> {
   return until(() => from.tryRun('ping', ['-c', '1', '-W', '1', to], 5000).ok, ms, 50);
 }
 
+/** `reaches`, failing with what every router's sleeve counted. */
+async function mustReach(from: Netns, to: string, what: string, h: Host[]): Promise<void> {
+  if (!(await reaches(from, to, 20_000))) assert.fail(`${what}\n${diag(h)}`);
+}
+
 /** The report's line for `peer` (a connection, or a target reached through others). */
 const pathTo = (r: RouterProc, peer: string) => r.report().mesh.connections.find((c: any) => c.peer === peer) as { datapath?: string; via?: string; encrypted: boolean; state: string; info?: string } | undefined;
 const nameOf = (h: Host) => h.r.report().router.name as string;
@@ -73,6 +78,18 @@ function block(ul: Netns, net: string, a: number, b: number, on: boolean, udpPor
   ul.run('nft', ['-f', '-'], {
     input: `table bridge ${t} {\n chain blk {\n  type filter hook forward priority 0;\n  ip saddr ${net}.${a} ip daddr ${net}.${b}${m} drop\n  ip saddr ${net}.${b} ip daddr ${net}.${a}${m} drop\n }\n}\n`,
   });
+}
+
+/** What each router's sleeve counted and its routes say, for a failure message. */
+function diag(h: Host[]): string {
+  return h
+    .map((x, i) => {
+      const m = x.ns.tryRun(process.execPath, ['-e', `fetch('http://127.0.0.1:6782/metrics').then(r=>r.text()).then(t=>process.stdout.write(t))`], 5000).out;
+      const lines = m.split('\n').filter((l) => /^weft_(sleeve_drops_total|datapath_bytes_total)/.test(l) && !/ 0$/.test(l));
+      const conns = x.r.report().mesh.connections.map((c: any) => `${c.peer ?? c.address} ${c.state} ${c.datapath ?? ''} via=${c.via ?? '-'}`);
+      return `host ${i + 1}: ${conns.join('; ')}\n  ${lines.join('\n  ')}`;
+    })
+    .join('\n');
 }
 
 const addr4 = (a: string) => Buffer.from(a.split('.').map(Number));
@@ -154,7 +171,7 @@ describe('routers with a password: encrypted, refusals, multi-hop', { skip, conc
       assert.ok(await until(() => pathTo(h[0]!.r, n3)?.via === n2, 30_000), `host 1 routes to host 3 via host 2: ${JSON.stringify(pathTo(h[0]!.r, n3))}`);
       const conns = () => weftCli(h[0]!.r.socket, ['status', 'connections']).out;
       assert.ok(await until(() => new RegExp(`encrypted sleeve via ${n2}`).test(conns()), 10_000), `status connections shows the path through host 2: ${conns()}`);
-      assert.ok(await reaches(h[0]!.pod, h[2]!.ip, 20_000), 'pod 1 -> pod 3 through host 2');
+      await mustReach(h[0]!.pod, h[2]!.ip, 'pod 1 -> pod 3 through host 2', h);
       assert.equal(await stream(h[2]!, h[0]!, 10 * 2 ** 20), 10 * 2 ** 20, 'a stream through host 2');
     } finally {
       block(hs.ul, NET, 1, 3, false);
@@ -205,8 +222,8 @@ describe('routers without a password: fallback to the sleeve and back, multi-hop
     block(hs.ul, NET, 1, 3, true);
     try {
       assert.ok(await until(() => pathTo(h[0]!.r, n3)?.via === n2 && pathTo(h[0]!.r, n3)?.datapath === 'sleeve', 30_000), `via host 2: ${JSON.stringify(pathTo(h[0]!.r, n3))}`);
-      assert.ok(await reaches(h[0]!.pod, h[2]!.ip, 20_000), 'pod 1 -> pod 3 through host 2');
-      assert.ok(await reaches(h[2]!.pod, h[0]!.ip, 20_000), 'pod 3 -> pod 1 through host 2');
+      await mustReach(h[0]!.pod, h[2]!.ip, 'pod 1 -> pod 3 through host 2', h);
+      await mustReach(h[2]!.pod, h[0]!.ip, 'pod 3 -> pod 1 through host 2', h);
     } finally {
       block(hs.ul, NET, 1, 3, false);
     }
