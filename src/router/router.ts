@@ -161,7 +161,14 @@ export class Router {
       { log: child('underlay'), peers: () => [...new Set([...o.peers, ...mesh.targetList().filter((t) => t.explicit).map((t) => t.addr)])] },
       { advertiseAddr: o.advertiseAddr, iface: o.iface, ifaceCanReach: o.ifaceCanReach, ownDevices: ownDevice(o.bridge), retryMs: t.underlayRetryMs },
     );
-    const prober = new Prober({ log: child('probe'), mac: derivedMac(`${self.name}/probe`) });
+    const prober = new Prober({
+      log: child('probe'),
+      mac: derivedMac(`${self.name}/probe`),
+      peer: (gw) => {
+        const p = mesh.peers().find((x) => x.meta.gateway === gw && x.name !== self.name);
+        return p?.meta.underlay ? { ip: p.meta.underlay, bridgeMac: p.meta.bridgeMac } : undefined;
+      },
+    });
     const iptables = new Iptables(await detectBackend());
     // the sleeve: the routers' own path, sealed with a secret, relayed where there is no direct connection
     const links = peerLinks(mesh, 'sleeve');
