@@ -274,15 +274,16 @@ function fakeOverlay(name: string, encrypted = false) {
   return ov;
 }
 
-test('overlay choice without a secret: kernel VXLAN while its probe passes, even for a peer the mesh reaches only through another; the sleeve when it fails, and back', async () => {
+test('overlay choice without a secret: kernel VXLAN while its probe passes, even for a peer the mesh reaches only through another; the sleeve when it fails two rounds in a row, and back; an unreachable router forgets the verdict', async () => {
   const fast = fakeOverlay('fastdp');
   const sleeve = fakeOverlay('sleeve');
   let hop = 'p2'; // the mesh reaches p1 through p2 for now (as while a router restarts)
+  let p1Reachable = true;
   const dp = new DataPath(
     {
       self: 'me',
       mesh: {
-        peers: () => [1, 2].map((n) => ({ name: `p${n}`, nickname: `p${n}`, uid: '', reachable: true, conns: [], meta: { underlay: `172.30.0.${10 + n}`, bridgeMac: `02:00:00:00:00:0${n}`, gateway: `10.32.${n}.1` } }) as any),
+        peers: () => [1, 2].map((n) => ({ name: `p${n}`, nickname: `p${n}`, uid: '', reachable: n === 2 || p1Reachable, conns: [], meta: { underlay: `172.30.0.${10 + n}`, bridgeMac: `02:00:00:00:00:0${n}`, gateway: `10.32.${n}.1` } }) as any),
         nextHop: (p) => (p === 'p1' ? hop : p),
       },
       overlays: () => [fast, sleeve] as any,
@@ -301,13 +302,33 @@ test('overlay choice without a secret: kernel VXLAN while its probe passes, even
   assert.deepEqual(sleeve.carried, []);
   fast.ok.set('p1', false);
   await settle();
+  assert.deepEqual(fast.carried, ['p1', 'p2'], 'one failed round (a loaded host) moves nothing');
+  fast.ok.set('p1', true);
+  await settle();
+  fast.ok.set('p1', false);
+  await settle();
+  assert.deepEqual(fast.carried, ['p1', 'p2'], 'a pass in between starts the count again');
+  await settle();
   assert.deepEqual(fast.carried, ['p2']);
-  assert.deepEqual(sleeve.carried, ['p1'], 'the probe failed: the sleeve carries it (through p2, as the mesh routes)');
+  assert.deepEqual(sleeve.carried, ['p1'], 'two failed rounds in a row: the sleeve carries it (through p2, as the mesh routes)');
   assert.equal(dp.peerStatus('p1')?.via, 'p2');
   fast.ok.set('p1', true);
   hop = 'p1';
   await settle();
   assert.deepEqual(fast.carried, ['p1', 'p2'], 'back on kernel VXLAN once its probe passes');
   assert.deepEqual(sleeve.carried, []);
+  // p1's router dies: its probes fail, but it is unreachable, so nothing moves; the old verdict
+  // is forgotten, so when it is back a first failed round does not move it either
+  fast.ok.set('p1', false);
+  await settle();
+  p1Reachable = false;
+  await settle();
+  await settle();
+  assert.deepEqual(fast.carried, ['p1', 'p2'], 'an unreachable router: kernel VXLAN, which needs none, keeps carrying its pods');
+  p1Reachable = true;
+  await settle();
+  assert.deepEqual(fast.carried, ['p1', 'p2'], 'back: judged afresh');
+  await settle();
+  assert.deepEqual(sleeve.carried, ['p1'], 'and moved only after two failed rounds of its own');
   await dp.stop();
 });
