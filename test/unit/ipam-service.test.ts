@@ -367,6 +367,7 @@ test('load: a snapshot brings back the ring and the allocations; a broken ring i
   assert.ok(changes > 0);
   assert.deepEqual(owners(b.ipam), owners(a.ipam));
   assert.deepEqual(b.ipam.ring.ownedBy(A).map(formatCidr), a.ipam.ring.ownedBy(A).map(formatCidr));
+  assert.deepEqual(b.ipam.allocator.list(), a.ipam.allocator.list(), 'the allocations came back');
   assert.equal((await b.ipam.allocate(key('k'), b.r, undefined, { bridge: 'weave' })).address, rec.address);
   const c = small(new FakeNet(), A, { mode: 'observer' }, '10.0.0.0/28');
   c.ipam.load({ ...structuredClone(snap), ring: undefined as unknown as RingData, paxos: undefined as unknown as IpamFile['paxos'] });
@@ -518,9 +519,10 @@ test('a router not yet settled steps consensus as soon as the mesh says somethin
   const net = new FakeNet();
   const a = peer(net, A, { mode: 'consensus', size: 1 }, '10.0.0.0/28');
   a.mesh.settledNow = false;
-  a.mesh.waitingFor = ['h2'];
+  a.mesh.waitingFor = ['h2:6783', 'h3:6783'];
   await a.ipam.start();
   assert.equal(a.ipam.ring.initialised(), false);
+  assert.deepEqual(a.ipam.status(), { status: 'awaiting consensus', reason: 'waiting to hear from h2:6783, h3:6783' });
   a.mesh.settledNow = true;
   net.changed();
   assert.deepEqual(owners(a.ipam), { [A]: 16 });
@@ -717,4 +719,15 @@ test('a donor that refuses is passed over for the next one within the same round
   assert.equal(a.ipam.ring.ownerOf(addrOf(rec)), A);
   assert.deepEqual(a.find('received address space').map((r) => r.fields.donor), [C]);
   for (const p of [b, c]) await p.ipam.stop();
+});
+
+test('readiness of a lone host: ready while it has a free address, however nobody else is there to ask', () => {
+  const a = peer(new FakeNet(), A, { mode: 'seed', names: [A] }, '10.0.0.0/28');
+  assert.equal(a.ipam.canAskPeers(), false);
+  assert.deepEqual(a.ipam.status(), { status: 'ready' });
+});
+
+test('an exact address asked for before the ring is known is refused as owned by another peer, naming nobody', async () => {
+  const o = peer(new FakeNet(), C, { mode: 'observer' }, '10.0.0.0/28');
+  await assert.rejects(o.ipam.allocate(key('x'), o.r, o.r.base + 3, { bridge: 'weave' }), (e: Error) => e instanceof AddressInUseError && /owned by another peer$/.test(e.message));
 });
