@@ -86,7 +86,7 @@ export class Sandbox extends SandboxCore {
       mtu: o.mtu,
       weft: o.weft,
       plugin: o.plugin,
-      routerArgs: o.routerArgs,
+      routerArgs: withConsensus(o),
       underlay: { netns: this.underlayNetns, bridge: UNDERLAY_BRIDGE, subnet: `172.30.0.0/${UNDERLAY_PREFIXLEN}`, discover: o.underlay === 'discover', defaultRoute: o.defaultRoute },
       hosts: [],
       pods: [],
@@ -351,4 +351,17 @@ export class Sandbox extends SandboxCore {
     this.forget();
     return r;
   }
+}
+
+/**
+ * The routers' extra arguments: every router of a plain sandbox starts its ring by consensus
+ * among all the hosts of `up` (as Weave's documentation has every peer launched with the same
+ * `--ipalloc-init consensus=N`). Left to the default (the peers given + 1), host 1 would decide
+ * alone at once and two hosts joining through others could decide between them a second ring
+ * before hearing of the first: a ring conflict, and addresses handed out twice. Kubernetes mode
+ * decides from the Nodes, and an operator's own `--ipalloc-init` wins.
+ */
+export function withConsensus(o: Pick<UpOptions, 'kube' | 'routerArgs' | 'hosts'>): string[] {
+  if (o.kube || o.routerArgs.some((a) => a.split('=')[0] === '--ipalloc-init')) return o.routerArgs;
+  return [...o.routerArgs, '--ipalloc-init', `consensus=${o.hosts}`];
 }

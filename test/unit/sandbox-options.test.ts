@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError } from '../../src/common/errors';
 import { attachLines, hostLines, routerArgv, underlayLines } from '../../src/sandbox/netlab';
-import { checkPrefix, formatMatrix, mapPool, splitArgs, upOptions, type PingMatrix, type SandboxPod } from '../../src/sandbox';
+import { checkPrefix, formatMatrix, mapPool, splitArgs, upOptions, withConsensus, type PingMatrix, type SandboxPod } from '../../src/sandbox';
 
 const exe = '/bin/true';
 
@@ -124,4 +124,11 @@ test('formatMatrix: grid, duplicates, summary', () => {
   assert.match(text, /^h2-p1 10\.32\.0\.3\s+FAIL\s+DUP\s+-$/m);
   assert.match(text, /DUP: 10\.32\.0\.3 is held by h1-p2, h2-p1/);
   assert.match(text, /connectivity: 1\/6 pings ok, 5 FAIL, 1 duplicate address \(same host 1\/2, across hosts 0\/4\) in 12 ms/);
+});
+
+test('every router of a plain sandbox starts its ring by consensus among all the hosts; --kube and an operator\'s --ipalloc-init are left alone', () => {
+  assert.deepEqual(withConsensus({ kube: false, routerArgs: ['--log-level', 'debug'], hosts: 5 }), ['--log-level', 'debug', '--ipalloc-init', 'consensus=5']);
+  assert.deepEqual(withConsensus({ kube: false, routerArgs: ['--ipalloc-init=seed=a'], hosts: 5 }), ['--ipalloc-init=seed=a']);
+  assert.deepEqual(withConsensus({ kube: false, routerArgs: ['--ipalloc-init', 'observer'], hosts: 5 }), ['--ipalloc-init', 'observer']);
+  assert.deepEqual(withConsensus({ kube: true, routerArgs: [], hosts: 3 }), []);
 });
