@@ -28,9 +28,9 @@ export interface FastDpComponents {
   /** The pod MTU the device is set to. */
   podMtu: () => number;
   /**
-   * Probes a peer's bridge address with datagrams of the pod MTU: through the forwarding table
-   * (`probe`), or, for a peer another overlay carries now, with a VXLAN datagram built by the
-   * router (`probeVxlan`, see probe.ts).
+   * Probes a peer's bridge address with datagrams of the pod MTU: with a VXLAN datagram built
+   * by the router (`probeVxlan`, see probe.ts), or, without it, through the forwarding table
+   * (`probe`).
    */
   prober: {
     probe(peerBridgeIp: string, mtu: number): Promise<boolean>;
@@ -51,8 +51,6 @@ export class FastDp implements Overlay {
   readonly encrypted = false;
   private readonly sys: VxlanSys;
   private mem: FdbMemory | undefined;
-  /** The peers of the last `program`: the forwarding table leads to them. */
-  private carried = new Set<string>();
 
   constructor(
     private readonly c: FastDpComponents,
@@ -103,7 +101,6 @@ export class FastDp implements Overlay {
     this.mem ??= newFdbMemory(now);
     const have = await this.sys.listFdb(VXLAN_DEV);
     const plan = planFdb(VXLAN_DEV, have, peers, this.mem, now, this.o.graceMs, (dst) => !isLinkLocal(dst));
-    this.carried = new Set(peers.map((p) => p.name));
     try {
       await this.sys.applyFdb(plan.lines);
     } catch (e) {
@@ -115,9 +112,15 @@ export class FastDp implements Overlay {
     if (plan.lines.length) this.c.log.debug({ added: plan.added, removed: plan.removed }, 'VXLAN forwarding entries programmed');
   }
 
+  /**
+   * Always the router-built VXLAN datagram when there is one, even while this overlay carries
+   * the peer: a probe through the forwarding table leaves by whichever bridge port the peer's
+   * MAC was learnt on, which after a move from the sleeve is the sleeve's device, so it passed
+   * with UDP 6784 blocked and the peer flapped between the two paths every probe (TCP stalled).
+   */
   async probe(peer: OverlayPeer): Promise<boolean> {
     if (!peer.gateway) return false;
-    if (this.carried.has(peer.name) || !this.c.prober.probeVxlan) return this.c.prober.probe(peer.gateway, this.c.podMtu());
+    if (!this.c.prober.probeVxlan || !peer.bridgeMac) return this.c.prober.probe(peer.gateway, this.c.podMtu());
     return this.c.prober.probeVxlan(peer, VXLAN_VNI, VXLAN_PORT, this.c.podMtu());
   }
 }

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { createLogger } from '../../src/common/log';
 import { ConfigError } from '../../src/common/errors';
 import { newFdbMemory, planFdb, ZERO_MAC } from '../../src/datapath/fdb';
-import { FastDp, VXLAN_DEV } from '../../src/datapath/fastdp';
+import { FastDp, VXLAN_DEV, VXLAN_VNI } from '../../src/datapath/fastdp';
 import { DataPath } from '../../src/datapath/datapath';
 import { discoverUnderlay, UnderlayFinder, type UnderlaySys } from '../../src/datapath/underlay';
 import type { OverlayPeer, Underlay } from '../../src/datapath/overlay';
@@ -186,6 +186,23 @@ test('fastdp: creates the device on the underlay, attaches it to the bridge at t
   assert.equal(f.table.length, 2);
   assert.equal(await dp.probe(peer(2)), false, 'no gateway published: nothing to probe');
   assert.equal(await dp.probe(peer(2, { gateway: '10.40.0.1' })), true);
+});
+
+test('fastdp: probes with its own VXLAN datagram even while the forwarding table leads to the peer', async () => {
+  // the forwarding-table probe leaves by the port the bridge learnt the peer's MAC on (the
+  // sleeve's device after a move), so it passes while UDP 6784 is blocked: it must not decide
+  const used: string[] = [];
+  const prober = {
+    probe: async () => (used.push('table'), true),
+    probeVxlan: async (p: OverlayPeer, vni: number, port: number, mtu: number) => (used.push(`vxlan ${p.name} ${vni} ${port} ${mtu}`), false),
+  };
+  const dp = new FastDp({ bridge: 'weave', underlay, podMtu: () => 8950, prober, log, sys: fakeSys().sys }, { graceMs: GRACE });
+  await dp.start();
+  await dp.program([peer(2)]);
+  assert.equal(await dp.probe(peer(2, { gateway: '10.40.0.1' })), false, 'VXLAN blocked: the probe fails although the table path answers');
+  assert.deepEqual(used, [`vxlan p2 ${VXLAN_VNI} 6784 8950`]);
+  assert.equal(await dp.probe(peer(2, { gateway: '10.40.0.1', bridgeMac: undefined })), true, 'no bridge MAC known: only the table path can be probed');
+  assert.deepEqual(used.slice(1), ['table']);
 });
 
 test('fastdp: a device with other settings is recreated; one that fits is adopted as it is', async () => {
