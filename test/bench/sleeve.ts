@@ -18,7 +18,8 @@
  * Nothing is asserted; everything is removed in `finally`.
  *
  * Env: BENCH_SLEEVE_REPS (3), BENCH_SLEEVE_SECONDS (5), BENCH_SLEEVE_UNDERLAY_MTU (1500; 9000 for jumbo
- * frames: fewer fragments per datagram).
+ * frames: fewer fragments per datagram), BENCH_SLEEVE_PATHS (keys above, comma-separated; default all),
+ * BENCH_SLEEVE_ROUTERS=0 / BENCH_SLEEVE_FIXTURE=0 (skip the real routers, sleeve-routers.ts, run first / the fixture).
  */
 import { createCipheriv, randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
@@ -27,6 +28,7 @@ import { SleeveFixture, UNDERLAY_NET, podIp } from '../helpers/sleeve-fixture';
 import { type BenchContext, type Row, row, shown, waitQuiet, loadNow } from './common';
 import { median, round } from './stats';
 import { iperf, intEnv, type IperfResult } from './throughput';
+import { sleeveRouterRows } from './sleeve-routers';
 
 const BIG = 0; // fixture pod index, MTU 65000
 const STD = 1; // MTU underlay - 50 (1450)
@@ -107,6 +109,8 @@ export async function sleeveBench(ctx: BenchContext): Promise<Row[]> {
   const seconds = intEnv('BENCH_SLEEVE_SECONDS', 5, 1);
   const underlayMtu = intEnv('BENCH_SLEEVE_UNDERLAY_MTU', 1500, 1280);
   const rows: Row[] = aeadRows(ctx);
+  if (process.env.BENCH_SLEEVE_ROUTERS !== '0') rows.push(...(await sleeveRouterRows(ctx, reps, seconds)));
+  if (process.env.BENCH_SLEEVE_FIXTURE === '0') return rows;
   const made: Netns[] = [];
   const f = await SleeveFixture.up({ hosts: 3, prefix: `wbs${randomBytes(2).toString('hex')}`, encrypted: true, pods: [{ mtu: 65000 }, { mtu: underlayMtu - 50 }], underlayMtu });
   try {
