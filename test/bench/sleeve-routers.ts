@@ -24,7 +24,8 @@ import { median, round } from './stats';
 import { iperf, type IperfResult } from './throughput';
 
 type Key = 'r-kernel' | 'r-enc' | 'r-enc-via' | 'r-plain' | 'r-plain-via';
-const FAST = { WEFT_PROBE_MS: '1000', WEFT_PROGRAM_MS: '500', WEFT_HEARTBEAT_MS: '1000', WEFT_RETRY_MIN_MS: '200', WEFT_RETRY_MAX_MS: '1000' };
+/** Mesh timings that notice a cut within seconds; programming and repair keep their defaults (5 s): each pass spawns processes from the relay's own event loop. */
+const FAST = { WEFT_PROBE_MS: '2000', WEFT_HEARTBEAT_MS: '1000', WEFT_RETRY_MIN_MS: '200', WEFT_RETRY_MAX_MS: '1000' };
 
 /** Cuts (all traffic, or UDP 6784 only) between underlay hosts 1 and 2 of `sb`, or lifts the cut. */
 async function cut(sb: Sandbox, how: 'none' | 'all' | 'vxlan'): Promise<void> {
