@@ -8,8 +8,9 @@
  * the operator set it. Until an underlay is known there is no data path, and `verify` says so.
  *
  * Which overlay carries a peer (`choose`), when the sleeve is there: with a secret, the sleeve,
- * except for peers whose underlay address is in the trusted subnets; without one (and for
- * trusted peers), kernel VXLAN unless its probe failed two rounds in a row (then the sleeve, which the mesh routes
+ * except for peers whose underlay address is in the trusted subnets when this host's is too;
+ * without one (and for trusted peers), kernel VXLAN unless its probe failed two rounds in a row
+ * (then the sleeve, which the mesh routes
  * through other routers when there is no direct connection). The mesh's view alone never moves
  * a peer off kernel VXLAN: while a router restarts, its peers see it gone or reached through
  * others for a moment, and kernel VXLAN, which needs no router, keeps carrying its pods. Kernel
@@ -176,11 +177,19 @@ export class DataPath implements Startable {
     return this.overlays.find((ov) => ov.name === name);
   }
 
-  /** Kernel VXLAN may carry this peer (see the file comment): no secret, or a trusted address. */
+  /**
+   * Kernel VXLAN may carry this peer (see the file comment): no secret, or both ends' underlay
+   * addresses trusted. Both, so the two routers of a link decide alike (with the same
+   * `--trusted-subnets`): a host outside the trusted subnets seals everything it sends, and
+   * its peers, seeing its address, do the same towards it.
+   */
   private fastdpAllowed(p: OverlayPeer): boolean {
     if (!this.o.encrypted) return true;
-    const ip = parseIPv4(p.ip);
-    return ip !== undefined && (this.o.trusted ?? []).some((c) => contains(c, ip));
+    const inside = (a: string | undefined) => {
+      const ip = a === undefined ? undefined : parseIPv4(a);
+      return ip !== undefined && (this.o.trusted ?? []).some((c) => contains(c, ip));
+    };
+    return inside(p.ip) && inside(this.underlay?.ip);
   }
 
   /** The overlay that carries a peer (see the file comment). */

@@ -9,7 +9,7 @@ import { promises as fs } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { ConfigError } from '../common/errors';
-import { formatCidr, parseCidr } from '../common/ip';
+import { contains, formatCidr, parseCidr, parseIPv4 } from '../common/ip';
 import type { Startable } from '../common/lifecycle';
 import { createLogger, type Logger } from '../common/log';
 import { BridgeAddresses } from '../datapath/bridge-addrs';
@@ -178,9 +178,11 @@ export class Router {
         self: self.name,
         mesh,
         overlays: (u) => [
-          // with a secret nothing unencrypted crosses the underlay: kernel VXLAN only for trusted subnets
-          ...(psk && trusted.length === 0 ? [] : [new FastDp({ bridge: o.bridge, underlay: u, podMtu: () => dataPath.podMtu, prober, log: child('fastdp') }, { graceMs: t.peerGraceMs })]),
-          (sleeve = new SleeveOverlay({ ...links, iptables, log: child('sleeve') }, { self: self.name, bridge: o.bridge, encrypted: !!psk, trustedSubnets: o.trustedSubnets, port: o.port })),
+          // with a secret nothing unencrypted crosses the underlay: kernel VXLAN only between hosts inside the trusted subnets, and only from them
+          ...(psk && !trusted.some((c) => contains(c, parseIPv4(u.ip) ?? -1))
+            ? []
+            : [new FastDp({ bridge: o.bridge, underlay: u, podMtu: () => dataPath.podMtu, prober, iptables, log: child('fastdp') }, { graceMs: t.peerGraceMs, acceptFrom: psk ? trusted.map(formatCidr) : undefined })]),
+          (sleeve = new SleeveOverlay({ ...links, iptables, log: child('sleeve') }, { self: self.name, bridge: o.bridge, encrypted: !!psk, trustedSubnets: o.trustedSubnets, localIp: u.ip, port: o.port })),
         ],
         log: child('datapath'),
       },

@@ -132,3 +132,24 @@ test('every router of a plain sandbox starts its ring by consensus among all the
   assert.deepEqual(withConsensus({ kube: false, routerArgs: ['--ipalloc-init', 'observer'], hosts: 5 }), ['--ipalloc-init', 'observer']);
   assert.deepEqual(withConsensus({ kube: true, routerArgs: [], hosts: 3 }), []);
 });
+
+test('upOptions: --password-file and --trusted-subnets become router flags, checked first; errors name the flag', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-sbpw-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const pw = join(dir, 'pw');
+  const empty = join(dir, 'empty');
+  writeFileSync(pw, 'secret\n');
+  writeFileSync(empty, '\n');
+  const base = { weft: exe, plugin: exe };
+  assert.deepEqual(upOptions({ ...base, passwordFile: pw, routerArgs: '--log-level debug' }).routerArgs, ['--log-level', 'debug', '--password-file', pw]);
+  assert.deepEqual(upOptions({ ...base, passwordFile: pw, trustedSubnets: '172.30.0.0/24, 10.0.0.0/8' }).routerArgs, ['--password-file', pw, '--trusted-subnets', '172.30.0.0/24,10.0.0.0/8']);
+  const bad: [Record<string, string>, RegExp][] = [
+    [{ passwordFile: join(dir, 'missing') }, /^--password-file: cannot read .*missing: ENOENT/],
+    [{ passwordFile: empty }, /^--password-file: .*empty/],
+    [{ trustedSubnets: '10.0.0.0/8' }, /^--trusted-subnets: needs --password-file/],
+    [{ passwordFile: pw, trustedSubnets: '10.0.0.0/8,nonsense' }, /^--trusted-subnets: "nonsense" is not a network/],
+    [{ passwordFile: pw, routerArgs: `--password-file=${pw}` }, /^--router-args: --password-file is given as a sandbox option/],
+    [{ passwordFile: pw, trustedSubnets: '10.0.0.0/8', routerArgs: '--trusted-subnets 10.0.0.0/8' }, /^--router-args: --trusted-subnets is given as a sandbox option/],
+  ];
+  for (const [raw, re] of bad) assert.throws(() => upOptions({ ...base, ...raw }), (e: unknown) => e instanceof ConfigError && re.test(e.message), JSON.stringify(raw));
+});
