@@ -3,6 +3,19 @@
  * Equivalent mutants (src/ipam/service.ts), no observable behaviour changes:
  * - 153 `this.freeTimer.unref()` removed, 288 `t.unref()` removed: only whether a timer keeps the process alive.
  * - 283 `clearTimeout(t)` removed: the timer then calls `done` again, whose `off` and `resolve` are no-ops.
+ * - 94 the initial `owned` list: the constructor replaces it (refreshOwned) before anything reads it.
+ * - 119 `if (d)` -> true (step after every Paxos merge): a merge that brought nothing new leaves
+ *   consensus as it was, so the extra step changes nothing and gossips nothing (Consensus.step
+ *   returns undefined when this peer's entry is unchanged); reachability changes step via watch().
+ * - 200 and 221 `p === this.c.self` -> false in the reachability test: Consensus never asks it
+ *   about this peer (its step() and known() count `self` before calling it).
+ * - 240 `exact !== undefined` -> true: without an exact address `ring.ownerOf(undefined)` is
+ *   undefined, so nothing is thrown, as before.
+ * - 253 `exact !== undefined` -> false, and `!(e instanceof NoSpaceError) && exact !== undefined`:
+ *   the allocator throws NoSpaceError only when it searches (no exact address), and only
+ *   NoSpaceError then; with an exact address it throws AddressInUseError. So the clauses decide
+ *   the same either way.
+ * - 265 the `''` for a status without a reason: every status but "ready" carries one.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -523,9 +536,12 @@ test('a router not yet settled steps consensus as soon as the mesh says somethin
   await a.ipam.start();
   assert.equal(a.ipam.ring.initialised(), false);
   assert.deepEqual(a.ipam.status(), { status: 'awaiting consensus', reason: 'waiting to hear from h2:6783, h3:6783' });
+  a.disk.fail = new Error('disk full');
   a.mesh.settledNow = true;
   net.changed();
   assert.deepEqual(owners(a.ipam), { [A]: 16 });
+  await settle();
+  assert.deepEqual(a.find('persisting the ring failed').map((r) => [r.level, r.fields]), [['error', { err: 'disk full' }]]);
 });
 
 test('a ring heard from a peer is persisted once; a failed write is logged, the ring kept', async () => {
@@ -552,9 +568,11 @@ test('a ring conflict is logged once per peer and cause; a malformed ring is an 
   const a = peer(net, A, { mode: 'seed', names: [A, B] }, '10.0.0.0/28');
   const c = peer(net, C, { mode: 'seed', names: [C] }, '10.0.0.0/28');
   c.mesh.syncFrom(a.mesh);
+  assert.equal(c.find('refusing the IPAM ring of a peer').length, 1, 'logged at the first refusal');
+  c.mesh.syncFrom(a.mesh);
   c.mesh.syncFrom(a.mesh);
   const logged = c.find('refusing the IPAM ring of a peer');
-  assert.equal(logged.length, 1);
+  assert.equal(logged.length, 1, 'and not again for the same cause');
   assert.equal(logged[0]!.level, 'error');
   assert.equal(logged[0]!.fields.peer, A);
   assert.match(String(logged[0]!.fields.err), /seeded by different peers/);
