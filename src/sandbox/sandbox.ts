@@ -354,14 +354,16 @@ export class Sandbox extends SandboxCore {
 }
 
 /**
- * The routers' extra arguments: every router of a plain sandbox starts its ring by consensus
- * among all the hosts of `up` (as Weave's documentation has every peer launched with the same
- * `--ipalloc-init consensus=N`). Left to the default (the peers given + 1), host 1 would decide
- * alone at once and two hosts joining through others could decide between them a second ring
- * before hearing of the first: a ring conflict, and addresses handed out twice. Kubernetes mode
- * decides from the Nodes, and an operator's own `--ipalloc-init` wins.
+ * The routers' extra arguments. Hosts that join through host 1 (`seed`) keep the router's
+ * default (the peers given + 1): host 1 owns the range at once and the others ask it for space,
+ * as in the seed documents (the second host's first pod in 10.40.0.0/13). Hosts that join in a
+ * chain start their ring by consensus among all the hosts of `up` (as Weave's documentation has
+ * every peer launched with the same `--ipalloc-init consensus=N`): with the default, host 1
+ * decided alone and two hosts further down the chain could agree on a second ring before
+ * hearing of the first (a ring conflict, addresses handed out twice). Kubernetes mode decides
+ * from the Nodes, and an operator's own `--ipalloc-init` wins.
  */
-export function withConsensus(o: Pick<UpOptions, 'kube' | 'routerArgs' | 'hosts'>): string[] {
-  if (o.kube || o.routerArgs.some((a) => a.split('=')[0] === '--ipalloc-init')) return o.routerArgs;
+export function withConsensus(o: Pick<UpOptions, 'kube' | 'routerArgs' | 'hosts' | 'join'>): string[] {
+  if (o.kube || o.join !== 'chain' || o.routerArgs.some((a) => a.split('=')[0] === '--ipalloc-init')) return o.routerArgs;
   return [...o.routerArgs, '--ipalloc-init', `consensus=${o.hosts}`];
 }

@@ -126,11 +126,12 @@ test('formatMatrix: grid, duplicates, summary', () => {
   assert.match(text, /connectivity: 1\/6 pings ok, 5 FAIL, 1 duplicate address \(same host 1\/2, across hosts 0\/4\) in 12 ms/);
 });
 
-test('every router of a plain sandbox starts its ring by consensus among all the hosts; --kube and an operator\'s --ipalloc-init are left alone', () => {
-  assert.deepEqual(withConsensus({ kube: false, routerArgs: ['--log-level', 'debug'], hosts: 5 }), ['--log-level', 'debug', '--ipalloc-init', 'consensus=5']);
-  assert.deepEqual(withConsensus({ kube: false, routerArgs: ['--ipalloc-init=seed=a'], hosts: 5 }), ['--ipalloc-init=seed=a']);
-  assert.deepEqual(withConsensus({ kube: false, routerArgs: ['--ipalloc-init', 'observer'], hosts: 5 }), ['--ipalloc-init', 'observer']);
-  assert.deepEqual(withConsensus({ kube: true, routerArgs: [], hosts: 3 }), []);
+test('routers of a chained sandbox start their ring by consensus among all the hosts; a seed join, --kube and an operator\'s --ipalloc-init are left alone', () => {
+  assert.deepEqual(withConsensus({ kube: false, join: 'chain', routerArgs: ['--log-level', 'debug'], hosts: 5 }), ['--log-level', 'debug', '--ipalloc-init', 'consensus=5']);
+  assert.deepEqual(withConsensus({ kube: false, join: 'seed', routerArgs: [], hosts: 5 }), [], 'host 1 owns the range and hands it out, as in the seeds');
+  assert.deepEqual(withConsensus({ kube: false, join: 'chain', routerArgs: ['--ipalloc-init=seed=a'], hosts: 5 }), ['--ipalloc-init=seed=a']);
+  assert.deepEqual(withConsensus({ kube: false, join: 'chain', routerArgs: ['--ipalloc-init', 'observer'], hosts: 5 }), ['--ipalloc-init', 'observer']);
+  assert.deepEqual(withConsensus({ kube: true, join: 'chain', routerArgs: [], hosts: 3 }), []);
 });
 
 test('upOptions: --password-file and --trusted-subnets become router flags, checked first; errors name the flag', (t) => {
