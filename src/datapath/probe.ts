@@ -109,13 +109,21 @@ export class Prober {
     });
   }
 
-  /** Answers a VXLAN probe from `from` (a bridge address) with a VXLAN datagram to its host; unknown senders get no answer. */
+  /**
+   * Answers a VXLAN probe from `from` (a bridge address) with a VXLAN datagram to its host. A
+   * sender not known yet (its address not gossiped here yet, as at start-up) gets a plain echo
+   * through the bridge, as a forwarding-table probe does, rather than none: no answer would
+   * move a working peer off kernel VXLAN while the mesh forms.
+   */
   private echoVxlan(msg: Buffer, from: string): void {
     const p = this.c.peer?.(from);
-    if (!p?.bridgeMac || !this.own || !this.c.mac) return;
+    msg[8] = REPLY;
+    if (!p?.bridgeMac || !this.own || !this.c.mac) {
+      this.sock?.send(msg, PROBE_PORT, from);
+      return;
+    }
     const vni = msg.readUIntBE(13, 3);
     const port = msg.readUInt16BE(16);
-    msg[8] = REPLY;
     this.rawSocket().send([vxlanHead(vni, p.bridgeMac, this.c.mac, this.own, from, msg.length + 28), msg], port, p.ip);
   }
 
