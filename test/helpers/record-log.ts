@@ -10,23 +10,31 @@ export interface LogRecord {
   fields: Record<string, unknown>;
 }
 
-export function recordingLogger(): { log: Logger; records: LogRecord[]; find: (msg: string) => LogRecord[] } {
-  const records: LogRecord[] = [];
-  const make = (bindings: Record<string, unknown>): Logger => {
-    const emit = (level: LogRecord['level']) => (fields: Record<string, unknown> | string, msg?: string) => {
-      if (typeof fields === 'string') records.push({ level, msg: fields, fields: { ...bindings } });
-      else records.push({ level, msg: msg ?? '', fields: { ...bindings, ...fields } });
+/** A Logger that keeps its records, for assertions on what the engine logged. */
+export function memoryLogger(lines: { level: Level; fields: Record<string, unknown>; msg: string }[] = []): Logger & { lines: typeof lines } {
+  const make = (bindings: Record<string, unknown>): Logger & { lines: typeof lines } => {
+    const emit = (level: Level) => (fields: Record<string, unknown> | string, msg?: string) => {
+      if (typeof fields === 'string') lines.push({ level, fields: bindings, msg: fields });
+      else lines.push({ level, fields: { ...bindings, ...fields }, msg: msg ?? '' });
     };
     return {
+      level: 'trace',
       trace: emit('trace'),
       debug: emit('debug'),
       info: emit('info'),
       warn: emit('warn'),
       error: emit('error'),
       child: (b) => make({ ...bindings, ...b }),
-      level: 'trace',
       flush: () => undefined,
+      lines,
     };
   };
-  return { log: make({}), records, find: (msg) => records.filter((r) => r.msg === msg) };
+  return make({});
+}
+
+/** `memoryLogger` with a lookup by message. */
+export function recordingLogger(): { log: Logger; records: LogRecord[]; find: (msg: string) => LogRecord[] } {
+  const log = memoryLogger();
+  const records = log.lines as LogRecord[];
+  return { log, records, find: (msg) => records.filter((r) => r.msg === msg) };
 }
