@@ -15,7 +15,6 @@ import { parseNamespace, parseNetworkPolicy, parsePod, type PolicyInput } from '
 import type { Truth, PodKey } from '../../src/policy/matrix';
 import { probeMatrix, specName, type MatrixProtocol, type MatrixSpec, type MatrixTarget } from '../../src/policy/matrix-run';
 import { FAMILY, TABLE } from '../../src/policy/ruleset';
-import type { Logger } from '../../src/common/log';
 
 export { SCTP_PROBE } from './probe-agents';
 export { specName };
