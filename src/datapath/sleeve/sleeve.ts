@@ -160,13 +160,13 @@ export class SleeveOverlay implements Overlay {
       this.health.delete(s.peer);
       await this.relay.detach(s.peer);
     }
-    for (const p of peers) {
-      const s = this.slots.assign(p.name);
-      await this.relay.attach(p.name, s.port);
-    }
-    this.peers = next;
+    for (const p of peers) this.slots.assign(p.name);
+    // rules first: a datagram sent from a peer's socket before its SNAT rule exists starts a
+    // flow that keeps bypassing the rule (see kernel.ts)
     await this.kernel.program(this.slots.all(), [...this.moved]);
     this.moved.clear();
+    for (const p of peers) await this.relay.attach(p.name, this.slots.get(p.name)!.port);
+    this.peers = next;
   }
 
   async probe(peer: OverlayPeer): Promise<boolean> {
@@ -175,7 +175,9 @@ export class SleeveOverlay implements Overlay {
     return ok;
   }
 
+  /** Waits for programming under way: the rules it is changing would look wrong half-way. */
   async verify(): Promise<string | undefined> {
+    await this.queue;
     if (!this.relay.listening) return `sleeve UDP port ${this.relay.o.port} is not open`;
     return this.kernel.verify();
   }
