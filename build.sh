@@ -13,7 +13,7 @@ if [ "${1:-}" = "--deps" ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends \
-    iproute2 iptables nftables iputils-ping util-linux procps time iperf3 python3 ethtool tcpdump \
+    iproute2 iptables nftables iputils-ping util-linux procps time iperf3 python3 ethtool tcpdump conntrack \
     containernetworking-plugins busybox-static containerd runc podman >/dev/null
   npm ci --no-audit --no-fund
 fi

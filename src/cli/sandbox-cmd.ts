@@ -60,6 +60,10 @@ Options:
   --mtu N               underlay MTU, ${MIN_UNDERLAY_MTU}..65535 (default 1500); pods get it less the encapsulation
   --plugin PATH         the weft-net binary (default: weft-net next to weft)
   --router-args "..."   extra arguments for every weft router, e.g. "--log-level debug"
+  --password-file FILE  every router encrypts with the password in FILE (the sleeve carries all
+                        pod traffic between hosts, sealed); checked before anything is made
+  --trusted-subnets CIDR,...
+                        with --password-file: hosts inside skip data-path encryption (kernel VXLAN)
   --prefix NAME         namespace name prefix (default ${DEFAULT_PREFIX}); state in /run/weft-sandbox/NAME
   --wait SECONDS        deadline for the routers to answer and the mesh to form (default ${DEFAULT_DEADLINE_MS / 1000})
   --join seed|chain     hosts join through host 1 (seed, default) or each through the one before (chain)
@@ -81,6 +85,7 @@ Examples:
   weft sandbox up --hosts 2 --pods 4 --mtu 9000
   weft sandbox up --hosts 3 --join chain --underlay discover --no-default-route
   weft sandbox up --hosts 2 --router-args "--log-level debug --no-masq"
+  weft sandbox up --hosts 3 --password-file /etc/weft/password
   weft sandbox up --plugin ./dist/weft-net --prefix demo
   weft sandbox up --kube --hosts 3 --manifests examples/policy
 `;
@@ -173,6 +178,8 @@ async function up(argv: string[], io: CliIo): Promise<number> {
     'no-default-route': { type: 'boolean' },
     kube: { type: 'boolean' },
     manifests: { type: 'string' },
+    'password-file': { type: 'string' },
+    'trusted-subnets': { type: 'string' },
   });
   if (v.help) {
     io.out(UP_HELP);
@@ -195,6 +202,8 @@ async function up(argv: string[], io: CliIo): Promise<number> {
     defaultRoute: !v['no-default-route'],
     kube: !!v.kube,
     manifests: s('manifests'),
+    passwordFile: s('password-file'),
+    trustedSubnets: s('trusted-subnets'),
   });
   const prefix = checkPrefix(s('prefix') ?? DEFAULT_PREFIX);
   if (!needRoot(io)) return 1;

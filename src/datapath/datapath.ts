@@ -8,8 +8,9 @@
  * the operator set it. Until an underlay is known there is no data path, and `verify` says so.
  *
  * Which overlay carries a peer (`choose`), when the sleeve is there: with a secret, the sleeve,
- * except for peers whose underlay address is in the trusted subnets; without one (and for
- * trusted peers), kernel VXLAN unless its probe failed (then the sleeve, which the mesh routes
+ * except for peers whose underlay address is in the trusted subnets when this host's is too;
+ * without one (and for trusted peers), kernel VXLAN unless its probe failed two rounds in a row
+ * (then the sleeve, which the mesh routes
  * through other routers when there is no direct connection). The mesh's view alone never moves
  * a peer off kernel VXLAN: while a router restarts, its peers see it gone or reached through
  * others for a moment, and kernel VXLAN, which needs no router, keeps carrying its pods. Kernel
@@ -23,6 +24,9 @@ import type { Logger } from '../common/log';
 import { contains, parseIPv4, type Cidr } from '../common/ip';
 import type { PeerView } from '../mesh/topology';
 import type { Overlay, OverlayPeer, OverlayPeerStatus, Underlay } from './overlay';
+
+/** Probe rounds (each of two tries) that must fail in a row before a path counts as broken. */
+export const FAILED_ROUNDS = 2;
 
 /** Before the underlay is known: Ethernet's 1500 less VXLAN. */
 const PROVISIONAL_MTU = 1450;
@@ -58,6 +62,8 @@ export class DataPath implements Startable {
   private underlay: Underlay | undefined;
   private readonly status = new Map<string, OverlayPeerStatus>();
   private readonly health = new Map<string, boolean>();
+  /** Failed probe rounds in a row, per overlay and peer. */
+  private readonly fails = new Map<string, number>();
   private programming: Promise<void> | undefined;
   private again = false;
   private stopped = false;
@@ -171,11 +177,19 @@ export class DataPath implements Startable {
     return this.overlays.find((ov) => ov.name === name);
   }
 
-  /** Kernel VXLAN may carry this peer (see the file comment): no secret, or a trusted address. */
+  /**
+   * Kernel VXLAN may carry this peer (see the file comment): no secret, or both ends' underlay
+   * addresses trusted. Both, so the two routers of a link decide alike (with the same
+   * `--trusted-subnets`): a host outside the trusted subnets seals everything it sends, and
+   * its peers, seeing its address, do the same towards it.
+   */
   private fastdpAllowed(p: OverlayPeer): boolean {
     if (!this.o.encrypted) return true;
-    const ip = parseIPv4(p.ip);
-    return ip !== undefined && (this.o.trusted ?? []).some((c) => contains(c, ip));
+    const inside = (a: string | undefined) => {
+      const ip = a === undefined ? undefined : parseIPv4(a);
+      return ip !== undefined && (this.o.trusted ?? []).some((c) => contains(c, ip));
+    };
+    return inside(p.ip) && inside(this.underlay?.ip);
   }
 
   /** The overlay that carries a peer (see the file comment). */
@@ -202,16 +216,33 @@ export class DataPath implements Startable {
 
   private async probeAll(): Promise<void> {
     if (this.overlays.length === 0) return;
-    const carried = this.peers().filter((p) => p.reachable && p.gateway);
+    const all = this.peers();
+    const carried = all.filter((p) => p.reachable && p.gateway);
     let changed = false;
+    // a peer whose router is unreachable answers no probe (and the sleeve could not carry it
+    // either): what was learnt of its paths is forgotten, so kernel VXLAN, which needs no
+    // router, keeps carrying it, and it is judged afresh once its router is back
+    for (const p of all) {
+      if (p.reachable) continue;
+      for (const ov of this.overlays) {
+        const key = `${ov.name}/${p.name}`;
+        if (this.health.delete(key)) changed = true;
+        this.fails.delete(key);
+      }
+    }
     const check = async (ov: Overlay, p: OverlayPeer) => {
       const ok = await ov.probe(p);
       const key = `${ov.name}/${p.name}`;
-      if (this.health.get(key) !== ok) {
-        this.c.log.info({ peer: p.name, nickname: p.nickname, overlay: ov.name, ok }, 'data path to peer');
+      const fails = ok ? 0 : (this.fails.get(key) ?? 0) + 1;
+      this.fails.set(key, fails);
+      // one lost round (a loaded host, a router restarting) moves nothing
+      const healthy = ok ? true : fails >= FAILED_ROUNDS ? false : this.health.get(key);
+      if (healthy === undefined) return;
+      if (this.health.get(key) !== healthy) {
+        this.c.log.info({ peer: p.name, nickname: p.nickname, overlay: ov.name, ok: healthy }, 'data path to peer');
         changed = true;
       }
-      this.health.set(key, ok);
+      this.health.set(key, healthy);
     };
     const fast = this.overlay('fastdp');
     await Promise.all(

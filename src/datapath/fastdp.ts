@@ -6,10 +6,17 @@
  * established traffic: the device and its entries outlive the router, and a starting router
  * only adds what is missing (the grace rules are in fdb.ts). Remote pod MACs are learnt by the
  * device itself from incoming traffic (learning is on).
+ *
+ * With a secret and trusted subnets, kernel VXLAN carries only trusted peers, and its port then
+ * accepts only them: a filter chain on INPUT (`WEFT-VXLAN-IN`) returns datagrams to UDP 6784
+ * from the trusted subnets and drops the rest, so nobody outside can inject plain frames onto
+ * the bridge. It stays while the router is down (as the device does); a router started
+ * without trusted subnets removes it.
  */
 import { EntryNotFoundError, LinkNotFoundError } from '../common/errors';
 import type { Logger } from '../common/log';
 import { vxlanSys, type VxlanSys } from '../sys/vxlan';
+import type { ChainSpec, Iptables } from '../sys/iptables';
 import { newFdbMemory, planFdb, type FdbMemory } from './fdb';
 import type { Overlay, OverlayPeer, Underlay } from './overlay';
 
@@ -18,6 +25,8 @@ export const VXLAN_VNI = 6784;
 export const VXLAN_DEV = 'vxlan-6784';
 /** VXLAN over IPv4: outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8. */
 export const VXLAN_OVERHEAD = 50;
+/** The filter chain that limits UDP 6784 to the trusted subnets (see the file comment). */
+export const VXLAN_FILTER_CHAIN = 'WEFT-VXLAN-IN';
 
 /** Destinations another overlay may put in the same table (link-local next hops of the routers' own path). */
 const isLinkLocal = (ip: string) => ip.startsWith('169.254.');
@@ -28,9 +37,9 @@ export interface FastDpComponents {
   /** The pod MTU the device is set to. */
   podMtu: () => number;
   /**
-   * Probes a peer's bridge address with datagrams of the pod MTU: through the forwarding table
-   * (`probe`), or, for a peer another overlay carries now, with a VXLAN datagram built by the
-   * router (`probeVxlan`, see probe.ts).
+   * Probes a peer's bridge address with datagrams of the pod MTU: with a VXLAN datagram built
+   * by the router (`probeVxlan`, see probe.ts), or, without it, through the forwarding table
+   * (`probe`).
    */
   prober: {
     probe(peerBridgeIp: string, mtu: number): Promise<boolean>;
@@ -38,11 +47,15 @@ export interface FastDpComponents {
   };
   log: Logger;
   sys?: VxlanSys;
+  /** This host's iptables: the UDP 6784 filter of `acceptFrom` is made (or a stale one removed) with it. */
+  iptables?: Pick<Iptables, 'apply' | 'missingJumps' | 'rules' | 'remove'>;
 }
 
 export interface FastDpInit {
   /** How long entries of an unreachable or unaccounted-for peer are kept (default 60 s). */
   graceMs: number;
+  /** Networks (canonical CIDR) UDP 6784 accepts datagrams from; undefined accepts all (no filter). Needs `iptables`. */
+  acceptFrom?: readonly string[];
 }
 
 export class FastDp implements Overlay {
@@ -51,8 +64,6 @@ export class FastDp implements Overlay {
   readonly encrypted = false;
   private readonly sys: VxlanSys;
   private mem: FdbMemory | undefined;
-  /** The peers of the last `program`: the forwarding table leads to them. */
-  private carried = new Set<string>();
 
   constructor(
     private readonly c: FastDpComponents,
@@ -88,6 +99,16 @@ export class FastDp implements Overlay {
       this.c.log.info({ dev: VXLAN_DEV, local: u.ip, underlay: u.iface }, 'VXLAN device created');
     }
     await this.sys.attach(VXLAN_DEV, this.c.podMtu(), this.c.bridge);
+    const ipt = this.c.iptables;
+    if (ipt && this.o.acceptFrom) await ipt.apply([this.filter()]);
+    else if (ipt) await ipt.remove([this.filter()]);
+  }
+
+  /** The chain limiting UDP 6784 to `acceptFrom`. */
+  private filter(): ChainSpec {
+    const dport = `-p udp -m udp --dport ${VXLAN_PORT}`;
+    const rules = (this.o.acceptFrom ?? []).map((c) => `${c.endsWith('/0') ? '' : `-s ${c} `}${dport} -j RETURN`);
+    return { table: 'filter', chain: VXLAN_FILTER_CHAIN, from: 'INPUT', rules: [...rules, `${dport} -j DROP`] };
   }
 
   async verify(): Promise<string | undefined> {
@@ -95,6 +116,13 @@ export class FastDp implements Overlay {
     if (!l) return `VXLAN device ${VXLAN_DEV} is missing`;
     if (!l.flags.includes('UP')) return `VXLAN device ${VXLAN_DEV} is down`;
     if (l.master !== this.c.bridge) return `VXLAN device ${VXLAN_DEV} is not on bridge ${this.c.bridge}`;
+    const ipt = this.c.iptables;
+    if (ipt && this.o.acceptFrom) {
+      const f = this.filter();
+      if ((await ipt.missingJumps([f])).length) return `UDP ${VXLAN_PORT} filter chain ${VXLAN_FILTER_CHAIN} is not hooked into INPUT`;
+      const have = (await ipt.rules('filter', f.chain)).map((l) => l.slice(`-A ${f.chain} `.length).trim());
+      if (have.join('\n') !== f.rules.join('\n')) return `UDP ${VXLAN_PORT} filter chain ${VXLAN_FILTER_CHAIN} does not hold the trusted subnets' rules`;
+    }
     return undefined;
   }
 
@@ -103,7 +131,6 @@ export class FastDp implements Overlay {
     this.mem ??= newFdbMemory(now);
     const have = await this.sys.listFdb(VXLAN_DEV);
     const plan = planFdb(VXLAN_DEV, have, peers, this.mem, now, this.o.graceMs, (dst) => !isLinkLocal(dst));
-    this.carried = new Set(peers.map((p) => p.name));
     try {
       await this.sys.applyFdb(plan.lines);
     } catch (e) {
@@ -115,9 +142,15 @@ export class FastDp implements Overlay {
     if (plan.lines.length) this.c.log.debug({ added: plan.added, removed: plan.removed }, 'VXLAN forwarding entries programmed');
   }
 
+  /**
+   * Always the router-built VXLAN datagram when there is one, even while this overlay carries
+   * the peer: a probe through the forwarding table leaves by whichever bridge port the peer's
+   * MAC was learnt on, which after a move from the sleeve is the sleeve's device, so it passed
+   * with UDP 6784 blocked and the peer flapped between the two paths every probe (TCP stalled).
+   */
   async probe(peer: OverlayPeer): Promise<boolean> {
     if (!peer.gateway) return false;
-    if (this.carried.has(peer.name) || !this.c.prober.probeVxlan) return this.c.prober.probe(peer.gateway, this.c.podMtu());
+    if (!this.c.prober.probeVxlan || !peer.bridgeMac) return this.c.prober.probe(peer.gateway, this.c.podMtu());
     return this.c.prober.probeVxlan(peer, VXLAN_VNI, VXLAN_PORT, this.c.podMtu());
   }
 }

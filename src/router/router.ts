@@ -9,7 +9,7 @@ import { promises as fs } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { ConfigError } from '../common/errors';
-import { formatCidr, parseCidr } from '../common/ip';
+import { contains, formatCidr, parseCidr, parseIPv4 } from '../common/ip';
 import type { Startable } from '../common/lifecycle';
 import { createLogger, type Logger } from '../common/log';
 import { BridgeAddresses } from '../datapath/bridge-addrs';
@@ -161,7 +161,14 @@ export class Router {
       { log: child('underlay'), peers: () => [...new Set([...o.peers, ...mesh.targetList().filter((t) => t.explicit).map((t) => t.addr)])] },
       { advertiseAddr: o.advertiseAddr, iface: o.iface, ifaceCanReach: o.ifaceCanReach, ownDevices: ownDevice(o.bridge), retryMs: t.underlayRetryMs },
     );
-    const prober = new Prober({ log: child('probe'), mac: derivedMac(`${self.name}/probe`) });
+    const prober = new Prober({
+      log: child('probe'),
+      mac: derivedMac(`${self.name}/probe`),
+      peer: (gw) => {
+        const p = mesh.peers().find((x) => x.meta.gateway === gw && x.name !== self.name);
+        return p?.meta.underlay ? { ip: p.meta.underlay, bridgeMac: p.meta.bridgeMac } : undefined;
+      },
+    });
     const iptables = new Iptables(await detectBackend());
     // the sleeve: the routers' own path, sealed with a secret, relayed where there is no direct connection
     const links = peerLinks(mesh, 'sleeve');
@@ -171,9 +178,11 @@ export class Router {
         self: self.name,
         mesh,
         overlays: (u) => [
-          // with a secret nothing unencrypted crosses the underlay: kernel VXLAN only for trusted subnets
-          ...(psk && trusted.length === 0 ? [] : [new FastDp({ bridge: o.bridge, underlay: u, podMtu: () => dataPath.podMtu, prober, log: child('fastdp') }, { graceMs: t.peerGraceMs })]),
-          (sleeve = new SleeveOverlay({ ...links, iptables, log: child('sleeve') }, { self: self.name, bridge: o.bridge, encrypted: !!psk, trustedSubnets: o.trustedSubnets, port: o.port })),
+          // with a secret nothing unencrypted crosses the underlay: kernel VXLAN only between hosts inside the trusted subnets, and only from them
+          ...(psk && !trusted.some((c) => contains(c, parseIPv4(u.ip) ?? -1))
+            ? []
+            : [new FastDp({ bridge: o.bridge, underlay: u, podMtu: () => dataPath.podMtu, prober, iptables, log: child('fastdp') }, { graceMs: t.peerGraceMs, acceptFrom: psk ? trusted.map(formatCidr) : undefined })]),
+          (sleeve = new SleeveOverlay({ ...links, iptables, log: child('sleeve') }, { self: self.name, bridge: o.bridge, encrypted: !!psk, trustedSubnets: o.trustedSubnets, localIp: u.ip, port: o.port })),
         ],
         log: child('datapath'),
       },

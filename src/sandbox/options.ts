@@ -3,6 +3,8 @@ import { defaultPlugin, defaultWeftBinary } from '../common/binaries';
 import { accessSync, constants, existsSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ConfigError } from '../common/errors';
+import { parseCidr } from '../common/ip';
+import { readPassword } from '../router/options';
 
 export const DEFAULT_PREFIX = 'wsb';
 export const SANDBOX_ROOT = '/run/weft-sandbox';
@@ -132,6 +134,30 @@ export interface RawUpOptions {
   defaultRoute?: boolean;
   kube?: boolean;
   manifests?: string;
+  /** `--password-file`: every router runs encrypted with it (read here first, so a bad file fails before anything is made). */
+  passwordFile?: string;
+  /** `--trusted-subnets`, with a password: comma-separated networks whose hosts skip data-path encryption. */
+  trustedSubnets?: string;
+}
+
+/** Router flags for `--password-file` and `--trusted-subnets`, validated (errors name the sandbox's flag). */
+function secretArgs(raw: RawUpOptions, routerArgs: readonly string[]): string[] {
+  const out: string[] = [];
+  for (const [flag, given] of [['--password-file', raw.passwordFile], ['--trusted-subnets', raw.trustedSubnets]] as const) {
+    if (given !== undefined && routerArgs.some((a) => a.split('=')[0] === flag)) throw new ConfigError('--router-args', `${flag} is given as a sandbox option; leave it out of --router-args`);
+  }
+  if (raw.passwordFile !== undefined) {
+    const file = resolve(raw.passwordFile);
+    readPassword(file, '--password-file', {});
+    out.push('--password-file', file);
+  }
+  if (raw.trustedSubnets !== undefined) {
+    if (raw.passwordFile === undefined) throw new ConfigError('--trusted-subnets', 'needs --password-file (without a password nothing is encrypted)');
+    const nets = raw.trustedSubnets.split(',').map((x) => x.trim());
+    for (const n of nets) if (!parseCidr(n)) throw new ConfigError('--trusted-subnets', `"${n}" is not a network in CIDR notation (e.g. 172.30.0.0/24)`);
+    out.push('--trusted-subnets', nets.join(','));
+  }
+  return out;
 }
 
 /** Validates `up` options; every error names the flag. */
@@ -141,7 +167,8 @@ export function upOptions(raw: RawUpOptions): UpOptions {
   const mtu = intIn('--mtu', raw.mtu, 1500, MIN_UNDERLAY_MTU, MAX_UNDERLAY_MTU);
   const weft = executable('--weft', resolve(raw.weft ?? defaultWeftBinary()), ' (build it with ./build.sh)');
   const plugin = executable('--plugin', resolve(raw.plugin ?? defaultPlugin(weft)), raw.plugin ? '' : ' (build it with ./build.sh, or pass --plugin PATH)');
-  const routerArgs = Array.isArray(raw.routerArgs) ? raw.routerArgs : splitArgs(raw.routerArgs ?? '');
+  const given = Array.isArray(raw.routerArgs) ? raw.routerArgs : splitArgs(raw.routerArgs ?? '');
+  const routerArgs = [...given, ...secretArgs(raw, given)];
   for (const a of routerArgs) {
     const flag = a.split('=')[0]!;
     if (OWN_ROUTER_FLAGS.includes(flag)) throw new ConfigError('--router-args', `${flag} is set by the sandbox for each host; leave it out`);

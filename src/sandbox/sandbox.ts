@@ -86,7 +86,7 @@ export class Sandbox extends SandboxCore {
       mtu: o.mtu,
       weft: o.weft,
       plugin: o.plugin,
-      routerArgs: o.routerArgs,
+      routerArgs: withConsensus(o),
       underlay: { netns: this.underlayNetns, bridge: UNDERLAY_BRIDGE, subnet: `172.30.0.0/${UNDERLAY_PREFIXLEN}`, discover: o.underlay === 'discover', defaultRoute: o.defaultRoute },
       hosts: [],
       pods: [],
@@ -351,4 +351,19 @@ export class Sandbox extends SandboxCore {
     this.forget();
     return r;
   }
+}
+
+/**
+ * The routers' extra arguments. Hosts that join through host 1 (`seed`) keep the router's
+ * default (the peers given + 1): host 1 owns the range at once and the others ask it for space,
+ * as in the seed documents (the second host's first pod in 10.40.0.0/13). Hosts that join in a
+ * chain start their ring by consensus among all the hosts of `up` (as Weave's documentation has
+ * every peer launched with the same `--ipalloc-init consensus=N`): with the default, host 1
+ * decided alone and two hosts further down the chain could agree on a second ring before
+ * hearing of the first (a ring conflict, addresses handed out twice). Kubernetes mode decides
+ * from the Nodes, and an operator's own `--ipalloc-init` wins.
+ */
+export function withConsensus(o: Pick<UpOptions, 'kube' | 'routerArgs' | 'hosts' | 'join'>): string[] {
+  if (o.kube || o.join !== 'chain' || o.routerArgs.some((a) => a.split('=')[0] === '--ipalloc-init')) return o.routerArgs;
+  return [...o.routerArgs, '--ipalloc-init', `consensus=${o.hosts}`];
 }

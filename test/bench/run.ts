@@ -31,7 +31,8 @@
  *               BENCH_POLICY_REPS, BENCH_POLICY_SECONDS, BENCH_POLICY_PODS, BENCH_POLICY_COUNT,
  *               BENCH_POLICY_PARTS)
  *   sleeve      the routers' own data path: encrypted vs plain vs kernel VXLAN, direct vs through
- *               one intermediate host; AEAD choice (test/bench/sleeve.ts; BENCH_SLEEVE_REPS, BENCH_SLEEVE_SECONDS)
+ *               one intermediate host; the minimal relay as reference; AEAD choice (test/bench/sleeve.ts;
+ *               BENCH_SLEEVE_REPS, BENCH_SLEEVE_SECONDS, BENCH_SLEEVE_PATHS=key,... to pick paths)
  * BENCH_ONLY=latency|cri|throughput|converge|policy|sleeve (or a comma list) runs only those; default all. The
  * sandbox parts first wait for a quiet machine: BENCH_MAX_LOAD (1.0, 1-minute load average),
  * BENCH_LOAD_WAIT_S (600).

@@ -11,12 +11,15 @@
  *   *-via3        the same, routed 1 -> 3 -> 2 (host 3 relays; nothing blocked)
  *   enc-std, plain-std  the sleeve with pods at the underlay MTU - 50: the per-datagram cost (plain-std
  *                 is the fallback for a peer whose VXLAN probe fails, without a secret)
+ *   bare-enc, bare-plain  the sleeve's kernel half with issue 8's minimal relay in place of weft's
+ *                 (sleeve-host.ts `bare`), pods at MTU 65000: the reference for the relay's own cost
  * Rounds repeat and rotate the order; the sleeve switches between encrypted and plain by
  * restarting the overlays. Also an in-process AEAD comparison (the reason for AES-256-GCM).
  * Nothing is asserted; everything is removed in `finally`.
  *
  * Env: BENCH_SLEEVE_REPS (3), BENCH_SLEEVE_SECONDS (5), BENCH_SLEEVE_UNDERLAY_MTU (1500; 9000 for jumbo
- * frames: fewer fragments per datagram).
+ * frames: fewer fragments per datagram), BENCH_SLEEVE_PATHS (keys above, comma-separated; default all),
+ * BENCH_SLEEVE_ROUTERS=0 / BENCH_SLEEVE_FIXTURE=0 (skip the real routers, sleeve-routers.ts, run first / the fixture).
  */
 import { createCipheriv, randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
@@ -25,15 +28,17 @@ import { SleeveFixture, UNDERLAY_NET, podIp } from '../helpers/sleeve-fixture';
 import { type BenchContext, type Row, row, shown, waitQuiet, loadNow } from './common';
 import { median, round } from './stats';
 import { iperf, intEnv, type IperfResult } from './throughput';
+import { sleeveRouterRows } from './sleeve-routers';
 
 const BIG = 0; // fixture pod index, MTU 65000
 const STD = 1; // MTU underlay - 50 (1450)
-type Key = 'vxlan-std' | 'vxlan-65000' | 'enc' | 'enc-via3' | 'enc-std' | 'plain' | 'plain-via3' | 'plain-std';
+type Key = 'vxlan-std' | 'vxlan-65000' | 'enc' | 'enc-via3' | 'enc-std' | 'plain' | 'plain-via3' | 'plain-std' | 'bare-enc' | 'bare-plain';
+type Mode = 'kernel' | 'enc' | 'plain' | 'bare-enc' | 'bare-plain';
 const KVX_NET = '10.33';
 
 interface Path {
   key: Key;
-  mode: 'kernel' | 'enc' | 'plain';
+  mode: Mode;
   via3: boolean;
   serverNs: string;
   clientNs: string;
@@ -104,6 +109,8 @@ export async function sleeveBench(ctx: BenchContext): Promise<Row[]> {
   const seconds = intEnv('BENCH_SLEEVE_SECONDS', 5, 1);
   const underlayMtu = intEnv('BENCH_SLEEVE_UNDERLAY_MTU', 1500, 1280);
   const rows: Row[] = aeadRows(ctx);
+  if (process.env.BENCH_SLEEVE_ROUTERS !== '0') rows.push(...(await sleeveRouterRows(ctx, reps, seconds)));
+  if (process.env.BENCH_SLEEVE_FIXTURE === '0') return rows;
   const made: Netns[] = [];
   const f = await SleeveFixture.up({ hosts: 3, prefix: `wbs${randomBytes(2).toString('hex')}`, encrypted: true, pods: [{ mtu: 65000 }, { mtu: underlayMtu - 50 }], underlayMtu });
   try {
@@ -120,10 +127,20 @@ export async function sleeveBench(ctx: BenchContext): Promise<Row[]> {
       { key: 'plain', mode: 'plain', via3: false, serverNs: pod(2, BIG), clientNs: pod(1, BIG), addr: podIp(2, BIG) },
       { key: 'plain-via3', mode: 'plain', via3: true, serverNs: pod(2, BIG), clientNs: pod(1, BIG), addr: podIp(2, BIG) },
       { key: 'plain-std', mode: 'plain', via3: false, serverNs: pod(2, STD), clientNs: pod(1, STD), addr: podIp(2, STD) },
+      { key: 'bare-enc', mode: 'bare-enc', via3: false, serverNs: pod(2, BIG), clientNs: pod(1, BIG), addr: podIp(2, BIG) },
+      { key: 'bare-plain', mode: 'bare-plain', via3: false, serverNs: pod(2, BIG), clientNs: pod(1, BIG), addr: podIp(2, BIG) },
     ];
+    const only = (process.env.BENCH_SLEEVE_PATHS ?? '').split(',').filter(Boolean);
+    if (only.length) paths.splice(0, paths.length, ...paths.filter((p) => only.includes(p.key)));
     const samples = Object.fromEntries(paths.map((p) => [p.key, [] as IperfResult[]])) as Record<Key, IperfResult[]>;
-    let encrypted = true;
+    let current: Mode = 'enc';
     let via3 = false;
+    const setMode = async (m: Mode) => {
+      if (m === 'kernel' || m === current) return;
+      if (m === 'enc' || m === 'plain') await f.setEncrypted(m === 'enc');
+      else for (const h of f.hosts) await f.call(h.index, 'bare', { encrypted: m === 'bare-enc' });
+      current = m;
+    };
     const setVia3 = async (on: boolean) => {
       if (on === via3) return;
       await f.routes(1, { 2: on ? 3 : 2 });
@@ -131,13 +148,10 @@ export async function sleeveBench(ctx: BenchContext): Promise<Row[]> {
       via3 = on;
     };
     ctx.notes.push(await waitQuiet(ctx, 'sleeve'));
-    const groups: Path['mode'][] = ['kernel', 'enc', 'plain'];
+    const groups: Mode[] = ['kernel', 'enc', 'plain', 'bare-enc', 'bare-plain'];
     for (let i = 0; i < reps; i++) {
-      for (const mode of [...groups.slice(i % 3), ...groups.slice(0, i % 3)]) {
-        if (mode !== 'kernel' && (mode === 'enc') !== encrypted) {
-          await f.setEncrypted(mode === 'enc');
-          encrypted = mode === 'enc';
-        }
+      for (const mode of [...groups.slice(i % groups.length), ...groups.slice(0, i % groups.length)]) {
+        await setMode(mode);
         for (const p of paths.filter((x) => x.mode === mode)) {
           ctx.signal.throwIfAborted();
           await setVia3(p.via3);
@@ -151,11 +165,15 @@ export async function sleeveBench(ctx: BenchContext): Promise<Row[]> {
       }
     }
     await setVia3(false);
-    const g = (k: Key) => samples[k].filter((r) => r.gbps !== undefined).map((r) => r.gbps!);
-    const cmd = (k: Key) => samples[k][0]?.cmd ?? '(none)';
-    const vs = (a: Key, b: Key, title: string) => rows.push(row(`TCP throughput median (Gbit/s), ${title}`, 'Gbit/s', g(a), g(b), median, `${cmd(a)}  vs  ${cmd(b)}`));
+    await setMode('enc');
+    const g = (k: Key) => (samples[k] ?? []).filter((r) => r.gbps !== undefined).map((r) => r.gbps!);
+    const cmd = (k: Key) => samples[k]?.[0]?.cmd ?? '(none)';
+    const vs = (a: Key, b: Key, title: string) => g(a).length && g(b).length && rows.push(row(`TCP throughput median (Gbit/s), ${title}`, 'Gbit/s', g(a), g(b), median, `${cmd(a)}  vs  ${cmd(b)}`));
     const std = underlayMtu - 50;
     vs('enc', 'vxlan-std', `sleeve encrypted (pod MTU 65000) vs kernel VXLAN (pod MTU ${std}, as fastdp)`);
+    vs('enc', 'bare-enc', 'sleeve encrypted vs the minimal relay encrypted (same kernel half), pod MTU 65000');
+    vs('plain', 'bare-plain', 'sleeve plain vs the minimal relay plain (same kernel half), pod MTU 65000');
+    vs('bare-enc', 'vxlan-std', `the minimal relay encrypted vs kernel VXLAN (pod MTU ${underlayMtu - 50})`);
     vs('enc', 'plain', 'sleeve encrypted vs sleeve plain, pod MTU 65000');
     vs('enc-via3', 'enc', 'sleeve encrypted through one intermediate host vs direct');
     vs('plain-via3', 'plain', 'sleeve plain through one intermediate host vs direct');

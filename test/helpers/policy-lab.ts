@@ -15,33 +15,13 @@ import { parseNamespace, parseNetworkPolicy, parsePod, type PolicyInput } from '
 import type { Truth, PodKey } from '../../src/policy/matrix';
 import { probeMatrix, specName, type MatrixProtocol, type MatrixSpec, type MatrixTarget } from '../../src/policy/matrix-run';
 import { FAMILY, TABLE } from '../../src/policy/ruleset';
-import type { Level, Logger } from '../../src/common/log';
 
 export { SCTP_PROBE } from './probe-agents';
 export { specName };
 export const SUBNET = '10.77.0';
 
-/** A Logger that keeps its records, for assertions on what the engine logged. */
-export function memoryLogger(lines: { level: Level; fields: Record<string, unknown>; msg: string }[] = []): Logger & { lines: typeof lines } {
-  const make = (bindings: Record<string, unknown>): Logger & { lines: typeof lines } => {
-    const emit = (level: Level) => (fields: Record<string, unknown> | string, msg?: string) => {
-      if (typeof fields === 'string') lines.push({ level, fields: bindings, msg: fields });
-      else lines.push({ level, fields: { ...bindings, ...fields }, msg: msg ?? '' });
-    };
-    return {
-      level: 'trace',
-      trace: emit('trace'),
-      debug: emit('debug'),
-      info: emit('info'),
-      warn: emit('warn'),
-      error: emit('error'),
-      child: (b) => make({ ...bindings, ...b }),
-      flush: () => undefined,
-      lines,
-    };
-  };
-  return make({});
-}
+import { memoryLogger } from './record-log';
+export { memoryLogger };
 
 export interface LabHost {
   index: number;

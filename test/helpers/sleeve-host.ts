@@ -4,9 +4,16 @@
  * SleeveOverlay from JSON lines on stdin, one answer line per request on stdout.
  *
  * Requests: {id, op, ...}; ops: start, restart (new options, same peers), program, routes,
- * keys, probe, counters, verify, repair, status, stop, teardown. The routes and keys stand in for the mesh: the test sets them.
+ * keys, probe, counters, verify, repair, status, stop, teardown, bare. The routes and keys stand in for the mesh: the test sets them.
+ *
+ * `bare` (the bench's reference): closes the overlay's sockets, keeps its kernel half, and
+ * relays in its place with the minimal relay of issue 8's experiment (a socket per peer on the
+ * slot's port, one on the sleeve port, a counter before the datagram, AES-256-GCM or nothing):
+ * what the design costs without weft's relay code. `restart` returns to the overlay.
  */
 import { createInterface } from 'node:readline';
+import { createSocket, type Socket } from 'node:dgram';
+import { createCipheriv, createDecipheriv } from 'node:crypto';
 import { SleeveOverlay, type SleeveOptions } from '../../src/datapath/sleeve/sleeve';
 import { DataKeys } from '../../src/crypto/aead';
 import { Iptables, detectBackend } from '../../src/sys/iptables';
@@ -37,7 +44,10 @@ async function handle(r: Req): Promise<unknown> {
       iptables = new Iptables(await detectBackend());
       return make(r.options as SleeveOptions);
     }
+    case 'bare':
+      return bare(r.encrypted as boolean);
     case 'restart': {
+      closeBare();
       await overlay!.stop();
       await overlay!.teardown();
       const mtu = await make(r.options as SleeveOptions);
@@ -79,6 +89,52 @@ async function handle(r: Req): Promise<unknown> {
     default:
       throw new Error(`unknown op ${r.op}`);
   }
+}
+
+let bareSockets: Socket[] = [];
+
+function closeBare(): void {
+  for (const s of bareSockets) s.close();
+  bareSockets = [];
+}
+
+/** The minimal relay (see the file comment), direct paths only. */
+async function bare(encrypted: boolean): Promise<null> {
+  closeBare();
+  await overlay!.stop();
+  const bind = (s: Socket, port: number, addr: string) => new Promise<void>((r) => s.bind(port, addr, () => r()));
+  const udp = () => createSocket({ type: 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
+  const wire = udp();
+  await bind(wire, 6783, '0.0.0.0');
+  bareSockets.push(wire);
+  const byIp = new Map<string, { local: Socket; rx: Buffer }>();
+  for (const p of lastPeers) {
+    const ip = endpoints.get(p.name)!;
+    const k = keys.get(p.name)!;
+    const local = udp();
+    let n = 0;
+    local.on('message', (m) => {
+      const iv = Buffer.alloc(12);
+      iv.writeUInt32BE(++n, 8);
+      if (!encrypted) return wire.send([iv, m], 6783, ip);
+      const c = createCipheriv('aes-256-gcm', k.tx, iv);
+      wire.send([iv, c.update(m), c.final(), c.getAuthTag()], 6783, ip);
+    });
+    await bind(local, overlay!.slotOf(p.name)!.port, '127.0.0.1');
+    bareSockets.push(local);
+    byIp.set(ip, { local, rx: k.rx });
+  }
+  wire.on('message', (d, r) => {
+    const peer = byIp.get(r.address);
+    if (!peer) return;
+    if (!encrypted) return peer.local.send(d.subarray(12), 6786, '127.0.0.1');
+    const c = createDecipheriv('aes-256-gcm', peer.rx, d.subarray(0, 12));
+    c.setAuthTag(d.subarray(d.length - 16));
+    const pt = c.update(d.subarray(12, d.length - 16));
+    c.final();
+    peer.local.send(pt, 6786, '127.0.0.1');
+  });
+  return null;
 }
 
 async function make(options: SleeveOptions): Promise<{ mtu: number }> {

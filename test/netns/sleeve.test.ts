@@ -18,7 +18,7 @@ import { Capture, type Ipv4Packet } from '../helpers/pcap';
 import { tcpStream } from '../helpers/stream';
 import { SLEEVE_PORT } from '../../src/datapath/sleeve/sleeve';
 
-const skip = needs({ root: true, tools: ['ip', 'tcpdump', 'ethtool', 'nft', 'iperf3', 'nsenter', 'bridge'] });
+const skip = needs({ root: true, tools: ['ip', 'tcpdump', 'ethtool', 'nft', 'iperf3', 'nsenter', 'bridge', 'conntrack'] });
 
 /** 16 bytes that ping repeats through its payload. */
 const PATTERN = 'deadbeefcafef00d5eed1e55c0ffee42';
@@ -187,6 +187,24 @@ describe('sleeve, encrypted, three hosts', { skip, concurrency: false }, () => {
     assert.ok(ping(pod(1), podIp(3), ['-c', '3']).ok);
     assert.equal((await f.counters(2)).relayed.datagrams, before, 'host 2 relays nothing once the path is direct');
     assert.equal((await f.call(1, 'status', { peer: peerName(3) })).via, undefined);
+  });
+
+  test('rules lost while frames flow: repair restores them, and the flows that passed without them are forgotten, so traffic resumes at once', async () => {
+    assert.ok(await pingUntil(pod(1), podIp(2)), 'pod 1 -> pod 2 before');
+    const h2 = f.hosts[1]!.ns;
+    // without its SNAT rules, host 2 hands host 1's frames to its kernel from 127.0.0.1: the
+    // kernel learns host 1's pods there and its answers go nowhere
+    h2.run('iptables', ['-t', 'nat', '-F', 'WEFT-SLEEVE-POST']);
+    // (flows already under way keep their NAT: end them, as if the rules had never been there)
+    h2.tryRun('conntrack', ['-D', '-p', 'udp', '--dport', '6786']);
+    assert.equal(ping(pod(1), podIp(2), ['-c', '3', '-W', '1']).ok, false, 'nothing gets through without the rules');
+    assert.match(String(await f.call(2, 'verify')), /WEFT-SLEEVE-POST has 0 rules, not 2/, 'verify names the missing rules');
+    await f.call(2, 'repair');
+    assert.equal(await f.call(2, 'verify'), null, 'repaired');
+    // the conntrack flow made without NAT lives 30 s after its last datagram: the repair must
+    // end it, or the pings below keep it alive and keep failing
+    assert.ok(await pingUntil(pod(1), podIp(2), 5000), 'pod 1 -> pod 2 within 5 s of the repair');
+    assert.ok(ping(pod(1), podIp(2), ['-c', '3']).ok, 'and stays up');
   });
 
   test('a peer left out of program() loses its entry, rules and socket; teardown removes everything', async () => {

@@ -3,8 +3,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createLogger } from '../../src/common/log';
 import { ConfigError } from '../../src/common/errors';
+import { parseCidr } from '../../src/common/ip';
 import { newFdbMemory, planFdb, ZERO_MAC } from '../../src/datapath/fdb';
-import { FastDp, VXLAN_DEV } from '../../src/datapath/fastdp';
+import { FastDp, VXLAN_DEV, VXLAN_FILTER_CHAIN, VXLAN_VNI } from '../../src/datapath/fastdp';
+import type { ChainSpec } from '../../src/sys/iptables';
 import { DataPath } from '../../src/datapath/datapath';
 import { discoverUnderlay, UnderlayFinder, type UnderlaySys } from '../../src/datapath/underlay';
 import type { OverlayPeer, Underlay } from '../../src/datapath/overlay';
@@ -188,6 +190,55 @@ test('fastdp: creates the device on the underlay, attaches it to the bridge at t
   assert.equal(await dp.probe(peer(2, { gateway: '10.40.0.1' })), true);
 });
 
+test('fastdp: probes with its own VXLAN datagram even while the forwarding table leads to the peer', async () => {
+  // the forwarding-table probe leaves by the port the bridge learnt the peer's MAC on (the
+  // sleeve's device after a move), so it passes while UDP 6784 is blocked: it must not decide
+  const used: string[] = [];
+  const prober = {
+    probe: async () => (used.push('table'), true),
+    probeVxlan: async (p: OverlayPeer, vni: number, port: number, mtu: number) => (used.push(`vxlan ${p.name} ${vni} ${port} ${mtu}`), false),
+  };
+  const dp = new FastDp({ bridge: 'weave', underlay, podMtu: () => 8950, prober, log, sys: fakeSys().sys }, { graceMs: GRACE });
+  await dp.start();
+  await dp.program([peer(2)]);
+  assert.equal(await dp.probe(peer(2, { gateway: '10.40.0.1' })), false, 'VXLAN blocked: the probe fails although the table path answers');
+  assert.deepEqual(used, [`vxlan p2 ${VXLAN_VNI} 6784 8950`]);
+  assert.equal(await dp.probe(peer(2, { gateway: '10.40.0.1', bridgeMac: undefined })), true, 'no bridge MAC known: only the table path can be probed');
+  assert.deepEqual(used.slice(1), ['table']);
+});
+
+test('fastdp: with trusted subnets UDP 6784 accepts only them (made, verified, repaired); without, a stale filter is removed', async () => {
+  const chains = new Map<string, { hooked: boolean; rules: string[] }>();
+  const calls: string[] = [];
+  const iptables = {
+    apply: async (specs: readonly ChainSpec[]) => specs.forEach((c) => (calls.push(`apply ${c.chain}`), chains.set(c.chain, { hooked: true, rules: [...c.rules] }))),
+    remove: async (specs: readonly ChainSpec[]) => specs.forEach((c) => (calls.push(`remove ${c.chain}`), chains.delete(c.chain))),
+    missingJumps: async (specs: readonly ChainSpec[]) => specs.filter((c) => !chains.get(c.chain)?.hooked).map((c) => `${c.table}/${c.chain}`),
+    rules: async (_t: string, chain: string) => (chains.get(chain)?.rules ?? []).map((r) => `-A ${chain} ${r}`),
+  };
+  const f = fakeSys();
+  const dp = new FastDp({ bridge: 'weave', underlay, podMtu: () => 8950, prober: { probe: async () => true }, log, sys: f.sys, iptables }, { graceMs: GRACE, acceptFrom: ['172.30.0.0/24', '10.1.2.3/32'] });
+  await dp.start();
+  assert.deepEqual(chains.get(VXLAN_FILTER_CHAIN)?.rules, [
+    '-s 172.30.0.0/24 -p udp -m udp --dport 6784 -j RETURN',
+    '-s 10.1.2.3/32 -p udp -m udp --dport 6784 -j RETURN',
+    '-p udp -m udp --dport 6784 -j DROP',
+  ]);
+  assert.equal(await dp.verify(), undefined);
+  chains.get(VXLAN_FILTER_CHAIN)!.rules.shift();
+  assert.match((await dp.verify())!, /WEFT-VXLAN-IN does not hold the trusted subnets' rules/);
+  chains.get(VXLAN_FILTER_CHAIN)!.hooked = false;
+  assert.match((await dp.verify())!, /WEFT-VXLAN-IN is not hooked into INPUT/);
+  await dp.repair();
+  assert.equal(await dp.verify(), undefined, 'repair puts the filter back');
+  // the next router runs without trusted subnets: the filter goes, and verify asks for none
+  const plain = new FastDp({ bridge: 'weave', underlay, podMtu: () => 8950, prober: { probe: async () => true }, log, sys: f.sys, iptables }, { graceMs: GRACE });
+  await plain.start();
+  assert.equal(chains.has(VXLAN_FILTER_CHAIN), false);
+  assert.equal(await plain.verify(), undefined);
+  assert.deepEqual(calls, ['apply WEFT-VXLAN-IN', 'apply WEFT-VXLAN-IN', 'remove WEFT-VXLAN-IN']);
+});
+
 test('fastdp: a device with other settings is recreated; one that fits is adopted as it is', async () => {
   const stale = fakeSys({ linkinfo: { info_kind: 'vxlan', info_data: { id: 6784, port: 6784, local: '10.9.9.9' } } as LinkInfo['linkinfo'], master: 'weave' });
   await new FastDp({ bridge: 'weave', underlay, podMtu: () => 8950, prober: { probe: async () => true }, log, sys: stale.sys }, { graceMs: GRACE }).start();
@@ -274,15 +325,16 @@ function fakeOverlay(name: string, encrypted = false) {
   return ov;
 }
 
-test('overlay choice without a secret: kernel VXLAN while its probe passes, even for a peer the mesh reaches only through another; the sleeve when it fails, and back', async () => {
+test('overlay choice without a secret: kernel VXLAN while its probe passes, even for a peer the mesh reaches only through another; the sleeve when it fails two rounds in a row, and back; an unreachable router forgets the verdict', async () => {
   const fast = fakeOverlay('fastdp');
   const sleeve = fakeOverlay('sleeve');
   let hop = 'p2'; // the mesh reaches p1 through p2 for now (as while a router restarts)
+  let p1Reachable = true;
   const dp = new DataPath(
     {
       self: 'me',
       mesh: {
-        peers: () => [1, 2].map((n) => ({ name: `p${n}`, nickname: `p${n}`, uid: '', reachable: true, conns: [], meta: { underlay: `172.30.0.${10 + n}`, bridgeMac: `02:00:00:00:00:0${n}`, gateway: `10.32.${n}.1` } }) as any),
+        peers: () => [1, 2].map((n) => ({ name: `p${n}`, nickname: `p${n}`, uid: '', reachable: n === 2 || p1Reachable, conns: [], meta: { underlay: `172.30.0.${10 + n}`, bridgeMac: `02:00:00:00:00:0${n}`, gateway: `10.32.${n}.1` } }) as any),
         nextHop: (p) => (p === 'p1' ? hop : p),
       },
       overlays: () => [fast, sleeve] as any,
@@ -301,13 +353,60 @@ test('overlay choice without a secret: kernel VXLAN while its probe passes, even
   assert.deepEqual(sleeve.carried, []);
   fast.ok.set('p1', false);
   await settle();
+  assert.deepEqual(fast.carried, ['p1', 'p2'], 'one failed round (a loaded host) moves nothing');
+  fast.ok.set('p1', true);
+  await settle();
+  fast.ok.set('p1', false);
+  await settle();
+  assert.deepEqual(fast.carried, ['p1', 'p2'], 'a pass in between starts the count again');
+  await settle();
   assert.deepEqual(fast.carried, ['p2']);
-  assert.deepEqual(sleeve.carried, ['p1'], 'the probe failed: the sleeve carries it (through p2, as the mesh routes)');
+  assert.deepEqual(sleeve.carried, ['p1'], 'two failed rounds in a row: the sleeve carries it (through p2, as the mesh routes)');
   assert.equal(dp.peerStatus('p1')?.via, 'p2');
   fast.ok.set('p1', true);
   hop = 'p1';
   await settle();
   assert.deepEqual(fast.carried, ['p1', 'p2'], 'back on kernel VXLAN once its probe passes');
   assert.deepEqual(sleeve.carried, []);
+  // p1's router dies: its probes fail, but it is unreachable, so nothing moves; the old verdict
+  // is forgotten, so when it is back a first failed round does not move it either
+  fast.ok.set('p1', false);
+  await settle();
+  p1Reachable = false;
+  await settle();
+  await settle();
+  assert.deepEqual(fast.carried, ['p1', 'p2'], 'an unreachable router: kernel VXLAN, which needs none, keeps carrying its pods');
+  p1Reachable = true;
+  await settle();
+  assert.deepEqual(fast.carried, ['p1', 'p2'], 'back: judged afresh');
+  await settle();
+  assert.deepEqual(sleeve.carried, ['p1'], 'and moved only after two failed rounds of its own');
   await dp.stop();
+});
+
+test('overlay choice with a secret and trusted subnets: kernel VXLAN only when both ends are inside them', async () => {
+  const run = async (ownIp: string) => {
+    const fast = fakeOverlay('fastdp');
+    const sleeve = fakeOverlay('sleeve', true);
+    const dp = new DataPath(
+      {
+        self: 'me',
+        mesh: {
+          peers: () => ['172.30.0.11', '10.9.0.12'].map((ip, k) => ({ name: `p${k + 1}`, nickname: `p${k + 1}`, uid: '', reachable: true, conns: [], meta: { underlay: ip, bridgeMac: `02:00:00:00:00:0${k + 1}`, gateway: `10.32.${k + 1}.1` } }) as any),
+          nextHop: (p) => p,
+        },
+        overlays: () => [fast, sleeve] as any,
+        log,
+      },
+      { programMs: 60_000, probeMs: 60_000, encrypted: true, trusted: [parseCidr('172.30.0.0/24')!] },
+    );
+    await dp.useUnderlay({ ip: ownIp, iface: 'eth0', mtu: 1500, how: 'test' } as any);
+    await (dp as any).probeAll();
+    dp.schedule();
+    await (dp as any).programming;
+    await dp.stop();
+    return { fast: fast.carried, sleeve: sleeve.carried };
+  };
+  assert.deepEqual(await run('172.30.0.10'), { fast: ['p1'], sleeve: ['p2'] }, 'inside: the trusted peer on kernel VXLAN, the other sealed');
+  assert.deepEqual(await run('10.9.0.10'), { fast: [], sleeve: ['p1', 'p2'] }, 'outside: everything sealed, as the trusted peer (seeing this address) does towards it');
 });

@@ -3,20 +3,36 @@
  * Equivalent mutants (src/ipam/service.ts), no observable behaviour changes:
  * - 153 `this.freeTimer.unref()` removed, 288 `t.unref()` removed: only whether a timer keeps the process alive.
  * - 283 `clearTimeout(t)` removed: the timer then calls `done` again, whose `off` and `resolve` are no-ops.
+ * - 94 the initial `owned` list: the constructor replaces it (refreshOwned) before anything reads it.
+ * - 119 `if (d)` -> true (step after every Paxos merge): a merge that brought nothing new leaves
+ *   consensus as it was, so the extra step changes nothing and gossips nothing (Consensus.step
+ *   returns undefined when this peer's entry is unchanged); reachability changes step via watch().
+ * - 200 and 221 `p === this.c.self` -> false in the reachability test: Consensus never asks it
+ *   about this peer (its step() and known() count `self` before calling it).
+ * - 240 `exact !== undefined` -> true: without an exact address `ring.ownerOf(undefined)` is
+ *   undefined, so nothing is thrown, as before.
+ * - 253 `exact !== undefined` -> false, and `!(e instanceof NoSpaceError) && exact !== undefined`:
+ *   the allocator throws NoSpaceError only when it searches (no exact address), and only
+ *   NoSpaceError then; with an exact address it throws AddressInUseError. So the clauses decide
+ *   the same either way.
+ * - 265 the `''` for a status without a reason: every status but "ready" carries one.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createLogger } from '../../src/common/log';
-import { formatCidr, formatIPv4, parseCidr, type Cidr } from '../../src/common/ip';
+import { formatCidr, formatIPv4, parseAddrWithPrefix, parseCidr, type Cidr } from '../../src/common/ip';
 import { AddressInUseError, NoSpaceError } from '../../src/common/errors';
-import type { RingData } from '../../src/ipam/ring';
-import { IpamService, type IpamFile, type IpamInit } from '../../src/ipam/service';
+import { Ring, type RingData } from '../../src/ipam/ring';
+import { Consensus, type PaxosEntry } from '../../src/ipam/consensus';
+import type { MapData } from '../../src/common/crdt';
+import { IpamService, donation, intersectCidrs, type IpamFile, type IpamInit } from '../../src/ipam/service';
 import { REPLY_TYPE, REQUEST_TYPE, SpaceExchange, type SpaceReply } from '../../src/ipam/space';
 import { GATEWAY_NETWORK } from '../../src/ipam/allocator';
 import { IpamApi } from '../../src/router/ipam-api';
 import { ApiServer } from '../../src/router/http';
 import { gatewayKey } from '../../src/datapath/bridge-addrs';
 import { FakeNet, type FakeMesh } from '../helpers/fake-mesh';
+import { recordingLogger } from '../helpers/record-log';
 
 const log = createLogger({ name: 't', level: 'silent' });
 const range = parseCidr('10.32.0.0/12')!;
@@ -364,6 +380,7 @@ test('load: a snapshot brings back the ring and the allocations; a broken ring i
   assert.ok(changes > 0);
   assert.deepEqual(owners(b.ipam), owners(a.ipam));
   assert.deepEqual(b.ipam.ring.ownedBy(A).map(formatCidr), a.ipam.ring.ownedBy(A).map(formatCidr));
+  assert.deepEqual(b.ipam.allocator.list(), a.ipam.allocator.list(), 'the allocations came back');
   assert.equal((await b.ipam.allocate(key('k'), b.r, undefined, { bridge: 'weave' })).address, rec.address);
   const c = small(new FakeNet(), A, { mode: 'observer' }, '10.0.0.0/28');
   c.ipam.load({ ...structuredClone(snap), ring: undefined as unknown as RingData, paxos: undefined as unknown as IpamFile['paxos'] });
@@ -380,4 +397,355 @@ test('a peer with another ring is refused, and readiness says ring conflict, nam
   assert.equal(s.status, 'ring conflict');
   assert.ok(s.reason?.includes(`peer ${A}`));
   assert.deepEqual(owners(c.ipam), before, 'its own ring is kept');
+});
+
+/** A service with every option a test may need, a recording logger and a "disk" that can fail. */
+function peer(
+  net: FakeNet,
+  name: string,
+  init: IpamInit,
+  cidr: string,
+  o: { defaultSubnet?: string; spaceTimeoutMs?: number } = {},
+) {
+  const mesh = net.node(name);
+  const r = parseCidr(cidr)!;
+  const { log: rlog, find, records } = recordingLogger();
+  const disk: { data?: IpamFile; commits: number; fail?: Error } = { commits: 0 };
+  let ipam: IpamService;
+  const commit = async () => {
+    if (disk.fail) throw disk.fail;
+    disk.commits++;
+    disk.data = structuredClone(ipam.snapshot());
+  };
+  const defaultSubnet = o.defaultSubnet ? parseCidr(o.defaultSubnet)! : r;
+  ipam = new IpamService({ self: name, mesh, log: rlog, commit }, { range: r, defaultSubnet, init, spaceTimeoutMs: o.spaceTimeoutMs ?? 150, freeEveryMs: 60_000 });
+  return { ipam, mesh, disk, r, find, records, defaultSubnet };
+}
+
+/** Uses up every free address this peer owns in `subnet`, without asking anyone. */
+function exhaust(ipam: IpamService, subnet: Cidr, tag: string): number {
+  let n = 0;
+  while (ipam.allocator.freeCount(subnet) > 0) ipam.allocator.allocate(key(`${tag}${n++}`), subnet, undefined, { bridge: 'weave' });
+  return n;
+}
+
+const settle = () => new Promise((r) => setImmediate(r));
+const addrOf = (rec: { address: string }) => parseAddrWithPrefix(rec.address)!.addr;
+
+test('intersectCidrs: the part of each owned block inside the subnet, nothing of a block outside it', () => {
+  const c = (s: string) => parseCidr(s)!;
+  const subnet = c('10.0.0.0/24');
+  assert.deepEqual(intersectCidrs([c('10.0.0.64/26'), c('10.0.1.0/26')], subnet).map(formatCidr), ['10.0.0.64/26'], 'inside is kept, outside dropped');
+  assert.deepEqual(intersectCidrs([c('10.0.0.0/16')], subnet).map(formatCidr), ['10.0.0.0/24'], 'a block around the subnet gives the subnet');
+  assert.deepEqual(intersectCidrs([c('10.1.0.0/16')], subnet), []);
+});
+
+test('donation: nothing when nothing is free, a lone free address whole, more than half of the space halved', () => {
+  const c = (s: string) => parseCidr(s)!;
+  assert.equal(donation([], []), undefined);
+  const one = c('10.0.0.7/32');
+  assert.deepEqual(donation([one], []), one, 'a single address is given as it is');
+  // a /28 with its first address used: the largest free block is the upper /29, half of the space: given whole
+  const mine = [c('10.0.0.0/28')];
+  assert.equal(formatCidr(donation(mine, [mine[0]!.base])!), '10.0.0.8/29');
+  // nothing used: the whole /28 is more than half, so its upper half goes
+  assert.equal(formatCidr(donation(mine, [])!), '10.0.0.8/29');
+});
+
+test('the mesh channels IPAM gossips on are named ring, paxos and ipam-free', () => {
+  const net = new FakeNet();
+  const a = peer(net, A, { mode: 'observer' }, '10.0.0.0/28');
+  assert.deepEqual([...a.mesh.channels.keys()].sort(), ['ipam-free', 'paxos', 'ring']);
+});
+
+test('an observer never proposes a ring, even settled and alone; it takes the decided one from the Paxos entries', async () => {
+  const net = new FakeNet();
+  const o = peer(net, C, { mode: 'observer' }, '10.0.0.0/28');
+  await o.ipam.start();
+  o.ipam.step();
+  await settle();
+  assert.equal(o.ipam.ring.initialised(), false);
+  const entry = o.ipam.consensus.entries.get(C)!;
+  assert.equal(entry.observer, true);
+  assert.equal(entry.proposal ?? entry.accepted ?? entry.promised, undefined);
+  // two participants agree; the observer hears their Paxos entries but not the ring channel
+  o.mesh.channels.delete('ring');
+  const a = peer(net, A, { mode: 'consensus', size: 2 }, '10.0.0.0/28');
+  const b = peer(net, B, { mode: 'consensus', size: 2 }, '10.0.0.0/28');
+  await a.ipam.start();
+  await b.ipam.start();
+  for (let i = 0; i < 20 && !o.ipam.ring.initialised(); i++) await settle();
+  assert.deepEqual(owners(o.ipam), { [A]: 8, [B]: 8 }, 'the observer built the decided ring itself');
+  assert.deepEqual(owners(a.ipam), owners(o.ipam));
+});
+
+test('two participants agree by gossip alone: one step starts it, merges of news step again, both persist the ring', async () => {
+  const net = new FakeNet();
+  const a = peer(net, A, { mode: 'consensus', size: 2 }, '10.0.0.0/28');
+  const b = peer(net, B, { mode: 'consensus', size: 2 }, '10.0.0.0/28');
+  // a probe peer that only listens to the ring channel
+  const probe = net.node(C);
+  const heard = new Ring(parseCidr('10.0.0.0/28')!);
+  probe.channel('ring', { full: () => ({}), merge: (d) => heard.merge(d as RingData) });
+  a.ipam.step();
+  for (let i = 0; i < 20 && !(a.ipam.ring.initialised() && b.ipam.ring.initialised()); i++) await settle();
+  assert.deepEqual(owners(a.ipam), { [A]: 8, [B]: 8 });
+  assert.deepEqual(owners(b.ipam), owners(a.ipam));
+  assert.deepEqual(Object.fromEntries(heard.sizes()), owners(a.ipam), 'the ring was gossiped on its channel');
+  const told = [...a.find('IPAM ring initialised by consensus'), ...b.find('IPAM ring initialised by consensus')];
+  assert.ok(told.length > 0);
+  for (const r of told) assert.deepEqual([r.level, r.fields], ['info', { owners: [A, B] }]);
+  for (const p of [a, b]) {
+    await settle();
+    assert.deepEqual(p.disk.data!.ring, p.ipam.ring.toData(), 'the decided ring is on disk');
+  }
+});
+
+test('the lowest-named reachable participant proposes: not while a lower one is reachable, at once when it is cut off', async () => {
+  const net = new FakeNet();
+  net.node(A); // a participant that has published its entry and then says nothing
+  const b = peer(net, B, { mode: 'consensus', size: 3 }, '10.0.0.0/28');
+  const entryOfA = new Consensus(A, 3, false).entries;
+  b.mesh.channels.get('paxos')!.merge({ [A]: entryOfA.set(A, { size: 3 }) } as MapData<PaxosEntry>, A);
+  await settle();
+  assert.equal(b.ipam.consensus.entries.get(B)?.proposal, undefined, 'A is lower and reachable: B waits');
+  assert.deepEqual(b.ipam.status(), { status: 'awaiting consensus', reason: 'quorum 2, 2 known' });
+  assert.equal(b.disk.commits, 1, "B's own entry was persisted");
+  net.changed();
+  assert.equal(b.disk.commits, 1, 'a step that changes nothing persists nothing');
+  net.cut.add(`${A}|${B}`);
+  net.changed();
+  assert.deepEqual(b.ipam.consensus.entries.get(B)?.proposal, [1, B]);
+  assert.deepEqual(b.ipam.status(), { status: 'awaiting consensus', reason: 'quorum 2, 1 known' });
+  await settle();
+  assert.equal(b.disk.commits, 2, 'the proposal was persisted');
+  // a failed write of consensus state is logged, not thrown
+  b.disk.fail = new Error('disk full');
+  net.cut.clear();
+  b.mesh.channels.get('paxos')!.merge({ [A]: entryOfA.set(A, { size: 3, proposal: [5, A] }) } as MapData<PaxosEntry>, A);
+  await settle();
+  await settle();
+  assert.deepEqual(b.find('persisting consensus state failed').map((r) => [r.level, r.fields]), [['error', { err: 'disk full' }]]);
+});
+
+test('a router not yet settled steps consensus as soon as the mesh says something changed', async () => {
+  const net = new FakeNet();
+  const a = peer(net, A, { mode: 'consensus', size: 1 }, '10.0.0.0/28');
+  a.mesh.settledNow = false;
+  a.mesh.waitingFor = ['h2:6783', 'h3:6783'];
+  await a.ipam.start();
+  assert.equal(a.ipam.ring.initialised(), false);
+  assert.deepEqual(a.ipam.status(), { status: 'awaiting consensus', reason: 'waiting to hear from h2:6783, h3:6783' });
+  a.disk.fail = new Error('disk full');
+  a.mesh.settledNow = true;
+  net.changed();
+  assert.deepEqual(owners(a.ipam), { [A]: 16 });
+  await settle();
+  assert.deepEqual(a.find('persisting the ring failed').map((r) => [r.level, r.fields]), [['error', { err: 'disk full' }]]);
+});
+
+test('a ring heard from a peer is persisted once; a failed write is logged, the ring kept', async () => {
+  const net = new FakeNet();
+  const a = peer(net, A, { mode: 'seed', names: [A, B] }, '10.0.0.0/28');
+  const b = peer(net, B, { mode: 'observer' }, '10.0.0.0/28');
+  b.mesh.syncFrom(a.mesh);
+  await settle();
+  assert.equal(b.disk.commits, 1);
+  assert.deepEqual(b.disk.data!.ring, a.ipam.ring.toData());
+  b.mesh.syncFrom(a.mesh);
+  await settle();
+  assert.equal(b.disk.commits, 1, 'nothing new, nothing written');
+  const c = peer(net, C, { mode: 'observer' }, '10.0.0.0/28');
+  c.disk.fail = new Error('read-only file system');
+  c.mesh.syncFrom(a.mesh);
+  await settle();
+  assert.deepEqual(owners(c.ipam), owners(a.ipam));
+  assert.deepEqual(c.find('persisting the ring failed').map((r) => [r.level, r.fields]), [['error', { err: 'read-only file system' }]]);
+});
+
+test('a ring conflict is logged once per peer and cause; a malformed ring is an error, not a conflict', () => {
+  const net = new FakeNet();
+  const a = peer(net, A, { mode: 'seed', names: [A, B] }, '10.0.0.0/28');
+  const c = peer(net, C, { mode: 'seed', names: [C] }, '10.0.0.0/28');
+  c.mesh.syncFrom(a.mesh);
+  assert.equal(c.find('refusing the IPAM ring of a peer').length, 1, 'logged at the first refusal');
+  c.mesh.syncFrom(a.mesh);
+  c.mesh.syncFrom(a.mesh);
+  const logged = c.find('refusing the IPAM ring of a peer');
+  assert.equal(logged.length, 1, 'and not again for the same cause');
+  assert.equal(logged[0]!.level, 'error');
+  assert.equal(logged[0]!.fields.peer, A);
+  assert.match(String(logged[0]!.fields.err), /seeded by different peers/);
+  assert.equal(c.ipam.status().reason, `${logged[0]!.fields.err}; peer ${A}`);
+  const o = peer(net, B, { mode: 'observer' }, '10.0.0.0/28');
+  const ring = o.mesh.channels.get('ring')!;
+  assert.throws(() => ring.merge({ epoch: { epoch: 'e1', v: 1 }, 't:167772160': null } as unknown as MapData<unknown>, A), TypeError);
+  assert.notEqual(o.ipam.status().status, 'ring conflict');
+});
+
+test('load: a ring of another seeding is refused by name; the Paxos state comes back', () => {
+  const net = new FakeNet();
+  const a = peer(net, A, { mode: 'consensus', size: 3 }, '10.0.0.0/28');
+  a.ipam.step();
+  const snap = a.ipam.snapshot();
+  assert.ok(snap.paxos[A], 'the proposer has an entry to keep');
+  const b = peer(new FakeNet(), A, { mode: 'consensus', size: 3 }, '10.0.0.0/28');
+  b.ipam.load(structuredClone(snap));
+  assert.deepEqual(b.ipam.snapshot().paxos, snap.paxos);
+  const other = peer(new FakeNet(), A, { mode: 'seed', names: [A, C] }, '10.0.0.0/28');
+  const seeded = peer(new FakeNet(), A, { mode: 'seed', names: [A, B] }, '10.0.0.0/28');
+  assert.throws(() => seeded.ipam.load(other.ipam.snapshot()), /^Error: the ring in the state file is unusable: IP allocation was seeded by different peers/);
+});
+
+test('a gift: the donor stops using the block at once, a third peer hears of it, both sides log it', async () => {
+  const net = new FakeNet();
+  const a = peer(net, A, { mode: 'seed', names: [A] }, '10.0.0.0/28');
+  const b = peer(net, B, { mode: 'observer' }, '10.0.0.0/28');
+  const c = peer(net, C, { mode: 'observer' }, '10.0.0.0/28');
+  b.mesh.syncFrom(a.mesh);
+  c.mesh.syncFrom(a.mesh);
+  const rec = await b.ipam.allocate(key('b1'), b.r, undefined, { bridge: 'weave' });
+  const given = b.ipam.ring.ownedBy(B).map(formatCidr);
+  assert.deepEqual(given, ['10.0.0.8/29']);
+  assert.ok(rec.address.startsWith('10.0.0.8/'));
+  assert.deepEqual(c.ipam.ring.ownedBy(B).map(formatCidr), given, 'the third peer knows who owns the block');
+  assert.deepEqual(a.find('gave address space').map((r) => [r.level, r.fields]), [['info', { to: B, block: '10.0.0.8/29' }]]);
+  assert.deepEqual(b.find('received address space').map((r) => [r.level, r.fields]), [['info', { donor: A, block: '10.0.0.8/29' }]]);
+  // the donor fills what it kept, and nothing of the block it gave
+  assert.equal(exhaust(a.ipam, a.r, 'a'), 7);
+  for (const x of a.ipam.allocator.list()) assert.equal(a.ipam.ring.ownerOf(addrOf(x)), A, `${x.address} is the donor's own`);
+});
+
+test('the answer to a request brings the ring change with it: a requester that missed the gossip still gets the space', async () => {
+  const net = new FakeNet();
+  const a = peer(net, A, { mode: 'seed', names: [A] }, '10.0.0.0/28');
+  const b = peer(net, B, { mode: 'observer' }, '10.0.0.0/28');
+  b.mesh.syncFrom(a.mesh);
+  b.mesh.channels.delete('ring'); // gossip no longer reaches b
+  const rec = await b.ipam.allocate(key('b1'), b.r, undefined, { bridge: 'weave' });
+  assert.ok(rec.address.startsWith('10.0.0.8/'));
+  assert.deepEqual(b.ipam.ring.ownedBy(B).map(formatCidr), ['10.0.0.8/29']);
+});
+
+test('rmpeer: the space taken over is this host\'s to use at once, a third peer hears of it, and it is logged', async () => {
+  const net = new FakeNet();
+  const a = peer(net, A, { mode: 'seed', names: [A, B] }, '10.0.0.0/28');
+  peer(net, B, { mode: 'seed', names: [A, B] }, '10.0.0.0/28');
+  const c = peer(net, C, { mode: 'observer' }, '10.0.0.0/28');
+  c.mesh.syncFrom(a.mesh);
+  const before = a.ipam.freeOf(A)!;
+  net.cut.add(`${A}|${B}`);
+  assert.deepEqual(await a.ipam.rmpeer(B), { addresses: 8 });
+  assert.equal(a.ipam.freeOf(A), a.ipam.allocator.freeCount());
+  assert.ok(a.ipam.freeOf(A)! > before, `free after ${a.ipam.freeOf(A)} > before ${before}`);
+  assert.deepEqual(owners(c.ipam), { [A]: 16 });
+  assert.deepEqual(a.find('took over the space of a removed peer').map((r) => [r.level, r.fields]), [['info', { peer: B, addresses: 8 }]]);
+});
+
+test('freeOf: this peer counts now, another peer is what it last published', async () => {
+  const net = new FakeNet();
+  const a = peer(net, A, { mode: 'seed', names: [A, B] }, '10.0.0.0/28');
+  const b = peer(net, B, { mode: 'seed', names: [A, B] }, '10.0.0.0/28');
+  assert.equal(a.ipam.freeOf(B), undefined, 'B has published nothing yet');
+  await b.ipam.allocate(key('b1'), b.r, undefined, { bridge: 'weave' });
+  await b.ipam.start();
+  const published = b.ipam.allocator.freeCount();
+  await b.ipam.allocate(key('b2'), b.r, undefined, { bridge: 'weave' });
+  assert.equal(a.ipam.freeOf(B), published);
+  assert.equal(b.ipam.freeOf(B), published - 1);
+  assert.equal(a.ipam.freeOf(A), a.ipam.allocator.freeCount());
+  await b.ipam.stop();
+});
+
+test('exact addresses: outside the range no ring is asked; a repeated ADD keeps its address whoever owns it now', async () => {
+  const net = new FakeNet();
+  const a = peer(net, A, { mode: 'seed', names: [A, B] }, '10.0.0.0/28');
+  peer(net, B, { mode: 'seed', names: [A, B] }, '10.0.0.0/28');
+  const outside = parseCidr('10.9.0.0/24')!;
+  const rec = await a.ipam.allocate(key('o'), outside, outside.base + 5, { bridge: 'weave' });
+  assert.equal(rec.address, '10.9.0.5/24');
+  // an allocation made before the ring changed hands, restored from disk
+  const theirs = a.ipam.ring.ownedBy(B)[0]!.base + 2;
+  const held = { ...key('k'), address: `${formatIPv4(theirs)}/28`, bridge: 'weave', createdAt: new Date(0).toISOString() };
+  assert.ok(a.ipam.allocator.restore(held));
+  const again = await a.ipam.allocate(key('k'), a.r, theirs, { bridge: 'weave' });
+  assert.equal(again.address, held.address);
+  await assert.rejects(a.ipam.allocate(key('k2'), a.r, theirs, { bridge: 'weave' }), new RegExp(`owned by peer ${B}`));
+});
+
+test('no space in a narrower default subnet: "no space" with the last donor\'s reason while any owner is reachable', async () => {
+  // A, B, C share a /28: A .0-.3, B .4-.7, C .8-.15; pods use the /29 of A and B only
+  const net = new FakeNet();
+  const o = { defaultSubnet: '10.0.0.0/29' };
+  const a = peer(net, A, { mode: 'seed', names: [A, B, C] }, '10.0.0.0/28', o);
+  const b = peer(net, B, { mode: 'seed', names: [A, B, C] }, '10.0.0.0/28', o);
+  peer(net, C, { mode: 'seed', names: [A, B, C] }, '10.0.0.0/28', o);
+  exhaust(a.ipam, a.defaultSubnet, 'a');
+  exhaust(b.ipam, b.defaultSubnet, 'b');
+  b.ipam.allocator.allocate(key('b7'), b.r, b.r.base + 7, { bridge: 'weave' }); // the /29's broadcast address, held in the /28
+  await assert.rejects(a.ipam.allocate(key('x'), a.defaultSubnet, undefined, { bridge: 'weave' }), NoSpaceError);
+  assert.equal(a.disk.commits, 0, 'a refusal is not committed as a gift');
+  net.cut.add(`${A}|${B}`);
+  assert.deepEqual(a.ipam.status(), { status: 'no space', reason: `peer ${B}: no free space` });
+  // B is back but does not answer
+  net.cut.clear();
+  net.hold = true;
+  await assert.rejects(a.ipam.allocate(key('x'), a.defaultSubnet, undefined, { bridge: 'weave' }), NoSpaceError);
+  net.cut.add(`${A}|${B}`);
+  assert.deepEqual(a.ipam.status(), { status: 'no space', reason: `peer ${B} did not answer` });
+  // C unreachable too: now every owner is
+  net.cut.add(`${A}|${C}`);
+  assert.deepEqual(a.ipam.status(), { status: 'all ranges owned by unreachable peers', reason: `owners: ${B}, ${C}` });
+});
+
+test('concurrent allocations short of space share one request; a later shortage asks again', async () => {
+  const net = new FakeNet();
+  const a = peer(net, A, { mode: 'seed', names: [A] }, '10.0.0.0/28');
+  const b = peer(net, B, { mode: 'observer' }, '10.0.0.0/28', { spaceTimeoutMs: 2000 });
+  b.mesh.syncFrom(a.mesh);
+  net.hold = true;
+  const p1 = b.ipam.allocate(key('b1'), b.r, undefined, { bridge: 'weave' });
+  const p2 = b.ipam.allocate(key('b2'), b.r, undefined, { bridge: 'weave' });
+  await settle();
+  assert.equal(net.queue.filter((s) => s.type === REQUEST_TYPE).length, 1);
+  assert.equal(b.ipam.pendingAllocations, 2);
+  net.hold = false;
+  net.deliver();
+  const [r1, r2] = await Promise.all([p1, p2]);
+  assert.notEqual(r1.address, r2.address);
+  exhaust(b.ipam, b.r, 'x');
+  const asked = a.find('gave address space').length;
+  await b.ipam.allocate(key('b3'), b.r, undefined, { bridge: 'weave' });
+  assert.equal(a.find('gave address space').length, asked + 1, 'a second request, answered');
+});
+
+test('a donor that refuses is passed over for the next one within the same round', async () => {
+  // A .0-.3 (full), B .4-.7 (full, but its last published count says 4 free), C .8-.15 (published 2 free)
+  const net = new FakeNet();
+  const a = peer(net, A, { mode: 'seed', names: [A, B, C] }, '10.0.0.0/28', { spaceTimeoutMs: 2000 });
+  const b = peer(net, B, { mode: 'seed', names: [A, B, C] }, '10.0.0.0/28');
+  const c = peer(net, C, { mode: 'seed', names: [A, B, C] }, '10.0.0.0/28');
+  exhaust(c.ipam, c.r, 'c');
+  c.ipam.allocator.release(key('c0'));
+  c.ipam.allocator.release(key('c1'));
+  await b.ipam.start();
+  await c.ipam.start();
+  assert.ok(a.ipam.freeOf(B)! > a.ipam.freeOf(C)!, 'B is asked first');
+  exhaust(b.ipam, b.r, 'b');
+  exhaust(a.ipam, a.r, 'a');
+  const rec = await a.ipam.allocate(key('x'), a.r, undefined, { bridge: 'weave' });
+  assert.equal(a.ipam.ring.ownerOf(addrOf(rec)), A);
+  assert.deepEqual(a.find('received address space').map((r) => r.fields.donor), [C]);
+  for (const p of [b, c]) await p.ipam.stop();
+});
+
+test('readiness of a lone host: ready while it has a free address, however nobody else is there to ask', () => {
+  const a = peer(new FakeNet(), A, { mode: 'seed', names: [A] }, '10.0.0.0/28');
+  assert.equal(a.ipam.canAskPeers(), false);
+  assert.deepEqual(a.ipam.status(), { status: 'ready' });
+});
+
+test('an exact address asked for before the ring is known is refused as owned by another peer, naming nobody', async () => {
+  const o = peer(new FakeNet(), C, { mode: 'observer' }, '10.0.0.0/28');
+  await assert.rejects(o.ipam.allocate(key('x'), o.r, o.r.base + 3, { bridge: 'weave' }), (e: Error) => e instanceof AddressInUseError && /owned by another peer$/.test(e.message));
 });

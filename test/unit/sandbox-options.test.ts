@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError } from '../../src/common/errors';
 import { attachLines, hostLines, routerArgv, underlayLines } from '../../src/sandbox/netlab';
-import { checkPrefix, formatMatrix, mapPool, splitArgs, upOptions, type PingMatrix, type SandboxPod } from '../../src/sandbox';
+import { checkPrefix, formatMatrix, mapPool, splitArgs, upOptions, withConsensus, type PingMatrix, type SandboxPod } from '../../src/sandbox';
 
 const exe = '/bin/true';
 
@@ -124,4 +124,33 @@ test('formatMatrix: grid, duplicates, summary', () => {
   assert.match(text, /^h2-p1 10\.32\.0\.3\s+FAIL\s+DUP\s+-$/m);
   assert.match(text, /DUP: 10\.32\.0\.3 is held by h1-p2, h2-p1/);
   assert.match(text, /connectivity: 1\/6 pings ok, 5 FAIL, 1 duplicate address \(same host 1\/2, across hosts 0\/4\) in 12 ms/);
+});
+
+test('routers of a chained sandbox start their ring by consensus among all the hosts; a seed join, --kube and an operator\'s --ipalloc-init are left alone', () => {
+  assert.deepEqual(withConsensus({ kube: false, join: 'chain', routerArgs: ['--log-level', 'debug'], hosts: 5 }), ['--log-level', 'debug', '--ipalloc-init', 'consensus=5']);
+  assert.deepEqual(withConsensus({ kube: false, join: 'seed', routerArgs: [], hosts: 5 }), [], 'host 1 owns the range and hands it out, as in the seeds');
+  assert.deepEqual(withConsensus({ kube: false, join: 'chain', routerArgs: ['--ipalloc-init=seed=a'], hosts: 5 }), ['--ipalloc-init=seed=a']);
+  assert.deepEqual(withConsensus({ kube: false, join: 'chain', routerArgs: ['--ipalloc-init', 'observer'], hosts: 5 }), ['--ipalloc-init', 'observer']);
+  assert.deepEqual(withConsensus({ kube: true, join: 'chain', routerArgs: [], hosts: 3 }), []);
+});
+
+test('upOptions: --password-file and --trusted-subnets become router flags, checked first; errors name the flag', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-sbpw-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const pw = join(dir, 'pw');
+  const empty = join(dir, 'empty');
+  writeFileSync(pw, 'secret\n');
+  writeFileSync(empty, '\n');
+  const base = { weft: exe, plugin: exe };
+  assert.deepEqual(upOptions({ ...base, passwordFile: pw, routerArgs: '--log-level debug' }).routerArgs, ['--log-level', 'debug', '--password-file', pw]);
+  assert.deepEqual(upOptions({ ...base, passwordFile: pw, trustedSubnets: '172.30.0.0/24, 10.0.0.0/8' }).routerArgs, ['--password-file', pw, '--trusted-subnets', '172.30.0.0/24,10.0.0.0/8']);
+  const bad: [Record<string, string>, RegExp][] = [
+    [{ passwordFile: join(dir, 'missing') }, /^--password-file: cannot read .*missing: ENOENT/],
+    [{ passwordFile: empty }, /^--password-file: .*empty/],
+    [{ trustedSubnets: '10.0.0.0/8' }, /^--trusted-subnets: needs --password-file/],
+    [{ passwordFile: pw, trustedSubnets: '10.0.0.0/8,nonsense' }, /^--trusted-subnets: "nonsense" is not a network/],
+    [{ passwordFile: pw, routerArgs: `--password-file=${pw}` }, /^--router-args: --password-file is given as a sandbox option/],
+    [{ passwordFile: pw, trustedSubnets: '10.0.0.0/8', routerArgs: '--trusted-subnets 10.0.0.0/8' }, /^--router-args: --trusted-subnets is given as a sandbox option/],
+  ];
+  for (const [raw, re] of bad) assert.throws(() => upOptions({ ...base, ...raw }), (e: unknown) => e instanceof ConfigError && re.test(e.message), JSON.stringify(raw));
 });

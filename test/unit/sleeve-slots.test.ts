@@ -96,6 +96,7 @@ test('sleeve options: bad values are refused in the constructor, naming the fiel
     [{ trustedSubnets: ['10.0.0.0/8', '10.1.2.3/8'] }, /^trusted-subnets: "10\.1\.2\.3\/8" is not a network/],
     [{ block: '169.254.192.7/20' }, /^block: /],
     [{ portBase: 65000 }, /^portBase: /],
+    [{ localIp: '10.0.0' }, /^localIp: /],
   ];
   for (const [o, re] of bad) {
     assert.throws(() => new SleeveOverlay(c, { ...base, ...o }), (e: Error) => e instanceof ConfigError && re.test(e.message), JSON.stringify(o));
@@ -103,5 +104,10 @@ test('sleeve options: bad values are refused in the constructor, naming the fiel
   const ok = new SleeveOverlay(c, { ...base, trustedSubnets: ['10.0.0.0/8'] });
   assert.equal(ok.podMtu({ iface: 'eth0', ip: '10.0.0.1', mtu: 1500, how: 'test' }), 65000, 'any underlay: the sleeve fragments');
   assert.equal(ok.podMtu({ iface: 'eth0', ip: '10.0.0.1', mtu: 9000, how: 'test' }), 65000);
+  // a hop is unsealed only when both ends are trusted: a host outside trusts no peer
+  const seals = (localIp: string) => (new SleeveOverlay(c, { ...base, trustedSubnets: ['10.0.0.0/8'], localIp }) as any).relay.sealsTo('10.0.0.5') as boolean;
+  assert.equal(seals('10.0.0.1'), false, 'both inside: plain');
+  assert.equal(seals('192.168.1.1'), true, 'this host outside: sealed');
+  assert.equal((ok as any).relay.sealsTo('192.168.1.5'), true, 'the peer outside: sealed');
   assert.deepEqual(calls, [], 'the constructor touched nothing');
 });

@@ -16,12 +16,16 @@
  *   nat POSTROUTING  127.0.0.1:PEER_PORT -> 127.0.0.1:VXLAN_PORT gets source PEER_ADDR, so the
  *                  device learns a remote pod's MAC at the address that reaches its host
  *   filter INPUT   VXLAN_PORT only from lo: nobody on the underlay can inject plain frames
+ * NAT binds on a flow's first datagram, so the rules exist before anything can send through
+ * them: `program` installs a peer's rules before the sleeve opens its socket, and `setup` ends
+ * the tracked flows that may have begun without them.
  * All of it is checked by `verify` and made again by `setup`; `teardown` removes it.
  */
 import { ipBatch } from '../../sys/exec';
 import { EntryNotFoundError, LinkNotFoundError } from '../../common/errors';
 import { deleteLink, getLink, replaceAddress, listAddresses } from '../../sys/link';
 import { setOffload, offload } from '../../sys/ethtool';
+import { forgetUdpFlows } from '../../sys/conntrack';
 import { fdbBatch, fdbEntries } from '../../sys/fdb';
 import type { ChainSpec, Iptables } from '../../sys/iptables';
 import type { Logger } from '../../common/log';
@@ -49,6 +53,9 @@ export interface SleeveKernelOptions {
 }
 
 export class SleeveKernel {
+  /** How many peers' NAT rules were last applied. */
+  private applied = 0;
+
   constructor(private readonly o: SleeveKernelOptions) {}
 
   private get prefix(): number {
@@ -83,6 +90,21 @@ export class SleeveKernel {
     if (mtuChanged) await ipBatch(['route flush cache']);
     await setOffload(SLEEVE_VXLAN_DEV, 'tx-checksumming', 'tx', false);
     await this.applyRules(o.slots.all());
+    await this.forgetUnnatted();
+  }
+
+  /**
+   * Ends the tracked flows to the device's port: one that began while the NAT rules were
+   * missing (a repair, a start after someone flushed them) would bypass them until idle 30 s.
+   * Flows with NAT lose nothing: their next datagram starts a new one through the rules.
+   */
+  private async forgetUnnatted(): Promise<void> {
+    try {
+      const n = await forgetUdpFlows(this.o.vxlanPort);
+      if (n) this.o.log.info({ flows: n, port: this.o.vxlanPort }, 'sleeve: tracked flows ended, so every flow passes the NAT rules');
+    } catch (e) {
+      this.o.log.warn({ err: (e as Error).message }, 'sleeve: cannot end tracked flows (is conntrack installed?); a flow begun without the NAT rules lasts until idle 30 s');
+    }
   }
 
   /** Undefined when everything is in place; otherwise what is missing. */
@@ -99,6 +121,12 @@ export class SleeveKernel {
     if ((await offload(SLEEVE_VXLAN_DEV, 'tx-checksumming')) !== false) return `transmit checksum offload is on for ${SLEEVE_VXLAN_DEV}`;
     const missing = await o.iptables.missingJumps(this.chains([]));
     if (missing.length) return `sleeve iptables rules missing: ${missing.join(', ')}`;
+    // what was last applied, not the slots: those change a moment before their rules do
+    const want = this.applied;
+    for (const chain of ['WEFT-SLEEVE-OUT', 'WEFT-SLEEVE-POST']) {
+      const have = (await o.iptables.rules('nat', chain)).length;
+      if (have !== want) return `sleeve NAT chain ${chain} has ${have} rules, not ${want} (one per peer)`;
+    }
     return undefined;
   }
 
@@ -156,6 +184,7 @@ export class SleeveKernel {
 
   private async applyRules(slots: readonly Slot[]): Promise<void> {
     await this.o.iptables.apply(this.chains(slots));
+    this.applied = slots.length;
   }
 
   private chains(slots: readonly Slot[]): ChainSpec[] {

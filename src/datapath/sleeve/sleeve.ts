@@ -21,7 +21,7 @@
  */
 import type { Overlay, OverlayPeer, OverlayPeerStatus, Underlay } from '../overlay';
 import type { Logger } from '../../common/log';
-import { formatCidr, parseCidr, type Cidr } from '../../common/ip';
+import { contains, formatCidr, parseCidr, parseIPv4, type Cidr } from '../../common/ip';
 import type { Iptables } from '../../sys/iptables';
 import { ConfigError } from '../../common/errors';
 import { SleeveKernel } from './kernel';
@@ -60,8 +60,14 @@ export interface SleeveOptions {
   bridge: string;
   /** A secret is set: seal every hop outside `trustedSubnets`. */
   encrypted: boolean;
-  /** `--trusted-subnets`: hops whose underlay address is inside are not sealed. */
+  /** `--trusted-subnets`: hops whose underlay address is inside are not sealed (when `localIp` is inside too). */
   trustedSubnets?: readonly string[];
+  /**
+   * This host's underlay address. Outside the trusted subnets, this host trusts no hop: the
+   * peers of a link must agree on sealing it (each refuses plain datagrams from an untrusted
+   * address), and its peers, seeing its address, seal towards it.
+   */
+  localIp?: string;
   /** UDP port between routers (default 6783). */
   port?: number;
   /** Address the UDP socket binds (default all). */
@@ -107,6 +113,9 @@ export class SleeveOverlay implements Overlay {
       if (!c) throw new ConfigError('trusted-subnets', `"${s}" is not a network in CIDR notation (e.g. 10.0.0.0/8)`);
       return c;
     });
+    const local = o.localIp === undefined ? undefined : parseIPv4(o.localIp);
+    if (o.localIp !== undefined && local === undefined) throw new ConfigError('localIp', `"${o.localIp}" is not an IPv4 address`);
+    if (local !== undefined && !trusted.some((c) => contains(c, local))) trusted.length = 0;
     const block = parseCidr(o.block ?? DEFAULT_BLOCK);
     if (!block) throw new ConfigError('block', `"${o.block}" is not a network in CIDR notation`);
     this.slots = new SlotTable(block, o.portBase ?? DEFAULT_PORT_BASE);
@@ -151,13 +160,13 @@ export class SleeveOverlay implements Overlay {
       this.health.delete(s.peer);
       await this.relay.detach(s.peer);
     }
-    for (const p of peers) {
-      const s = this.slots.assign(p.name);
-      await this.relay.attach(p.name, s.port);
-    }
-    this.peers = next;
+    for (const p of peers) this.slots.assign(p.name);
+    // rules first: a datagram sent from a peer's socket before its SNAT rule exists starts a
+    // flow that keeps bypassing the rule (see kernel.ts)
     await this.kernel.program(this.slots.all(), [...this.moved]);
     this.moved.clear();
+    for (const p of peers) await this.relay.attach(p.name, this.slots.get(p.name)!.port);
+    this.peers = next;
   }
 
   async probe(peer: OverlayPeer): Promise<boolean> {
@@ -166,7 +175,9 @@ export class SleeveOverlay implements Overlay {
     return ok;
   }
 
+  /** Waits for programming under way: the rules it is changing would look wrong half-way. */
   async verify(): Promise<string | undefined> {
+    await this.queue;
     if (!this.relay.listening) return `sleeve UDP port ${this.relay.o.port} is not open`;
     return this.kernel.verify();
   }

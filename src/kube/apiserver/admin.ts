@@ -15,12 +15,16 @@ export interface AdminTarget {
   timeoutMs?: number;
 }
 
-/** One request; resolves with the parsed body of a 2xx answer, rejects with KubeApiError otherwise. */
+/**
+ * One request; resolves with the parsed body of a 2xx answer, rejects with KubeApiError otherwise.
+ * A connection of its own each time (no keep-alive agent): a reused idle connection the server
+ * is closing at that moment fails with EPIPE, and a unix socket costs nothing to open.
+ */
 export function apiRequest(t: AdminTarget, method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<unknown> {
   const data = body === undefined ? undefined : JSON.stringify(body);
   return new Promise((resolve, reject) => {
     const req = nodeHttp().request(
-      { socketPath: t.socket, method, path, headers: { accept: 'application/json', ...(data ? { 'content-type': contentType, 'content-length': Buffer.byteLength(data) } : {}) }, timeout: t.timeoutMs ?? 10_000 },
+      { socketPath: t.socket, method, path, agent: false, headers: { accept: 'application/json', ...(data ? { 'content-type': contentType, 'content-length': Buffer.byteLength(data) } : {}) }, timeout: t.timeoutMs ?? 10_000 },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
