@@ -22,7 +22,8 @@ import { Gossip, type ChannelHandle, type GossipFrame, type Gossiper } from './g
 import type { PeerTargets } from './peer-source';
 import type { Message } from './protocol';
 import type { RouteTable } from './routes';
-import { DEFAULT_PLAN, NeighbourRing } from './neighbours';
+import { DEFAULT_PLAN } from './neighbours';
+import { MeshPlan } from './plan';
 import { ROUTES_EVERY_MS, Topology, type PeerMeta, type PeerView } from './topology';
 import { tcpTransport } from './transport';
 import type { ConnectionView, MeshComponents, MeshEvents, MeshInit } from './mesh-api';
@@ -47,6 +48,8 @@ export class Mesh implements Startable, PeerTargets {
   private readonly topoChannel: ChannelHandle<unknown>;
   private readonly maker: ConnectionMaker;
   private readonly conns: Connections;
+  /** Which peers to connect to (all, or the neighbour ring's past the full-mesh size). */
+  private readonly plan: MeshPlan;
   private readonly handlers = new Map<string, (from: string, body: unknown) => void>();
   private readonly heard = new Set<string>();
   private readonly timers: NodeJS.Timeout[] = [];
@@ -78,6 +81,7 @@ export class Mesh implements Startable, PeerTargets {
       o,
     );
     this.topology = new Topology(c.self, () => this.topologyChanged());
+    this.plan = new MeshPlan(c.self.name, this.topology, o.fullMeshUpTo ?? DEFAULT_PLAN.fullMeshUpTo, (a) => this.norm(a));
     this.gossip = new Gossip({ broadcast: (f, skip) => this.broadcast(f, skip), relays: (from, to) => this.topology.relays(from, to) });
     this.topoChannel = this.gossip.register('topology', this.topology as Gossiper<unknown>);
     this.maker = new ConnectionMaker(
@@ -87,7 +91,7 @@ export class Mesh implements Startable, PeerTargets {
         connectedTo: (p) => this.conns.to(p) !== undefined,
         heardFrom: (p) => this.heard.has(p),
         isReachable: (p) => this.topology.isReachable(p),
-        wanted: (t) => this.wanted(t),
+        wanted: (t) => this.plan.wanted(t, this.conns.established, MIN_DEGREE),
       },
       { defaultPort: o.port, retryMinMs: o.retryMinMs, retryMaxMs: o.retryMaxMs },
     );
@@ -280,32 +284,12 @@ export class Mesh implements Startable, PeerTargets {
     for (const c of this.conns.all()) {
       if (!c.established) continue;
       if (now - c.lastRecv > 3 * this.o.heartbeatMs) c.close(`no heartbeat for ${Math.round((now - c.lastRecv) / 1000)} s`, true);
-      else if (this.ring && established > MIN_DEGREE && now - c.establishedAt > (this.o.pruneAfterMs ?? 10_000) && !this.mine.has(c.hello!.name)) {
+      else if (this.plan.large && established > MIN_DEGREE && now - c.establishedAt > (this.o.pruneAfterMs ?? 10_000) && !this.plan.keeps(c.hello!.name)) {
         // a large mesh: neither end prefers this connection, and both compute the same
         c.close('not a preferred neighbour', false);
         established--;
       } else c.write({ t: 'hb' });
     }
-  }
-
-  // ---- a large mesh ---------------------------------------------------------------------
-
-  /** The neighbour ring while the mesh is larger than a full mesh may be (see neighbours.ts). */
-  private ring: NeighbourRing | undefined;
-  /** The peers this router keeps connections to under the ring (see NeighbourRing.neighbours). */
-  private mine: ReadonlySet<string> = new Set();
-  /** Those of them this router dials (the plan's sparsest form; see onTopology). */
-  private dialled: ReadonlySet<string> = new Set();
-  private readonly nameByAddr = new Map<string, string>();
-  /** The names' version `nameByAddr` was built at. */
-  private nameByAddrAt = -1;
-
-  private wanted(t: { addr: string; peer?: string; explicit: boolean }): boolean {
-    if (!this.ring) return true;
-    const peer = t.peer ?? this.nameAt(t.addr);
-    if (peer) return this.dialled.has(peer);
-    // an address not yet known by name: only to get into the mesh at all
-    return t.explicit && this.conns.established < MIN_DEGREE;
   }
 
   // ---- gossip and unicast ---------------------------------------------------------------
@@ -345,8 +329,6 @@ export class Mesh implements Startable, PeerTargets {
 
   private topoTimer: NodeJS.Timeout | undefined;
   private lastTable: RouteTable | undefined;
-  private planSize = 0;
-  private planAt = -1;
   private lastReachable: ReadonlySet<string> = new Set();
   private readonly normalised = new Map<string, string>();
 
@@ -366,19 +348,6 @@ export class Mesh implements Startable, PeerTargets {
     return n;
   }
 
-  /** The peer that published `addr`, by the topology as it is now. */
-  private nameAt(addr: string): string | undefined {
-    if (this.nameByAddrAt !== this.topology.namesVersion) {
-      this.nameByAddrAt = this.topology.namesVersion;
-      this.nameByAddr.clear();
-      for (const name of this.topology.peerNames()) {
-        const a = this.topology.addrOf(name);
-        if (a) this.nameByAddr.set(this.norm(a), name);
-      }
-    }
-    return this.nameByAddr.get(addr);
-  }
-
   private onTopology(): void {
     const table = this.topology.refresh();
     const now = table.reachable;
@@ -388,23 +357,14 @@ export class Mesh implements Startable, PeerTargets {
       this.lastReachable = now;
       if (before.size !== now.size || [...now].some((n) => !before.has(n))) this.events.emit('reachability', now);
     }
-    // the neighbour plan follows the peers known (their entries spread faster than routes, so
-    // a forming mesh plans for its size early), or the peers this router was pointed at
-    const size = Math.max(this.topology.size, this.maker.explicitCount() + 1);
-    if (size !== this.planSize || this.topology.namesVersion !== this.planAt) {
-      this.planSize = size;
-      this.planAt = this.topology.namesVersion;
-      const ring = new NeighbourRing(this.topology.peerNames(), { ...DEFAULT_PLAN, fullMeshUpTo: this.o.fullMeshUpTo ?? DEFAULT_PLAN.fullMeshUpTo }, size);
-      this.ring = ring.full ? undefined : ring;
-      this.mine = this.ring ? this.ring.neighbours(this.name) : new Set();
-      // new connections only as the plan of a mesh well past the limit has them: a forming
-      // mesh goes through the sizes just past it without connecting nearly everyone first
-      this.dialled = this.ring ? new NeighbourRing(this.topology.peerNames(), { ...DEFAULT_PLAN, fullMeshUpTo: 0 }).neighbours(this.name) : new Set();
-    }
+    // the plan follows the peers known (their entries spread faster than routes, so a forming
+    // mesh plans for its size early), or the peers this router was pointed at
+    this.plan.update(Math.max(this.topology.size, this.maker.explicitCount() + 1));
     // dial peers we learn of, as the seeds' "connect to one, join them all": in a full mesh all
     // those reachable, in a large one the neighbours the plan gives (reachable or not yet)
-    for (const name of this.ring ? this.dialled : this.topology.peerNames()) {
-      if (name === this.name || (!this.ring && !now.has(name))) continue;
+    const planned = this.plan.toDial();
+    for (const name of planned ?? this.topology.peerNames()) {
+      if (name === this.name || (!planned && !now.has(name))) continue;
       const addr = this.topology.addrOf(name);
       if (!addr) continue;
       if (!this.maker.has(this.norm(addr), true) && !this.conns.to(name)) this.maker.learn(addr);
