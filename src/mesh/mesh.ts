@@ -180,8 +180,9 @@ export class Mesh implements Startable, PeerTargets {
     return done;
   }
 
+  /** The connection targets; one never reached yet is named by the peer that publishes its address. */
   targetList(): TargetView[] {
-    return this.maker.list();
+    return this.maker.list().map((t) => (t.peer ? t : { ...t, peer: this.plan.peerAt(t.addr) }));
   }
 
   connections(): ConnectionView[] {

@@ -73,14 +73,14 @@ export class MeshPlan {
   /** Whether the connection maker may dial `t`, with `established` connections open now. */
   wanted(t: PlanTarget, established: number, minDegree: number): boolean {
     if (!this.ring) return true;
-    const peer = t.peer ?? this.nameAt(t.addr);
+    const peer = t.peer ?? this.peerAt(t.addr);
     if (peer) return this.dialled.has(peer);
     // an address not yet known by name: only to get into the mesh at all
     return t.explicit && established < minDegree;
   }
 
-  /** The peer that published `addr`, by the topology as it is now. */
-  private nameAt(addr: string): string | undefined {
+  /** The peer that publishes `addr` (normalised), by the topology as it is now. */
+  peerAt(addr: string): string | undefined {
     if (this.nameByAddrAt !== this.topology.namesVersion) {
       this.nameByAddrAt = this.topology.namesVersion;
       this.nameByAddr.clear();

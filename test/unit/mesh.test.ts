@@ -256,3 +256,24 @@ test('settled: a router has heard from the peers it was pointed at, or they fail
     await Promise.all([a.mesh.stop(), b.mesh.stop(), c.mesh.stop()]);
   }
 });
+
+test('a peer whose published address cannot be dialled is named in the target list, and reached through others', async () => {
+  // b publishes a port nobody listens on: a learns it by gossip, through c, and never reaches
+  // b there, so its connection maker never identifies the target; the status still has to say
+  // whose address it is (its path goes through c)
+  const dead = port++;
+  const a = mk(1);
+  const c = mk(3, [`127.0.0.1:${a.port}`]);
+  const b = mk(2, [`127.0.0.1:${c.port}`], { advertise: `127.0.0.1:${dead}` });
+  try {
+    for (const n of [a, c, b]) await n.mesh.start();
+    await until(() => a.mesh.isReachable(b.name) && a.mesh.targetList().some((t) => t.addr === `127.0.0.1:${dead}`)).catch((e) => {
+      throw new Error(`${e.message}: reachable ${a.mesh.isReachable(b.name)}, targets ${JSON.stringify(a.mesh.targetList())}`);
+    });
+    const t = a.mesh.targetList().find((x) => x.addr === `127.0.0.1:${dead}`)!;
+    assert.equal(t.peer, b.name, `the target names its peer: ${JSON.stringify(t)}`);
+    assert.equal(a.mesh.nextHop(b.name), c.name, 'reached through c');
+  } finally {
+    await Promise.all([a, b, c].map((n) => n.mesh.stop()));
+  }
+});
