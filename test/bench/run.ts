@@ -42,6 +42,7 @@ import { tmpdir, cpus, release, totalmem, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { Netns, RouterProc, ROOT, UPLINK, WEFT, WEFT_NET, netConf, uid } from '../helpers/netns';
+import { SLEEVE_VIA_DEV, SLEEVE_VIA_PEER } from '../../src/datapath/sleeve/kernel';
 
 const isRoot = () => process.getuid?.() === 0;
 import { commandLine, inNetns, timedRun, timedRunWithRss, TIME_BIN, type Invocation, type Timed } from './invoke';
@@ -278,7 +279,8 @@ function leakCheck(subjects: Subject[], r: RouterProc): string[] {
   const out: string[] = [];
   for (const s of subjects) {
     try {
-      const veths = s.host.links().filter((l: any) => l.linkinfo?.info_kind === 'veth' && !UPLINK.includes(l.ifname)).map((l) => l.ifname);
+      // the router's own veth pair (the sleeve's) is not a pod's
+      const veths = s.host.links().filter((l: any) => l.linkinfo?.info_kind === 'veth' && !UPLINK.includes(l.ifname) && l.ifname !== SLEEVE_VIA_DEV && l.ifname !== SLEEVE_VIA_PEER).map((l) => l.ifname);
       if (veths.length) out.push(`${s.label}: ${veths.length} host veth(s) left in ${s.host.name}: ${veths.slice(0, 5).join(', ')}`);
     } catch (e) {
       out.push(`${s.label}: cannot list links of ${s.host.name}: ${(e as Error).message}`);
