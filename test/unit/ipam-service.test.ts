@@ -17,7 +17,7 @@
  *   the same either way.
  * - 265 the `''` for a status without a reason: every status but "ready" carries one.
  */
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createLogger } from '../../src/common/log';
 import { formatCidr, formatIPv4, parseAddrWithPrefix, parseCidr, type Cidr } from '../../src/common/ip';
@@ -35,6 +35,13 @@ import { FakeNet, type FakeMesh } from '../helpers/fake-mesh';
 import { recordingLogger } from '../helpers/record-log';
 
 const log = createLogger({ name: 't', level: 'silent' });
+
+// The service's waits use unref'd timers (they must never keep a router alive). A test waiting
+// on one would leave Node 20's runner with an empty event loop and a pending promise, which it
+// cancels ("Promise resolution is still pending"); this ref'd timer holds the loop until the
+// file is done.
+const holdLoop = setInterval(() => undefined, 60_000);
+after(() => clearInterval(holdLoop));
 const range = parseCidr('10.32.0.0/12')!;
 const A = '02:00:00:00:00:0a';
 const B = '02:00:00:00:00:0b';
