@@ -290,7 +290,8 @@ export class IpamService extends EventEmitter implements Startable {
       });
     if (!this.ring.initialised()) {
       this.step();
-      await wait(500);
+      // this step may have decided consensus itself (its 'change' came before any listener)
+      if (!this.ring.initialised()) await wait(500);
       return;
     }
     for (const donor of this.space.donors(subnet)) {
