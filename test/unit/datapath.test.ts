@@ -165,6 +165,14 @@ test('FDB: the exact lines: a flooding entry appended, a bridge MAC replaced; a 
   assert.deepEqual({ added: del.added, removed: del.removed }, { added: 0, removed: 2 });
 });
 
+test('FDB: a flooding entry towards a peer does not stand for its bridge MAC entry, nor the other way round', () => {
+  const a = peer(1);
+  const onlyFlood = planFdb(VXLAN_DEV, [{ mac: ZERO_MAC, dst: a.ip }], [a], newFdbMemory(0), 0, GRACE);
+  assert.deepEqual(onlyFlood.lines, [`fdb replace ${a.bridgeMac} dev ${VXLAN_DEV} dst ${a.ip} self permanent`]);
+  const onlyMac = planFdb(VXLAN_DEV, [{ mac: a.bridgeMac!, dst: a.ip }], [a], newFdbMemory(0), 0, GRACE);
+  assert.deepEqual(onlyMac.lines, [`fdb append ${ZERO_MAC} dev ${VXLAN_DEV} dst ${a.ip} self permanent`]);
+});
+
 test('FDB: a peer that has published no bridge MAC gets the flooding entry only', () => {
   const a = peer(1, { bridgeMac: undefined });
   const p = planFdb(VXLAN_DEV, [], [a], newFdbMemory(0), 0, GRACE);

@@ -4,6 +4,8 @@
  * - 91 `t.unref()` removed: only decides whether the timer keeps the process alive.
  * - 93 `clearTimeout(t)` removed: the timer then calls done again, which deletes an id already
  *   deleted and resolves a promise already resolved (both no-ops).
+ * - 83 `a < b` -> `a <= b` in the donors' tie-break: the donors come from a Set, so two names
+ *   compared are never equal and both orders agree.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
