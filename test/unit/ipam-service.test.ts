@@ -64,6 +64,15 @@ function node(net: FakeNet, name: string, init: IpamInit, o: { spaceTimeoutMs?: 
 
 const owners = (ipam: IpamService) => Object.fromEntries(ipam.ring.sizes());
 
+/** Runs the event loop until `cond` holds, failing after 5 s. */
+async function until(cond: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (!cond()) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
 /** A owns the whole range; B, an observer with A's ring, and B's space exchange. */
 async function donorAndRequester() {
   const net = new FakeNet();
@@ -102,7 +111,7 @@ test('two concurrent space requests to one donor each get their own answer, even
   const p2 = ex.request(A, high, 2000);
   net.deliver((s) => s.type === REQUEST_TYPE);
   // let the donor answer both (its give() awaits the commit), then deliver the replies newest first
-  await new Promise((r) => setTimeout(r, 20));
+  await until(() => net.queue.filter((s) => s.type === REPLY_TYPE).length === 2, 'both replies');
   const replies = net.queue.filter((s) => s.type === REPLY_TYPE);
   assert.equal(replies.length, 2);
   net.queue.reverse();
@@ -121,7 +130,7 @@ test('a reply that comes after its request gave up still brings the space: nothi
   const r = ex.request(A, range, 30);
   net.deliver((s) => s.type === REQUEST_TYPE);
   assert.equal(await r, undefined, 'timed out');
-  await new Promise((res) => setTimeout(res, 20));
+  await until(() => net.queue.some((s) => s.type === REPLY_TYPE), 'the late reply');
   net.deliver();
   const mine = b.ipam.ring.ownedBy(B).map(formatCidr);
   assert.deepEqual(mine, ['10.40.0.0/13'], 'the late gift is taken');
@@ -251,7 +260,7 @@ test('space exchange: a malformed request is answered "bad request", never throw
   const got: unknown[] = [];
   probe.onMessage(REPLY_TYPE, (_f, body) => got.push(body));
   probe.send(A, REQUEST_TYPE, { id: 'x1', subnet: 'nonsense' });
-  await new Promise((r) => setTimeout(r, 10));
+  await until(() => got.length > 0, 'the answer');
   assert.deepEqual(got, [{ id: 'x1', ok: false, reason: 'bad request' }]);
   void a;
 });
