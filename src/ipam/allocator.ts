@@ -263,7 +263,7 @@ function intersect(a: Cidr, b: Cidr): Span | undefined {
  * Whether `findFree` may hand out `a` in `subnet`: a host address, and in subnets larger than
  * /24 not an x.y.z.0 address (valid, but they surprise people and tools).
  */
-function allocatable(subnet: Cidr, a: number): boolean {
+export function allocatable(subnet: Cidr, a: number): boolean {
   return isHostAddress(subnet, a) && !(subnet.prefix < 24 && (a & 0xff) === 0);
 }
 

@@ -9,12 +9,12 @@
 import { EventEmitter } from 'node:events';
 import type { AllocationRecord, AttachmentKey } from '../common/api';
 import { NoSpaceError, AddressInUseError } from '../common/errors';
-import { containsCidr, formatCidr, formatIPv4, type Cidr } from '../common/ip';
+import { containsCidr, formatCidr, formatIPv4, lastOf, type Cidr } from '../common/ip';
 import type { Startable } from '../common/lifecycle';
 import type { Logger } from '../common/log';
 import type { MapData } from '../common/crdt';
 import type { ChannelHandle } from '../mesh/gossip';
-import { Allocator, type AllocatorState } from './allocator';
+import { allocatable, Allocator, type AllocatorState } from './allocator';
 import { Consensus, type PaxosEntry } from './consensus';
 import { largestFreeBlock, Ring, RingConflictError, type RingData } from './ring';
 import { SpaceExchange, type SpaceMesh } from './space';
@@ -74,14 +74,30 @@ export function intersectCidrs(owned: readonly Cidr[], subnet: Cidr): Cidr[] {
  * The block a donor gives: the largest aligned block free in its space, halved when that block
  * is more than half of its space in the subnet. Counting the space owned (not owned less the
  * few addresses in use) keeps Weave's seed behaviour: a lone first host with a pod or two gives
- * the second host 10.40.0.0/13, whole.
+ * the second host 10.40.0.0/13, whole. A block must hold an address the requester can hand out
+ * (`usable`): a lone free /32 that is the subnet's broadcast address is no gift (of a halved
+ * /31 the usable half goes).
  */
-export function donation(mine: readonly Cidr[], used: readonly number[]): Cidr | undefined {
-  const block = largestFreeBlock(mine, used);
-  if (!block) return undefined;
+export function donation(mine: readonly Cidr[], used: readonly number[], usable: (a: number) => boolean = () => true): Cidr | undefined {
+  const taken = [...used];
   const ownedHere = mine.reduce((n, c) => n + 2 ** (32 - c.prefix), 0);
-  if (block.prefix < 32 && 2 * 2 ** (32 - block.prefix) > ownedHere) return { base: block.base + 2 ** (31 - block.prefix), prefix: block.prefix + 1 };
-  return block;
+  for (;;) {
+    const block = largestFreeBlock(mine, taken);
+    if (!block) return undefined;
+    const halves =
+      block.prefix < 32 && 2 * 2 ** (32 - block.prefix) > ownedHere
+        ? [{ base: block.base + 2 ** (31 - block.prefix), prefix: block.prefix + 1 }, { base: block.base, prefix: block.prefix + 1 }]
+        : [block];
+    const gift = halves.find((h) => holdsUsable(h, usable));
+    if (gift) return gift;
+    // nothing in it a requester could use: look past it
+    for (let a = block.base; a <= lastOf(block); a++) taken.push(a);
+  }
+}
+
+function holdsUsable(c: Cidr, usable: (a: number) => boolean): boolean {
+  for (let a = c.base; a <= lastOf(c); a++) if (usable(a)) return true;
+  return false;
 }
 
 export class IpamService extends EventEmitter implements Startable {
@@ -290,7 +306,8 @@ export class IpamService extends EventEmitter implements Startable {
       });
     if (!this.ring.initialised()) {
       this.step();
-      await wait(500);
+      // this step may have decided consensus itself (its 'change' came before any listener)
+      if (!this.ring.initialised()) await wait(500);
       return;
     }
     for (const donor of this.space.donors(subnet)) {
@@ -316,7 +333,7 @@ export class IpamService extends EventEmitter implements Startable {
   private async give(from: string, subnet: Cidr): Promise<{ block: Cidr; ring: RingData } | { reason: string }> {
     if (!this.ring.initialised()) return { reason: 'ring not initialised here' };
     const mine = intersectCidrs(this.owned, subnet);
-    const block = donation(mine, this.allocator.usedIn(mine));
+    const block = donation(mine, this.allocator.usedIn(mine), (a) => allocatable(subnet, a));
     if (!block) return { reason: 'no free space' };
     const delta = this.ring.give(this.c.self, from, block);
     this.refreshOwned();

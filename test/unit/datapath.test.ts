@@ -149,6 +149,43 @@ test('FDB: an unreachable peer that left and came back gets a fresh grace', () =
   assert.equal(planFdb(VXLAN_DEV, table, back, mem, t + GRACE + 1, GRACE).removed, 2);
 });
 
+test('FDB: the exact lines: a flooding entry appended, a bridge MAC replaced; a removal deletes the device entry and, for a bridge MAC, the bridge\'s learnt one', () => {
+  const mem = newFdbMemory(0);
+  const table: FdbEntry[] = [];
+  const a = peer(1);
+  const add = planFdb(VXLAN_DEV, table, [a], mem, 0, GRACE);
+  assert.deepEqual(add.lines, [`fdb append ${ZERO_MAC} dev ${VXLAN_DEV} dst ${a.ip} self permanent`, `fdb replace ${a.bridgeMac} dev ${VXLAN_DEV} dst ${a.ip} self permanent`]);
+  apply(table, add.lines);
+  const del = planFdb(VXLAN_DEV, table, [], mem, 1, GRACE);
+  assert.deepEqual(del.lines, [
+    `fdb del ${ZERO_MAC} dev ${VXLAN_DEV} dst ${a.ip} self`,
+    `fdb del ${a.bridgeMac} dev ${VXLAN_DEV} dst ${a.ip} self`,
+    `fdb del ${a.bridgeMac} dev ${VXLAN_DEV} master`,
+  ]);
+  assert.deepEqual({ added: del.added, removed: del.removed }, { added: 0, removed: 2 });
+});
+
+test('FDB: a flooding entry towards a peer does not stand for its bridge MAC entry, nor the other way round', () => {
+  const a = peer(1);
+  const onlyFlood = planFdb(VXLAN_DEV, [{ mac: ZERO_MAC, dst: a.ip }], [a], newFdbMemory(0), 0, GRACE);
+  assert.deepEqual(onlyFlood.lines, [`fdb replace ${a.bridgeMac} dev ${VXLAN_DEV} dst ${a.ip} self permanent`]);
+  const onlyMac = planFdb(VXLAN_DEV, [{ mac: a.bridgeMac!, dst: a.ip }], [a], newFdbMemory(0), 0, GRACE);
+  assert.deepEqual(onlyMac.lines, [`fdb append ${ZERO_MAC} dev ${VXLAN_DEV} dst ${a.ip} self permanent`]);
+});
+
+test('FDB: a peer that has published no bridge MAC gets the flooding entry only', () => {
+  const a = peer(1, { bridgeMac: undefined });
+  const p = planFdb(VXLAN_DEV, [], [a], newFdbMemory(0), 0, GRACE);
+  assert.deepEqual(p.lines, [`fdb append ${ZERO_MAC} dev ${VXLAN_DEV} dst ${a.ip} self permanent`]);
+  assert.equal(p.added, 1);
+});
+
+test('FDB: an entry without a destination (the device\'s own, not a tunnel) is never removed', () => {
+  const table: FdbEntry[] = [{ mac: '02:00:00:00:00:99' }, { mac: ZERO_MAC, dst: '172.30.0.99' }];
+  const p = planFdb(VXLAN_DEV, table, [], newFdbMemory(0), GRACE + 1, GRACE);
+  assert.deepEqual(p.lines, [`fdb del ${ZERO_MAC} dev ${VXLAN_DEV} dst 172.30.0.99 self`]);
+});
+
 /** A VXLAN sys fake recording calls and holding one device and its table. */
 function fakeSys(initial?: Partial<LinkInfo>) {
   const calls: string[] = [];

@@ -17,17 +17,17 @@
  *   the same either way.
  * - 265 the `''` for a status without a reason: every status but "ready" carries one.
  */
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createLogger } from '../../src/common/log';
-import { formatCidr, formatIPv4, parseAddrWithPrefix, parseCidr, type Cidr } from '../../src/common/ip';
+import { formatCidr, formatIPv4, lastOf, parseAddrWithPrefix, parseCidr, type Cidr } from '../../src/common/ip';
 import { AddressInUseError, NoSpaceError } from '../../src/common/errors';
 import { Ring, type RingData } from '../../src/ipam/ring';
 import { Consensus, type PaxosEntry } from '../../src/ipam/consensus';
 import type { MapData } from '../../src/common/crdt';
 import { IpamService, donation, intersectCidrs, type IpamFile, type IpamInit } from '../../src/ipam/service';
 import { REPLY_TYPE, REQUEST_TYPE, SpaceExchange, type SpaceReply } from '../../src/ipam/space';
-import { GATEWAY_NETWORK } from '../../src/ipam/allocator';
+import { allocatable, GATEWAY_NETWORK } from '../../src/ipam/allocator';
 import { IpamApi } from '../../src/router/ipam-api';
 import { ApiServer } from '../../src/router/http';
 import { gatewayKey } from '../../src/datapath/bridge-addrs';
@@ -35,6 +35,13 @@ import { FakeNet, type FakeMesh } from '../helpers/fake-mesh';
 import { recordingLogger } from '../helpers/record-log';
 
 const log = createLogger({ name: 't', level: 'silent' });
+
+// The service's waits use unref'd timers (they must never keep a router alive). A test waiting
+// on one would leave Node 20's runner with an empty event loop and a pending promise, which it
+// cancels ("Promise resolution is still pending"); this ref'd timer holds the loop until the
+// file is done.
+const holdLoop = setInterval(() => undefined, 60_000);
+after(() => clearInterval(holdLoop));
 const range = parseCidr('10.32.0.0/12')!;
 const A = '02:00:00:00:00:0a';
 const B = '02:00:00:00:00:0b';
@@ -56,6 +63,15 @@ function node(net: FakeNet, name: string, init: IpamInit, o: { spaceTimeoutMs?: 
 }
 
 const owners = (ipam: IpamService) => Object.fromEntries(ipam.ring.sizes());
+
+/** Runs the event loop until `cond` holds, failing after 5 s. */
+async function until(cond: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (!cond()) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setImmediate(r));
+  }
+}
 
 /** A owns the whole range; B, an observer with A's ring, and B's space exchange. */
 async function donorAndRequester() {
@@ -95,7 +111,7 @@ test('two concurrent space requests to one donor each get their own answer, even
   const p2 = ex.request(A, high, 2000);
   net.deliver((s) => s.type === REQUEST_TYPE);
   // let the donor answer both (its give() awaits the commit), then deliver the replies newest first
-  await new Promise((r) => setTimeout(r, 20));
+  await until(() => net.queue.filter((s) => s.type === REPLY_TYPE).length === 2, 'both replies');
   const replies = net.queue.filter((s) => s.type === REPLY_TYPE);
   assert.equal(replies.length, 2);
   net.queue.reverse();
@@ -114,7 +130,7 @@ test('a reply that comes after its request gave up still brings the space: nothi
   const r = ex.request(A, range, 30);
   net.deliver((s) => s.type === REQUEST_TYPE);
   assert.equal(await r, undefined, 'timed out');
-  await new Promise((res) => setTimeout(res, 20));
+  await until(() => net.queue.some((s) => s.type === REPLY_TYPE), 'the late reply');
   net.deliver();
   const mine = b.ipam.ring.ownedBy(B).map(formatCidr);
   assert.deepEqual(mine, ['10.40.0.0/13'], 'the late gift is taken');
@@ -244,7 +260,7 @@ test('space exchange: a malformed request is answered "bad request", never throw
   const got: unknown[] = [];
   probe.onMessage(REPLY_TYPE, (_f, body) => got.push(body));
   probe.send(A, REQUEST_TYPE, { id: 'x1', subnet: 'nonsense' });
-  await new Promise((r) => setTimeout(r, 10));
+  await until(() => got.length > 0, 'the answer');
   assert.deepEqual(got, [{ id: 'x1', ok: false, reason: 'bad request' }]);
   void a;
 });
@@ -450,6 +466,45 @@ test('donation: nothing when nothing is free, a lone free address whole, more th
   assert.equal(formatCidr(donation(mine, [mine[0]!.base])!), '10.0.0.8/29');
   // nothing used: the whole /28 is more than half, so its upper half goes
   assert.equal(formatCidr(donation(mine, [])!), '10.0.0.8/29');
+});
+
+test('donation: never a block without an address the requester could hand out (broadcast, network, x.y.z.0)', () => {
+  const c = (s: string) => parseCidr(s)!;
+  const in28 = (a: number) => allocatable(c('10.0.0.0/28'), a);
+  // the top /31 of the subnet, both free: halved, and the half that goes is the usable one
+  assert.equal(formatCidr(donation([c('10.0.0.14/31')], [])!), '10.0.0.15/32', 'without a test of use, the upper half');
+  assert.equal(formatCidr(donation([c('10.0.0.14/31')], [], in28)!), '10.0.0.14/32');
+  // the bottom /31: the network address is the lower half, the upper goes as before
+  assert.equal(formatCidr(donation([c('10.0.0.0/31')], [], in28)!), '10.0.0.1/32');
+  // everything used but the broadcast address: nothing to give
+  const top = c('10.0.0.8/29');
+  const allButLast = Array.from({ length: 7 }, (_, i) => top.base + i);
+  assert.equal(formatCidr(donation([top], allButLast)!), '10.0.0.15/32', 'without a test of use, the broadcast');
+  assert.equal(donation([top], allButLast, in28), undefined);
+  // an x.y.z.0 address in a subnet larger than /24 is passed over for the next free one
+  const in16 = (a: number) => allocatable(c('10.0.0.0/16'), a);
+  assert.equal(formatCidr(donation([c('10.0.1.0/32'), c('10.0.1.9/32')], [], in16)!), '10.0.1.9/32');
+  assert.equal(donation([c('10.0.1.0/32'), c('10.0.0.0/32')], [], in16), undefined);
+});
+
+test("a donor whose only free address is the subnet's broadcast refuses, and gives it to nobody", async () => {
+  const net = new FakeNet();
+  const seed: IpamInit = { mode: 'seed', names: [A, B] };
+  const a = small(net, A, seed, '10.0.0.0/28', 100);
+  const b = small(net, B, seed, '10.0.0.0/28', 100);
+  const [donor, asker] = a.ipam.ring.ownedBy(A).some((x) => lastOf(x) === lastOf(a.r)) ? [a, b] : [b, a];
+  // each uses up its own space, without asking the other
+  for (const [n, tag] of [[donor, 'd'], [asker, 'r']] as const) {
+    for (let i = 0; n.ipam.allocator.freeCount() > 0; i++) n.ipam.allocator.allocate(key(`${tag}${i}`), n.r, undefined, { bridge: 'weave' });
+  }
+  const before = owners(donor.ipam);
+  const replies: unknown[] = [];
+  const handlers = net.nodes.get(asker.ipam === a.ipam ? A : B)!.handlers;
+  const onReply = handlers.get(REPLY_TYPE)!;
+  handlers.set(REPLY_TYPE, (from, body) => (replies.push(body), onReply(from, body)));
+  await assert.rejects(asker.ipam.allocate(key('late'), asker.r, undefined, { bridge: 'weave' }), NoSpaceError);
+  assert.ok(replies.length > 0 && replies.every((r) => (r as SpaceReply).ok === false && (r as { reason: string }).reason === 'no free space'), JSON.stringify(replies));
+  assert.deepEqual(owners(donor.ipam), before, 'the broadcast address stayed where it was');
 });
 
 test('the mesh channels IPAM gossips on are named ring, paxos and ipam-free', () => {
