@@ -62,8 +62,9 @@ describe('hosts joined by chained connects', { skip, concurrency: false, timeout
     const out = (await sb.weftStatus(1)) as string;
     assert.match(out, /Connections: 2 \(2 established\)/);
     const lines = () => weftCli(sb.host(1).socket, ['status', 'connections']).out.trim().split('\n');
-    // the first data-path probe of each peer follows the mesh by a probe interval or so
-    assert.ok(await eventually(async () => lines().every((l) => l.includes('(probe ok)')), 15_000), lines().join('\n'));
+    // the first data-path probe of each peer follows the mesh by a probe interval or so; on a
+    // loaded machine two late probes in a row may carry a peer on the sleeve until one passes
+    assert.ok(await eventually(async () => lines().every((l) => l.includes('fastdp (probe ok)')), 30_000), lines().join('\n'));
     const conns = lines();
     assert.equal(conns.length, 2);
     for (const l of conns) assert.match(l, /^(->|<-) 172\.30\.0\.1[23]:\d+ +established unencrypted fastdp \(probe ok\) [0-9a-f:]{17}\(host[23]\) mtu=1450$/);
