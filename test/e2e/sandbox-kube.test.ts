@@ -7,11 +7,10 @@
  */
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ROOT, uid, WEFT } from '../helpers/netns';
+import { ROOT, uid, weftAsync } from '../helpers/netns';
 import { needs, NETNS } from '../helpers/needs';
 import { namespacesWith, processesMentioning } from '../helpers/sandbox';
 import { Sandbox, sandboxDir } from '../../src/sandbox';
@@ -25,22 +24,8 @@ const DENY_X = join(EXAMPLES, 'policies/deny-all-ingress-x.yaml');
 const PODS = ['x', 'y', 'z'].flatMap((n) => ['a', 'b', 'c'].map((p) => `${n}/${p}`));
 const SPECS = ['tcp/80', 'tcp/81', 'udp/80', 'udp/81'];
 
-/** `dist/weft sandbox ...` as a child process (not blocking the runner); its exit code and output. */
-function weft(args: string[], timeoutMs = 180_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const c = spawn(WEFT, ['sandbox', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (d) => (stdout += d));
-    c.stderr.on('data', (d) => (stderr += d));
-    const t = setTimeout(() => c.kill('SIGKILL'), timeoutMs);
-    c.on('error', reject);
-    c.on('close', (code) => {
-      clearTimeout(t);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+/** `dist/weft sandbox ...`: its exit code and output. */
+const weft = (args: string[]) => weftAsync(['sandbox', ...args]);
 
 type ProbeJson = { pods: { pod: string; ip: string; host: number }[]; matrices: Record<string, Record<string, Record<string, boolean>>> };
 

@@ -5,33 +5,15 @@
  */
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { uid, WEFT } from '../helpers/netns';
+import { uid, weftAsync } from '../helpers/netns';
 import { needs, NETNS } from '../helpers/needs';
 import { eventually, namespacesWith, processesMentioning } from '../helpers/sandbox';
 import { Sandbox, sandboxDir } from '../../src/sandbox';
 
 const skip = needs(NETNS);
-
-/** `dist/weft ARGS` as a child process (not blocking the runner); its exit code and output. */
-function weft(args: string[], timeoutMs = 180_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const c = spawn(WEFT, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (d) => (stdout += d));
-    c.stderr.on('data', (d) => (stderr += d));
-    const t = setTimeout(() => c.kill('SIGKILL'), timeoutMs);
-    c.on('error', reject);
-    c.on('close', (code) => {
-      clearTimeout(t);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
 
 describe('sandbox with a password, through the CLI', { skip, concurrency: false, timeout: 300_000 }, () => {
   const prefix = `wsp${uid().slice(0, 4)}`;
@@ -39,16 +21,16 @@ describe('sandbox with a password, through the CLI', { skip, concurrency: false,
   const tmp = mkdtempSync(join(tmpdir(), 'weft-sbp-'));
   const pw = join(tmp, 'password');
   writeFileSync(pw, 'sandbox secret\n');
-  let up: Awaited<ReturnType<typeof weft>>;
+  let up: Awaited<ReturnType<typeof weftAsync>>;
   let sb: Sandbox;
 
   before(async () => {
-    up = await weft(['sandbox', 'up', '--hosts', '3', '--pods', '1', '--password-file', pw, '--prefix', prefix, '--no-matrix', '--wait', '120']);
+    up = await weftAsync(['sandbox', 'up', '--hosts', '3', '--pods', '1', '--password-file', pw, '--prefix', prefix, '--no-matrix', '--wait', '120']);
     assert.equal(up.code, 0, `sandbox up: ${up.stdout}\n${up.stderr}`);
     sb = await Sandbox.open({ prefix });
   });
   after(async () => {
-    await weft(['sandbox', 'down', '--prefix', prefix]);
+    await weftAsync(['sandbox', 'down', '--prefix', prefix]);
     rmSync(tmp, { recursive: true, force: true });
   });
 
@@ -57,7 +39,7 @@ describe('sandbox with a password, through the CLI', { skip, concurrency: false,
     const empty = join(tmp, 'empty');
     writeFileSync(empty, '');
     for (const [file, re] of [[join(tmp, 'missing'), /--password-file: cannot read .*missing/], [empty, /--password-file: .*empty/]] as const) {
-      const r = await weft(['sandbox', 'up', '--hosts', '2', '--password-file', file, '--prefix', other, '--no-matrix']);
+      const r = await weftAsync(['sandbox', 'up', '--hosts', '2', '--password-file', file, '--prefix', other, '--no-matrix']);
       assert.notEqual(r.code, 0);
       assert.match(r.stderr, re);
       assert.deepEqual(namespacesWith(other), [], 'no namespace made');
@@ -71,7 +53,7 @@ describe('sandbox with a password, through the CLI', { skip, concurrency: false,
       const argv = readFileSync(`/proc/${h.pid}/cmdline`, 'utf8').split('\0');
       assert.equal(argv[argv.indexOf('--password-file') + 1], pw, `host ${h.index}: ${argv.join(' ')}`);
       assert.match(await sb.weftStatus(h.index), /Encryption: enabled/);
-      const conns = async () => (await weft(['--socket', h.socket, 'status', 'connections'])).stdout;
+      const conns = async () => (await weftAsync(['--socket', h.socket, 'status', 'connections'])).stdout;
       assert.ok(await eventually(async () => (await conns()).match(/established encrypted sleeve/g)?.length === 2, 30_000), `host ${h.index}: two encrypted sleeve peers: ${await conns()}`);
     }
   });
@@ -83,7 +65,7 @@ describe('sandbox with a password, through the CLI', { skip, concurrency: false,
   });
 
   test('down leaves no namespace, router or state', async () => {
-    const d = await weft(['sandbox', 'down', '--prefix', prefix]);
+    const d = await weftAsync(['sandbox', 'down', '--prefix', prefix]);
     assert.equal(d.code, 0, d.stderr);
     assert.deepEqual(namespacesWith(prefix), []);
     assert.deepEqual(processesMentioning(dir), []);

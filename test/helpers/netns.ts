@@ -241,6 +241,26 @@ export function weftCli(socket: string, args: string[]): { code: number; out: st
   return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
 }
 
+/**
+ * `dist/weft ARGS` as a child process (not blocking the runner, so the routers it talks to keep
+ * answering); its exit code and output. Killed after `timeoutMs`.
+ */
+export function weftAsync(args: string[], timeoutMs = 180_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(WEFT, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    c.stdout.on('data', (d) => (stdout += d));
+    c.stderr.on('data', (d) => (stderr += d));
+    const t = setTimeout(() => c.kill('SIGKILL'), timeoutMs);
+    c.on('error', reject);
+    c.on('close', (code) => {
+      clearTimeout(t);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
 /** Polls until `f` holds (it may answer later) or the deadline passes; returns whether it held. */
 export async function until(f: () => boolean | Promise<boolean>, ms = 10_000, every = 100): Promise<boolean> {
   const end = Date.now() + ms;
