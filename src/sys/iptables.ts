@@ -79,8 +79,21 @@ export class Iptables {
 
   /** The rules of one chain as `iptables-save` prints them (`-A CHAIN ...`), empty when it does not exist. */
   async rules(table: ChainSpec['table'], chain: string): Promise<string[]> {
+    return (await this.rulesByChain(table)).get(chain) ?? [];
+  }
+
+  /** Every chain's rules in `table`, as `rules` gives them, from one `iptables-save`. */
+  async rulesByChain(table: ChainSpec['table']): Promise<Map<string, string[]>> {
     const { stdout } = await run(this.bin('-save'), ['-t', table], this.opts);
-    return stdout.split('\n').filter((l) => l.startsWith(`-A ${chain} `));
+    const out = new Map<string, string[]>();
+    for (const l of stdout.split('\n')) {
+      const m = /^-A (\S+) /.exec(l);
+      if (!m) continue;
+      const list = out.get(m[1]!);
+      if (list) list.push(l);
+      else out.set(m[1]!, [l]);
+    }
+    return out;
   }
 
   /** Removes chains and their jumps; absent ones are skipped. */

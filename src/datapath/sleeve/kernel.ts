@@ -123,8 +123,9 @@ export class SleeveKernel {
     if (missing.length) return `sleeve iptables rules missing: ${missing.join(', ')}`;
     // what was last applied, not the slots: those change a moment before their rules do
     const want = this.applied;
+    const nat = await o.iptables.rulesByChain('nat');
     for (const chain of ['WEFT-SLEEVE-OUT', 'WEFT-SLEEVE-POST']) {
-      const have = (await o.iptables.rules('nat', chain)).length;
+      const have = nat.get(chain)?.length ?? 0;
       if (have !== want) return `sleeve NAT chain ${chain} has ${have} rules, not ${want} (one per peer)`;
     }
     return undefined;
