@@ -94,7 +94,8 @@ export class Metrics {
   /**
    * The sleeve (issue 8), read at each scrape: `weft_datapath_bytes_total` and
    * `weft_datapath_datagrams_total` by path, peer (the neighbour on the wire) and direction;
-   * `weft_sleeve_drops_total` by reason (`auth`: decryption failures, `replay`: replays dropped).
+   * `weft_sleeve_drops_total` by reason (`auth`: decryption failures, `replay`: replays dropped);
+   * `weft_sleeve_stream_datagrams_total` and `weft_sleeve_stream_closed_total` for the TCP carrier.
    */
   sleeve(counters: () => SleeveCounters | undefined): void {
     const r = this.registry;
@@ -125,6 +126,30 @@ export class Metrics {
       registers: [r],
       collect() {
         for (const [reason, n] of Object.entries(counters()?.dropped ?? {})) this.inc({ reason }, delta(`drop/${reason}`, n));
+      },
+    });
+    new Counter({
+      name: 'weft_sleeve_stream_datagrams_total',
+      help: 'Sleeve datagrams carried on TCP streams (the rest of weft_datapath_datagrams_total went over UDP), by direction',
+      labelNames: ['direction'],
+      registers: [r],
+      collect() {
+        const s = counters()?.stream;
+        if (!s) return;
+        this.inc({ direction: 'out' }, delta('stream/out', s.txFrames));
+        this.inc({ direction: 'in' }, delta('stream/in', s.rxFrames));
+      },
+    });
+    new Counter({
+      name: 'weft_sleeve_stream_closed_total',
+      help: 'Sleeve TCP streams closed by this router (stalled: nothing drained, its datagrams went over UDP; malformed: bytes that were not sleeve datagrams)',
+      labelNames: ['reason'],
+      registers: [r],
+      collect() {
+        const s = counters()?.stream;
+        if (!s) return;
+        this.inc({ reason: 'stalled' }, delta('stream/stalled', s.stalled));
+        this.inc({ reason: 'malformed' }, delta('stream/malformed', s.malformed));
       },
     });
   }

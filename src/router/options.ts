@@ -39,6 +39,7 @@ export const FLAGS = {
   mtu: { kind: 'int', arg: 'N', help: 'pod MTU (default: underlay MTU less the encapsulation)' },
   'password-file': { kind: 'string', arg: 'F', help: 'encrypt peer traffic (or the password itself in WEFT_PASSWORD)' },
   'trusted-subnets': { kind: 'list', arg: 'CIDR,...', help: 'with a password: peers with an underlay address inside skip data-path encryption' },
+  'sleeve-carrier': { kind: 'string', arg: 'tcp|udp', help: 'how the routers\' own data path crosses the underlay: tcp, a stream per peer on the mesh port + 4, UDP while it is down (default; fastest here); udp, datagrams only (better on lossy links)' },
   'metrics-addr': { kind: 'string', arg: 'HOST:PORT', help: 'metrics and health (default 127.0.0.1:6782)' },
   'advertise-addr': { kind: 'string', arg: 'IP', help: 'address peers reach this host at (its interface is the underlay)' },
   iface: { kind: 'string', arg: 'NAME|REGEX', help: 'underlay interface, by name or regular expression' },
@@ -88,6 +89,7 @@ const optionsSchema = z.object({
   mtu: z.optional(z.int().check(z.minimum(576, 'must be at least 576'), z.maximum(65485, 'must be at most 65485'))),
   passwordFile: z.optional(z.string()),
   trustedSubnets: z.optional(z.array(z.string())),
+  sleeveCarrier: z.enum(['tcp', 'udp']),
   metricsAddr: z.string().check(z.regex(/^.+:\d+$/, 'must be HOST:PORT')),
   advertiseAddr: z.optional(z.string().check(z.regex(/^\d{1,3}(\.\d{1,3}){3}$/, 'must be an IPv4 address'))),
   iface: z.optional(z.string()),
@@ -120,6 +122,7 @@ export const ROUTER_DEFAULTS = {
   ipallocRange: '10.32.0.0/12',
   port: 6783,
   bridge: DEFAULT_BRIDGE,
+  sleeveCarrier: 'tcp' as 'tcp' | 'udp',
   metricsAddr: '127.0.0.1:6782',
   connLimit: 200,
   logLevel: 'info' as Level,
@@ -210,6 +213,7 @@ export function routerConfig(values: Record<string, unknown>, positionals: reado
   const range = cidrOption('--ipalloc-range', o.ipallocRange);
   const defaultSubnet = o.ipallocDefaultSubnet ? cidrOption('--ipalloc-default-subnet', o.ipallocDefaultSubnet) : range;
   if (!containsCidr(range, defaultSubnet)) throw new ConfigError('--ipalloc-default-subnet', `must lie inside --ipalloc-range ${o.ipallocRange}`);
+  if (o.sleeveCarrier === 'tcp' && o.port > 65531) throw new ConfigError('--port', `${o.port}: with --sleeve-carrier tcp the stream uses the port + 4, so at most 65531`);
   for (const c of o.serviceCidr ?? []) cidrOption(values['service-cidr'] !== undefined ? '--service-cidr' : envName('service-cidr'), c);
   for (const c of o.trustedSubnets ?? []) cidrOption(values['trusted-subnets'] !== undefined ? '--trusted-subnets' : envName('trusted-subnets'), c);
   const password = readPassword(o.passwordFile, values['password-file'] !== undefined ? '--password-file' : envName('password-file'), env);

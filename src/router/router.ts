@@ -182,7 +182,7 @@ export class Router {
           ...(psk && !trusted.some((c) => contains(c, parseIPv4(u.ip) ?? -1))
             ? []
             : [new FastDp({ bridge: o.bridge, underlay: u, podMtu: () => dataPath.podMtu, prober, iptables, log: child('fastdp') }, { graceMs: t.peerGraceMs, acceptFrom: psk ? trusted.map(formatCidr) : undefined })]),
-          (sleeve = new SleeveOverlay({ ...links, iptables, log: child('sleeve') }, { self: self.name, bridge: o.bridge, encrypted: !!psk, trustedSubnets: o.trustedSubnets, localIp: u.ip, port: o.port })),
+          (sleeve = new SleeveOverlay({ ...links, iptables, log: child('sleeve') }, { self: self.name, bridge: o.bridge, encrypted: !!psk, trustedSubnets: o.trustedSubnets, localIp: u.ip, port: o.port, carrier: o.sleeveCarrier, streamPort: o.port + 4 })),
         ],
         log: child('datapath'),
       },

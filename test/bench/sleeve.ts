@@ -7,12 +7,15 @@
  *   vxlan-std     kernel VXLAN made here (bridge kvx, VNI 42, UDP 4789), pods at the underlay MTU - 50:
  *                 what fastdp does, the reference
  *   vxlan-65000   the same with pods and VXLAN at MTU 65000 (the underlay fragments)
- *   enc / plain   the sleeve encrypted (AES-256-GCM) / without a secret, pods at MTU 65000
+ *   enc / plain   the sleeve encrypted (AES-256-GCM) / without a secret, pods at MTU 65000, over its
+ *                 default carrier (a TCP stream per hop, stream.ts)
+ *   enc-udp / plain-udp  the same over UDP datagrams (--sleeve-carrier udp)
  *   *-via3        the same, routed 1 -> 3 -> 2 (host 3 relays; nothing blocked)
  *   enc-std, plain-std  the sleeve with pods at the underlay MTU - 50: the per-datagram cost (plain-std
  *                 is the fallback for a peer whose VXLAN probe fails, without a secret)
  *   bare-enc, bare-plain  the sleeve's kernel half with issue 8's minimal relay in place of weft's
  *                 (sleeve-host.ts `bare`), pods at MTU 65000: the reference for the relay's own cost
+ *   bare-tcp-enc, bare-tcp-plain  the same minimal relay with a TCP connection per peer as its carrier
  * Rounds repeat and rotate the order; the sleeve switches between encrypted and plain by
  * restarting the overlays. Also an in-process AEAD comparison (the reason for AES-256-GCM).
  * Nothing is asserted; everything is removed in `finally`.
@@ -32,8 +35,8 @@ import { sleeveRouterRows } from './sleeve-routers';
 
 const BIG = 0; // fixture pod index, MTU 65000
 const STD = 1; // MTU underlay - 50 (1450)
-type Key = 'vxlan-std' | 'vxlan-65000' | 'enc' | 'enc-via3' | 'enc-std' | 'plain' | 'plain-via3' | 'plain-std' | 'bare-enc' | 'bare-plain';
-type Mode = 'kernel' | 'enc' | 'plain' | 'bare-enc' | 'bare-plain';
+type Key = 'vxlan-std' | 'vxlan-65000' | 'enc' | 'enc-via3' | 'enc-std' | 'plain' | 'plain-via3' | 'plain-std' | 'bare-enc' | 'bare-plain' | 'bare-tcp-enc' | 'bare-tcp-plain' | 'enc-udp' | 'plain-udp';
+type Mode = 'kernel' | 'enc' | 'plain' | 'enc-udp' | 'plain-udp' | 'bare-enc' | 'bare-plain' | 'bare-tcp-enc' | 'bare-tcp-plain';
 const KVX_NET = '10.33';
 
 interface Path {
@@ -129,6 +132,10 @@ export async function sleeveBench(ctx: BenchContext): Promise<Row[]> {
       { key: 'plain-std', mode: 'plain', via3: false, serverNs: pod(2, STD), clientNs: pod(1, STD), addr: podIp(2, STD) },
       { key: 'bare-enc', mode: 'bare-enc', via3: false, serverNs: pod(2, BIG), clientNs: pod(1, BIG), addr: podIp(2, BIG) },
       { key: 'bare-plain', mode: 'bare-plain', via3: false, serverNs: pod(2, BIG), clientNs: pod(1, BIG), addr: podIp(2, BIG) },
+      { key: 'enc-udp', mode: 'enc-udp', via3: false, serverNs: pod(2, BIG), clientNs: pod(1, BIG), addr: podIp(2, BIG) },
+      { key: 'plain-udp', mode: 'plain-udp', via3: false, serverNs: pod(2, BIG), clientNs: pod(1, BIG), addr: podIp(2, BIG) },
+      { key: 'bare-tcp-enc', mode: 'bare-tcp-enc', via3: false, serverNs: pod(2, BIG), clientNs: pod(1, BIG), addr: podIp(2, BIG) },
+      { key: 'bare-tcp-plain', mode: 'bare-tcp-plain', via3: false, serverNs: pod(2, BIG), clientNs: pod(1, BIG), addr: podIp(2, BIG) },
     ];
     const only = (process.env.BENCH_SLEEVE_PATHS ?? '').split(',').filter(Boolean);
     if (only.length) paths.splice(0, paths.length, ...paths.filter((p) => only.includes(p.key)));
@@ -137,8 +144,8 @@ export async function sleeveBench(ctx: BenchContext): Promise<Row[]> {
     let via3 = false;
     const setMode = async (m: Mode) => {
       if (m === 'kernel' || m === current) return;
-      if (m === 'enc' || m === 'plain') await f.setEncrypted(m === 'enc');
-      else for (const h of f.hosts) await f.call(h.index, 'bare', { encrypted: m === 'bare-enc' });
+      if (!m.startsWith('bare')) await f.setEncrypted(m.startsWith('enc'), m.endsWith('-udp') ? 'udp' : 'tcp');
+      else for (const h of f.hosts) await f.call(h.index, 'bare', { encrypted: m.endsWith('-enc'), tcp: m.startsWith('bare-tcp') });
       current = m;
     };
     const setVia3 = async (on: boolean) => {
@@ -148,7 +155,7 @@ export async function sleeveBench(ctx: BenchContext): Promise<Row[]> {
       via3 = on;
     };
     ctx.notes.push(await waitQuiet(ctx, 'sleeve'));
-    const groups: Mode[] = ['kernel', 'enc', 'plain', 'bare-enc', 'bare-plain'];
+    const groups: Mode[] = ['kernel', 'enc', 'plain', 'enc-udp', 'plain-udp', 'bare-enc', 'bare-plain', 'bare-tcp-enc', 'bare-tcp-plain'];
     for (let i = 0; i < reps; i++) {
       for (const mode of [...groups.slice(i % groups.length), ...groups.slice(0, i % groups.length)]) {
         await setMode(mode);
@@ -171,8 +178,12 @@ export async function sleeveBench(ctx: BenchContext): Promise<Row[]> {
     const vs = (a: Key, b: Key, title: string) => g(a).length && g(b).length && rows.push(row(`TCP throughput median (Gbit/s), ${title}`, 'Gbit/s', g(a), g(b), median, `${cmd(a)}  vs  ${cmd(b)}`));
     const std = underlayMtu - 50;
     vs('enc', 'vxlan-std', `sleeve encrypted (pod MTU 65000) vs kernel VXLAN (pod MTU ${std}, as fastdp)`);
-    vs('enc', 'bare-enc', 'sleeve encrypted vs the minimal relay encrypted (same kernel half), pod MTU 65000');
-    vs('plain', 'bare-plain', 'sleeve plain vs the minimal relay plain (same kernel half), pod MTU 65000');
+    vs('enc', 'enc-udp', 'sleeve encrypted, TCP carrier (default) vs UDP carrier (--sleeve-carrier udp), pod MTU 65000');
+    vs('plain', 'plain-udp', 'sleeve plain, TCP carrier vs UDP carrier, pod MTU 65000');
+    vs('enc', 'bare-tcp-enc', 'sleeve encrypted vs the minimal relay encrypted over a TCP connection (same kernel half), pod MTU 65000');
+    vs('enc-udp', 'bare-enc', 'sleeve encrypted over UDP vs the minimal relay encrypted over UDP (issue 8\'s experiment, same kernel half), pod MTU 65000');
+    vs('plain-udp', 'bare-plain', 'sleeve plain over UDP vs the minimal relay plain over UDP (same kernel half), pod MTU 65000');
+    vs('plain', 'bare-tcp-plain', 'sleeve plain vs the minimal relay plain over a TCP connection (same kernel half), pod MTU 65000');
     vs('bare-enc', 'vxlan-std', `the minimal relay encrypted vs kernel VXLAN (pod MTU ${underlayMtu - 50})`);
     vs('enc', 'plain', 'sleeve encrypted vs sleeve plain, pod MTU 65000');
     vs('enc-via3', 'enc', 'sleeve encrypted through one intermediate host vs direct');

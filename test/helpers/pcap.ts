@@ -12,7 +12,7 @@ export interface Ipv4Packet {
   proto: number;
   /** Fragment offset in bytes; 0 for a first fragment or an unfragmented packet. */
   fragOffset: number;
-  /** UDP ports, on a first fragment. */
+  /** UDP or TCP ports, on a first fragment. */
   sport?: number;
   dport?: number;
   /** Everything after the IP header. */
@@ -83,7 +83,7 @@ export function parsePcap(f: Buffer): Ipv4Packet[] {
     const fragOffset = (frame.readUInt16BE(20) & 0x1fff) * 8;
     const payload = frame.subarray(14 + ihl);
     const p: Ipv4Packet = { src: ip(frame, 26), dst: ip(frame, 30), proto, fragOffset, payload, frame };
-    if (proto === 17 && fragOffset === 0 && payload.length >= 8) {
+    if ((proto === 17 || proto === 6) && fragOffset === 0 && payload.length >= 8) {
       p.sport = payload.readUInt16BE(0);
       p.dport = payload.readUInt16BE(2);
     }

@@ -26,6 +26,8 @@ export interface FixtureOptions {
   encrypted: boolean;
   trustedSubnets?: string[];
   innerMtu?: number;
+  /** The sleeve's carrier (default the overlay's: tcp). */
+  carrier?: 'tcp' | 'udp';
   /** Pods per host; pod k of host h has 10.32.k.h/12. Default one pod at MTU 1450. */
   pods?: PodSpec[];
   underlayMtu?: number;
@@ -124,15 +126,15 @@ export class SleeveFixture {
     }
   }
 
-  private options(h: FixtureHost, encrypted: boolean) {
+  private options(h: FixtureHost, encrypted: boolean, carrier = this.o.carrier) {
     const o = this.o;
     // keys replaced by a test take effect at once (the grace is unit-tested)
-    return { self: h.name, bridge: 'weave', encrypted, trustedSubnets: o.trustedSubnets, innerMtu: o.innerMtu, keyGraceMs: 0 };
+    return { self: h.name, bridge: 'weave', encrypted, trustedSubnets: o.trustedSubnets, innerMtu: o.innerMtu, keyGraceMs: 0, carrier };
   }
 
-  /** Restarts every host's overlay encrypted or plain (same peers, routes and keys). */
-  async setEncrypted(encrypted: boolean): Promise<void> {
-    for (const h of this.hosts) await this.call(h.index, 'restart', { options: this.options(h, encrypted) });
+  /** Restarts every host's overlay encrypted or plain (same peers, routes and keys), over `carrier` (default the fixture's). */
+  async setEncrypted(encrypted: boolean, carrier?: 'tcp' | 'udp'): Promise<void> {
+    for (const h of this.hosts) await this.call(h.index, 'restart', { options: this.options(h, encrypted, carrier ?? this.o.carrier) });
   }
 
   /** Real handshakes between every pair (the lower index dials), as the mesh would run them. */

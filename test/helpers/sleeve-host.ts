@@ -9,10 +9,12 @@
  * `bare` (the bench's reference): closes the overlay's sockets, keeps its kernel half, and
  * relays in its place with the minimal relay of issue 8's experiment (a socket per peer on the
  * slot's port, one on the sleeve port, a counter before the datagram, AES-256-GCM or nothing):
- * what the design costs without weft's relay code. `restart` returns to the overlay.
+ * what the design costs without weft's relay code; with `tcp`, the same relay with a TCP
+ * connection per peer (a length before each datagram) as its carrier. `restart` returns to the overlay.
  */
 import { createInterface } from 'node:readline';
 import { createSocket, type Socket } from 'node:dgram';
+import { createServer, connect, type Server, type Socket as NetSocket } from 'node:net';
 import { createCipheriv, createDecipheriv } from 'node:crypto';
 import { SleeveOverlay, type SleeveOptions } from '../../src/datapath/sleeve/sleeve';
 import { DataKeys } from '../../src/crypto/aead';
@@ -45,7 +47,7 @@ async function handle(r: Req): Promise<unknown> {
       return make(r.options as SleeveOptions);
     }
     case 'bare':
-      return bare(r.encrypted as boolean);
+      return r.tcp ? bareTcp(r.encrypted as boolean) : bare(r.encrypted as boolean);
     case 'restart': {
       closeBare();
       await overlay!.stop();
@@ -93,9 +95,97 @@ async function handle(r: Req): Promise<unknown> {
 
 let bareSockets: Socket[] = [];
 
+let bareTcpServer: Server | undefined;
+let bareConns: NetSocket[] = [];
+
 function closeBare(): void {
   for (const s of bareSockets) s.close();
   bareSockets = [];
+  bareTcpServer?.close();
+  bareTcpServer = undefined;
+  for (const c of bareConns) c.destroy();
+  bareConns = [];
+}
+
+/** The minimal relay with a TCP connection per peer as the carrier (an experiment). */
+async function bareTcp(encrypted: boolean): Promise<null> {
+  closeBare();
+  await overlay!.stop();
+  const bind = (s: Socket, port: number, addr: string) => new Promise<void>((r) => s.bind(port, addr, () => r()));
+  const udp = () => createSocket({ type: 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
+  const byIp = new Map<string, { local: Socket; rx: Buffer }>();
+  const reader = (sock: NetSocket, peer: { local: Socket; rx: Buffer }) => {
+    let parts: Buffer[] = [];
+    let have = 0;
+    sock.on('data', (chunk: Buffer) => {
+      parts.push(chunk);
+      have += chunk.length;
+      for (;;) {
+        if (have < 4) return;
+        let head = parts[0]!;
+        if (head.length < 4) { head = Buffer.concat(parts); parts = [head]; }
+        const len = head.readUInt32BE(0);
+        if (have < 4 + len) return;
+        const all = parts.length === 1 ? head : Buffer.concat(parts, have);
+        const d = all.subarray(4, 4 + len);
+        const rest = all.subarray(4 + len);
+        parts = rest.length ? [rest] : [];
+        have = rest.length;
+        if (!encrypted) { peer.local.send(d.subarray(12), 6786, '127.0.0.1'); continue; }
+        try {
+          const c = createDecipheriv('aes-256-gcm', peer.rx, d.subarray(0, 12));
+          c.setAuthTag(d.subarray(d.length - 16));
+          const pt = c.update(d.subarray(12, d.length - 16));
+          c.final();
+          peer.local.send(pt, 6786, '127.0.0.1');
+        } catch {
+          // a frame from a peer still in the other mode, while the hosts switch one by one
+        }
+      }
+    });
+  };
+  const out = new Map<string, NetSocket>();
+  bareTcpServer = createServer((s) => {
+    s.setNoDelay(true);
+    bareConns.push(s);
+    const peer = byIp.get(s.remoteAddress!.replace('::ffff:', ''));
+    if (peer) reader(s, peer);
+  });
+  await new Promise<void>((r) => bareTcpServer!.listen(6783, '0.0.0.0', () => r()));
+  for (const p of lastPeers) {
+    const ip = endpoints.get(p.name)!;
+    const k = keys.get(p.name)!;
+    const local = udp();
+    let n = 0;
+    local.on('message', (m) => {
+      const conn = out.get(ip);
+      if (!conn) return;
+      const iv = Buffer.alloc(16);
+      iv.writeUInt32BE(++n, 12);
+      const ivp = iv.subarray(4);
+      if (!encrypted) { iv.writeUInt32BE(12 + m.length, 0); conn.write(iv); conn.write(m); return; }
+      iv.writeUInt32BE(12 + m.length + 16, 0);
+      const c = createCipheriv('aes-256-gcm', k.tx, ivp);
+      conn.cork();
+      conn.write(iv); conn.write(c.update(m)); c.final(); conn.write(c.getAuthTag());
+      conn.uncork();
+    });
+    await bind(local, overlay!.slotOf(p.name)!.port, '127.0.0.1');
+    bareSockets.push(local);
+    byIp.set(ip, { local, rx: k.rx });
+  }
+  // connect after every host listens: retry until the peer's server is up
+  for (const p of lastPeers) {
+    const ip = endpoints.get(p.name)!;
+    const dial = () => {
+      const c = connect(6783, ip);
+      c.setNoDelay(true);
+      c.on('connect', () => { out.set(ip, c); bareConns.push(c); });
+      c.on('error', () => setTimeout(dial, 100));
+    };
+    dial();
+  }
+  return null;
 }
 
 /** The minimal relay (see the file comment), direct paths only. */

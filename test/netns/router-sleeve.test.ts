@@ -135,7 +135,8 @@ describe('routers with a password: encrypted, refusals, multi-hop', { skip, conc
     const pkts: Ipv4Packet[] = await cap.stop();
     assert.ok(r.ok, `ping with a pattern: ${r.out}${r.err}`);
     const between = pkts.filter((p) => p.src.startsWith(`${NET}.`) && p.dst.startsWith(`${NET}.`));
-    assert.ok(between.filter((p) => p.proto === 17 && (p.dport === 6783 || p.sport === 6783)).length >= 10, 'sleeve datagrams seen');
+    // the sleeve's TCP streams (mesh port + 4, the default carrier); UDP 6783 only while one is not up
+    assert.ok(between.filter((p) => p.proto === 6 && (p.dport === 6787 || p.sport === 6787)).length >= 10, 'sleeve stream segments seen');
     assert.equal(between.filter((p) => p.proto === 17 && [6784, 6786, 4789, 8472].some((x) => p.dport === x || p.sport === x)).length, 0, 'no VXLAN');
     assert.equal(pkts.filter((p) => p.frame.includes(Buffer.from(PATTERN, 'hex'))).length, 0, 'the payload pattern is not readable');
     assert.equal(pkts.filter((p) => p.frame.includes(Buffer.concat([addr4(h[0]!.ip), addr4(h[1]!.ip)]))).length, 0, 'no inner IP header');

@@ -16,7 +16,7 @@ import { needs } from '../helpers/needs';
 import { SleeveFixture, UNDERLAY_NET, peerName, podIp } from '../helpers/sleeve-fixture';
 import { Capture, type Ipv4Packet } from '../helpers/pcap';
 import { tcpStream } from '../helpers/stream';
-import { SLEEVE_PORT } from '../../src/datapath/sleeve/sleeve';
+import { SLEEVE_PORT, SLEEVE_STREAM_PORT } from '../../src/datapath/sleeve/sleeve';
 
 const skip = needs({ root: true, tools: ['ip', 'tcpdump', 'ethtool', 'nft', 'iperf3', 'nsenter', 'bridge', 'conntrack'] });
 
@@ -56,8 +56,10 @@ function findings(pkts: Ipv4Packet[]) {
   const innerHeader = Buffer.concat([addr4(podIp(1, STD)), addr4(podIp(2, STD))]);
   return {
     sleeve: between.filter((p) => p.proto === 17 && (p.dport === SLEEVE_PORT || p.sport === SLEEVE_PORT)).length,
+    stream: between.filter((p) => p.proto === 6 && (p.dport === SLEEVE_STREAM_PORT || p.sport === SLEEVE_STREAM_PORT)).length,
     vxlan: between.filter((p) => p.proto === 17 && [6784, 6786, 4789, 8472].some((x) => p.dport === x || p.sport === x)).length,
     notUdp: between.filter((p) => p.proto !== 17).length,
+    other: between.filter((p) => !(p.proto === 17 && (p.dport === SLEEVE_PORT || p.sport === SLEEVE_PORT)) && !(p.proto === 6 && (p.dport === SLEEVE_STREAM_PORT || p.sport === SLEEVE_STREAM_PORT))).length,
     pattern: pkts.filter((p) => p.frame.includes(bytesOf(PATTERN))).length,
     innerHeader: pkts.filter((p) => p.frame.includes(innerHeader)).length,
   };
@@ -77,12 +79,12 @@ async function until(f: () => Promise<boolean>, what: string, ms = 10_000): Prom
   }
 }
 
-describe('sleeve, encrypted, three hosts', { skip, concurrency: false }, () => {
+describe('sleeve over UDP (--sleeve-carrier udp), encrypted, three hosts', { skip, concurrency: false }, () => {
   let f: SleeveFixture;
   let dir: string;
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'weft-sleeve-'));
-    f = await SleeveFixture.up({ hosts: 3, prefix: 'slvE', encrypted: true, pods: [{ mtu: 1450 }, { mtu: 65000 }] });
+    f = await SleeveFixture.up({ hosts: 3, prefix: 'slvE', encrypted: true, carrier: 'udp', pods: [{ mtu: 1450 }, { mtu: 65000 }] });
   });
   after(async () => {
     await f?.down();
@@ -230,7 +232,7 @@ function arpRequests(file: string, target: string, sender: string): number {
   return out.split('\n').filter((l) => l.includes(`Request who-has ${target} tell ${sender}`)).length;
 }
 
-describe('sleeve, plain (no secret), three hosts', { skip, concurrency: false }, () => {
+describe('sleeve over TCP streams (the default), plain (no secret), three hosts', { skip, concurrency: false }, () => {
   let f: SleeveFixture;
   let dir: string;
   before(async () => {
@@ -247,9 +249,10 @@ describe('sleeve, plain (no secret), three hosts', { skip, concurrency: false },
     for (const [a, b] of [[1, 2], [1, 3], [2, 3]] as const) assert.ok(await pingUntil(pod(a), podIp(b)), `pod ${a} -> pod ${b}`);
     const pk = await captureUnderlay(f, dir, 'plain');
     const x = findings(pk);
-    assert.ok(x.sleeve >= 10, `sleeve datagrams seen: ${JSON.stringify(x)} of ${pk.length} ${JSON.stringify(pk.slice(0, 3).map((p) => [p.src, p.dst, p.proto, p.sport, p.dport]))}`);
+    assert.ok(x.sleeve + x.stream >= 10, `sleeve datagrams seen: ${JSON.stringify(x)} of ${pk.length} ${JSON.stringify(pk.slice(0, 3).map((p) => [p.src, p.dst, p.proto, p.sport, p.dport]))}`);
     assert.ok(x.pattern > 0 && x.innerHeader > 0, 'plain datagrams carry the frame in clear');
     assert.equal(x.vxlan, 0, 'still no kernel VXLAN on the underlay: the routers carry it');
+    assert.equal(x.other, 0, 'nothing but the sleeve between hosts');
     assert.equal((await f.call(1, 'status', { peer: peerName(2) })).encrypted, false);
   });
 
@@ -268,5 +271,65 @@ describe('sleeve, plain (no secret), three hosts', { skip, concurrency: false },
     const before = (await f.counters(2)).relayed.datagrams;
     assert.ok(ping(pod(1), podIp(3), ['-c', '3']).ok, 'direct');
     assert.equal((await f.counters(2)).relayed.datagrams, before);
+  });
+});
+
+describe('sleeve over TCP streams (the default), encrypted, three hosts', { skip, concurrency: false }, () => {
+  let f: SleeveFixture;
+  let dir: string;
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'weft-sleeve-'));
+    f = await SleeveFixture.up({ hosts: 3, prefix: 'slvT', encrypted: true, pods: [{ mtu: 1450 }, { mtu: 65000 }] });
+  });
+  after(async () => {
+    await f?.down();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const pod = (h: number, k = STD) => f.hosts[h - 1]!.pods[k]!;
+
+  test('pods reach each other; a 50 MiB stream and full-size frames cross on the TCP streams', async () => {
+    for (const [a, b] of [[1, 2], [1, 3], [2, 3], [3, 1]] as const) assert.ok(await pingUntil(pod(a), podIp(b)), `pod ${a} -> pod ${b}`);
+    const big = ping(pod(1, BIG), podIp(2, BIG), ['-s', String(65000 - 28), '-M', 'do']);
+    assert.ok(big.ok, `full-size ping: ${big.out}${big.err}`);
+    const b1 = await f.counters(1);
+    const b2 = await f.counters(2);
+    assert.equal(await tcpStream(pod(2, BIG), pod(1, BIG), podIp(2, BIG), 50 * 2 ** 20), 50 * 2 ** 20, 'every byte arrived');
+    const a1 = await f.counters(1);
+    const a2 = await f.counters(2);
+    const sent = a1.peers[peerName(2)].txDatagrams - b1.peers[peerName(2)].txDatagrams;
+    const streamed = a1.stream.txFrames - b1.stream.txFrames;
+    assert.ok(sent > 100 && streamed >= sent * 0.99, `host 1 sent ${streamed} of its ${sent} datagrams to host 2 on the stream`);
+    assert.ok(a2.stream.rxFrames - b2.stream.rxFrames >= streamed * 0.99, 'host 2 read them from it');
+    assert.deepEqual({ auth: a2.dropped.auth - b2.dropped.auth, replay: a2.dropped.replay - b2.dropped.replay }, { auth: 0, replay: 0 });
+    assert.equal(await f.call(1, 'verify'), null);
+  });
+
+  test('the underlay carries only the sealed streams: no VXLAN, no inner header, no payload, no plain datagram', async () => {
+    const x = findings(await captureUnderlay(f, dir, 'enc-tcp'));
+    assert.ok(x.stream >= 10, `stream segments seen: ${JSON.stringify(x)}`);
+    assert.deepEqual({ vxlan: x.vxlan, other: x.other, pattern: x.pattern, innerHeader: x.innerHeader }, { vxlan: 0, other: 0, pattern: 0, innerHeader: 0 });
+  });
+
+  test('a cut path: frames stuck on the cut stream; traffic follows the routes through host 2; healed, the stuck stream is given up and traffic is direct at once', async () => {
+    assert.ok(await pingUntil(pod(1), podIp(3)), 'direct before the cut');
+    const stalled = (await f.counters(1)).stream.stalled;
+    f.block(1, 3, true);
+    try {
+      // the route is still direct: these frames wait on host 1's stream to host 3 (TCP retransmits)
+      assert.equal(ping(pod(1), podIp(3), ['-c', '2']).ok, false, 'cut');
+      await f.routes(1, { 3: 2 });
+      await f.routes(3, { 1: 2 });
+      assert.ok(await pingUntil(pod(1), podIp(3)), 'through host 2');
+      assert.equal(await tcpStream(pod(3, BIG), pod(1, BIG), podIp(3, BIG), 20 * 2 ** 20), 20 * 2 ** 20, 'a stream through host 2');
+    } finally {
+      f.block(1, 3, false);
+      await f.routes(1, { 3: 3 });
+      await f.routes(3, { 1: 1 });
+    }
+    const before = (await f.counters(2)).relayed.datagrams;
+    assert.ok(await pingUntil(pod(1), podIp(3), 5000), 'direct again within 5 s');
+    assert.ok((await f.counters(1)).stream.stalled > stalled, 'the stream holding frames from the cut was closed as stalled');
+    assert.equal(await tcpStream(pod(3, BIG), pod(1, BIG), podIp(3, BIG), 20 * 2 ** 20), 20 * 2 ** 20, 'a stream, direct');
+    assert.equal((await f.counters(2)).relayed.datagrams, before, 'nothing through host 2');
   });
 });

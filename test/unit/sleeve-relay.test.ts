@@ -9,7 +9,9 @@ import { createSocket, type Socket, type RemoteInfo } from 'node:dgram';
 import { ControlHandshake, deriveDataKeys, derivePsk, type ControlSession } from '../../src/crypto/handshake';
 import type { DataKeys } from '../../src/crypto/aead';
 import { SleeveRelay } from '../../src/datapath/sleeve/relay';
-import { HEADER_BYTES } from '../../src/datapath/sleeve/wire';
+import { HEADER_BYTES, Kind, MAX_HOPS, NameCodec, encodeHeader, encodeInner } from '../../src/datapath/sleeve/wire';
+import { sealParts } from '../../src/crypto/aead';
+import { connect, createServer, type Socket as NetSocket } from 'node:net';
 import { parseCidr } from '../../src/common/ip';
 import { createLogger } from '../../src/common/log';
 
@@ -30,7 +32,8 @@ function sessions(a: string, b: string, pskA = PSK, pskB = PSK): [ControlSession
 }
 
 async function udp(port = 0): Promise<Socket> {
-  const s = createSocket('udp4');
+  // room for a burst of 60000-byte frames (a stream delivers them back to back)
+  const s = createSocket({ type: 'udp4', recvBufferSize: 8 << 20 });
   await new Promise<void>((r) => s.bind(port, '127.0.0.1', () => r()));
   return s;
 }
@@ -64,7 +67,7 @@ interface Net {
   stop(): Promise<void>;
 }
 
-async function net(opts: { encrypted?: boolean; trusted?: string[]; wrongKeysBetween?: [number, number]; keyGraceMs?: number } = {}): Promise<Net> {
+async function net(opts: { encrypted?: boolean; trusted?: string[]; wrongKeysBetween?: [number, number]; keyGraceMs?: number; stream?: boolean; streamPorts?: Map<string, number>[] } = {}): Promise<Net> {
   const encrypted = opts.encrypted ?? true;
   const kernels: Kernel[] = [];
   for (let i = 0; i < 3; i++) {
@@ -93,12 +96,12 @@ async function net(opts: { encrypted?: boolean; trusted?: string[]; wrongKeysBet
       {
         routes: {
           nextHop: (p) => routes[i]!.get(p),
-          endpoint: (p) => (endpoints[i]!.has(p) ? { ip: '127.0.0.1', port: endpoints[i]!.get(p)! } : undefined),
+          endpoint: (p) => (endpoints[i]!.has(p) ? { ip: '127.0.0.1', port: endpoints[i]!.get(p)!, streamPort: opts.streamPorts?.[i]?.get(p) ?? (opts.stream ? base + 5 + names.indexOf(p) : undefined) } : undefined),
         },
         keys: { dataKeys: (p) => (encrypted ? keys[i]!.get(p) : undefined) },
         log,
       },
-      { self, port: base + i, bindAddress: '127.0.0.1', encrypted, trusted: (opts.trusted ?? []).map((c) => parseCidr(c)!), vxlanPort: portOf(kernels[i]!.sock), probeBytes: 9000, keyGraceMs: opts.keyGraceMs },
+      { self, port: base + i, bindAddress: '127.0.0.1', encrypted, trusted: (opts.trusted ?? []).map((c) => parseCidr(c)!), vxlanPort: portOf(kernels[i]!.sock), probeBytes: 9000, keyGraceMs: opts.keyGraceMs, streamPort: opts.stream ? base + 5 + i : undefined, streamStallMs: 300 },
     );
     await r.start();
     relays.push(r);
@@ -354,4 +357,122 @@ for (const grace of [60_000, 0]) {
       await n.stop();
     }
   });
+}
+
+// ---- the stream carrier (stream.ts): the same datagrams on a TCP connection per hop ----
+
+/** The port relay i's stream carrier listens on (see net()). */
+const streamPortOf = (n: Net, i: number) => n.relays[i]!.o.streamPort!;
+
+test('stream carrier: UDP until the connection is up, then the stream; relayed 1 -> 2 -> 3 over streams, delivered as from 1', async () => {
+  const n = await net({ stream: true });
+  try {
+    await kernelSend(n, 0, 1, frame('first', 60000));
+    await until(() => n.kernels[1]!.got.length === 1, 'the first frame, over UDP while the stream is dialled');
+    assert.equal(n.relays[1]!.counters.stream!.rxFrames, 0, 'not over the stream: it was not up');
+    await until(() => n.relays[0]!.streamsTo('127.0.0.1', streamPortOf(n, 1)), 'host 1 connected to host 2');
+    const big = frame('big', 60000);
+    for (let k = 0; k < 20; k++) await kernelSend(n, 0, 1, big);
+    await until(() => n.kernels[1]!.got.length === 21, 'twenty frames over the stream');
+    assert.ok(n.kernels[1]!.got.slice(1).every((g) => g.data.equals(big) && g.from === n.localPort(1, 0)), 'each whole, from host 2\'s socket for host 1');
+    assert.equal(n.relays[0]!.counters.stream!.txFrames, 20);
+    assert.equal(n.relays[1]!.counters.stream!.rxFrames, 20);
+    // acknowledged: after twice the stall limit (300 ms here) the stream is still used
+    await new Promise((r) => setTimeout(r, 600));
+    await kernelSend(n, 0, 1, frame('later', 1000));
+    await until(() => n.kernels[1]!.got.length === 22, 'a frame after a quiet spell');
+    assert.deepEqual([n.relays[0]!.counters.stream!.txFrames, n.relays[0]!.counters.stream!.stalled], [21, 0], 'on the stream, not closed as stalled');
+    // relayed: host 1 reaches host 3 through host 2, each hop on its own stream once up
+    n.routes[0]!.set(names[2]!, names[1]!);
+    n.routes[1]!.set(names[2]!, names[2]!);
+    await kernelSend(n, 0, 2, frame('via', 1000)); // host 2 dials host 3 on this one
+    await until(() => n.kernels[2]!.got.length === 1, 'relayed delivery');
+    await until(() => n.relays[1]!.streamsTo('127.0.0.1', streamPortOf(n, 2)), 'host 2 connected to host 3');
+    const before = n.relays[2]!.counters.stream!.rxFrames;
+    await kernelSend(n, 0, 2, frame('via2', 1000));
+    await until(() => n.kernels[2]!.got.length === 2, 'second relayed delivery');
+    assert.equal(n.relays[2]!.counters.stream!.rxFrames, before + 1, 'the last hop over the stream');
+    assert.equal(n.kernels[2]!.got[1]!.from, n.localPort(2, 0), 'delivered as from host 1');
+    assert.equal(n.relays[1]!.counters.relayed.datagrams, 2);
+  } finally {
+    await n.stop();
+  }
+});
+
+test('stream carrier: a replayed or altered datagram on a connection is dropped; bytes that are not sleeve datagrams close it', async () => {
+  const n = await net({ stream: true });
+  const codec = new NameCodec();
+  const conns: NetSocket[] = [];
+  try {
+    const k = n.keys[0]!.get(names[1]!)!;
+    const sealed = (tag: string) => {
+      const counter = k.nextCounter();
+      const header = encodeHeader(codec, names[0]!, true, k.txId, counter);
+      const inner = encodeInner(codec, { kind: Kind.Frame, hops: MAX_HOPS, origin: names[0]!, destination: names[1]! });
+      return Buffer.concat([header, ...sealParts(k.tx, counter, header, [inner, frame(tag)])]);
+    };
+    const framed = (d: Buffer) => {
+      const len = Buffer.alloc(4);
+      len.writeUInt32BE(d.length, 0);
+      return Buffer.concat([len, d]);
+    };
+    const c = connect(streamPortOf(n, 1), '127.0.0.1');
+    c.on('data', () => undefined); // acknowledgements
+    conns.push(c);
+    await new Promise<void>((r) => c.once('connect', () => r()));
+    const d = sealed('genuine');
+    const altered = sealed('altered');
+    altered[altered.length - 1]! ^= 1;
+    c.write(Buffer.concat([framed(d), framed(d), framed(altered)]));
+    await until(() => n.relays[1]!.counters.dropped.replay === 1 && n.relays[1]!.counters.dropped.auth === 1, 'one replay and one decryption failure');
+    assert.equal(n.kernels[1]!.got.length, 1, 'only the genuine datagram was delivered');
+    assert.equal(n.relays[1]!.counters.stream!.malformed, 0);
+    const closed = new Promise<void>((r) => c.once('close', () => r()));
+    c.write(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
+    await closed;
+    assert.equal(n.relays[1]!.counters.stream!.malformed, 1, 'counted');
+    const c2 = connect(streamPortOf(n, 1), '127.0.0.1');
+    c2.on('data', () => undefined);
+    conns.push(c2);
+    await new Promise<void>((r) => c2.once('connect', () => r()));
+    c2.write(framed(sealed('after')));
+    await until(() => n.kernels[1]!.got.length === 2, 'a new connection is read as before');
+  } finally {
+    for (const c of conns) c.destroy();
+    await n.stop();
+  }
+});
+
+for (const reads of [false, true]) {
+test(`stream carrier: a connection whose datagrams are not acknowledged is closed and datagrams go over UDP (the far end ${reads ? 'takes the bytes: the kernel shows nothing queued' : 'reads nothing'})`, async () => {
+  // host 2's stream endpoint is a listener that never acknowledges: a path cut mid-stream
+  const held: NetSocket[] = [];
+  const sink = createServer((s) => {
+    if (reads) s.on('data', () => undefined);
+    else s.pause();
+    held.push(s);
+  });
+  await new Promise<void>((r) => sink.listen(0, '127.0.0.1', () => r()));
+  const sinkPort = (sink.address() as { port: number }).port;
+  const n = await net({ stream: true, streamPorts: [new Map([[names[1]!, sinkPort]])] });
+  try {
+    await kernelSend(n, 0, 1, frame('dial', 100));
+    await until(() => n.relays[0]!.streamsTo('127.0.0.1', sinkPort), 'connected to the sink');
+    const big = frame('fill', 60000);
+    const end = Date.now() + 10_000;
+    while (n.relays[0]!.counters.stream!.stalled === 0 && Date.now() < end) {
+      await kernelSend(n, 0, 1, big);
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    assert.equal(n.relays[0]!.counters.stream!.stalled, 1, 'the stalled connection was closed');
+    assert.equal(n.relays[0]!.streamsTo('127.0.0.1', sinkPort), false);
+    const before = n.kernels[1]!.got.length;
+    await kernelSend(n, 0, 1, frame('after', 100));
+    await until(() => n.kernels[1]!.got.length > before, 'the next datagram arrives over UDP');
+  } finally {
+    await n.stop();
+    for (const s of held) s.destroy();
+    await new Promise<void>((r) => sink.close(() => r()));
+  }
+});
 }

@@ -1,5 +1,6 @@
 /**
- * The sleeve's userspace half: UDP between routers, sealing, relaying, and hand-over to the
+ * The sleeve's userspace half: datagrams between routers (over UDP, or a TCP stream per hop
+ * when `streamPort` is set: stream.ts), sealing, relaying, and hand-over to the
  * local kernel VXLAN. No kernel state is made here (see kernel.ts), so this runs and is
  * tested in-process on loopback.
  *
@@ -13,20 +14,21 @@
  * still accepted; each rx key has its own replay window. A datagram whose destination is
  * another router is opened, then sealed again for the next hop (keys are per hop).
  */
-import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
+import { createSocket, type Socket } from 'node:dgram';
 import { openSealed, sealParts, type DataKeys } from '../../crypto/aead';
 import { ReplayWindow } from '../../crypto/replay';
 import { contains, parseIPv4, type Cidr } from '../../common/ip';
 import type { Logger } from '../../common/log';
 import { SysError } from '../../common/errors';
+import { StreamCarrier, type StreamCounters } from './stream';
 import { decodeHeader, decodeInner, encodeHeader, encodeInner, HEADER_BYTES, INNER_BYTES, Kind, MAX_HOPS, NameCodec, type Inner } from './wire';
 
 /** How to reach other routers: the mesh's unicast routes and its peers' underlay addresses. */
 export interface SleeveRoutes {
   /** Next hop towards `peer`: the peer itself when directly connected, the router to relay through otherwise; undefined when unreachable. */
   nextHop(peer: string): string | undefined;
-  /** Where a directly connected peer's sleeve listens: its underlay address (port: this router's own, unless given). */
-  endpoint(peer: string): { ip: string; port?: number } | undefined;
+  /** Where a directly connected peer's sleeve listens: its underlay address (ports: this router's own, unless given). */
+  endpoint(peer: string): { ip: string; port?: number; streamPort?: number } | undefined;
 }
 
 /** The data-path keys of each directly connected peer, from its mesh connection's control session. */
@@ -64,6 +66,8 @@ export interface SleeveCounters {
   /** Datagrams forwarded for other routers. */
   relayed: { datagrams: number; bytes: number };
   dropped: Record<DropReason, number>;
+  /** The stream carrier's frames, and its connections closed as stalled or malformed (absent over UDP only). */
+  stream?: StreamCounters;
 }
 
 export interface RelayComponents {
@@ -79,6 +83,10 @@ export interface RelayOptions {
   port: number;
   /** Address the UDP socket binds (default all). */
   bindAddress?: string;
+  /** TCP port of the stream carrier (stream.ts); undefined: datagrams over UDP only. */
+  streamPort?: number;
+  /** A stream connection that has not drained for this long is closed (default 1000 ms). */
+  streamStallMs?: number;
   /** Seal datagrams (a shared secret is set). */
   encrypted: boolean;
   /** Underlay networks whose hops are sent, and accepted, unsealed even when encrypted. */
@@ -104,6 +112,7 @@ const LOG_EVERY_MS = 10_000;
 
 export class SleeveRelay {
   private sock: Socket | undefined;
+  private readonly stream: StreamCarrier | undefined;
   private readonly locals = new Map<string, Socket>();
   private readonly rx = new Map<string, { current: DataKeys; keys: RxKey[] }>();
   private readonly innerTo = new Map<string, Buffer>();
@@ -124,14 +133,24 @@ export class SleeveRelay {
     readonly o: RelayOptions,
   ) {
     this.names.encode(o.self);
+    if (o.streamPort !== undefined) {
+      this.stream = new StreamCarrier({ port: o.streamPort, bindAddress: o.bindAddress, stallMs: o.streamStallMs, log: c.log, onFrame: (d, from) => this.fromUnderlay(d, from) });
+      this.counters.stream = this.stream.counters;
+    }
   }
 
   async start(): Promise<void> {
     if (this.sock) return;
     const s = createSocket({ type: 'udp4', recvBufferSize: SOCKET_BUFFER, sendBufferSize: SOCKET_BUFFER });
-    s.on('message', (d, r) => this.fromUnderlay(d, r));
+    s.on('message', (d, r) => this.fromUnderlay(d, r.address));
     await bind(s, this.o.port, this.o.bindAddress ?? '0.0.0.0');
     s.on('error', (e) => this.drop('send-error', undefined, e.message));
+    try {
+      await this.stream?.start();
+    } catch (e) {
+      s.close();
+      throw e;
+    }
     this.sock = s;
   }
 
@@ -139,6 +158,7 @@ export class SleeveRelay {
     for (const p of [...this.locals.keys()]) await this.detach(p);
     const s = this.sock;
     this.sock = undefined;
+    await this.stream?.stop();
     if (s) await new Promise<void>((r) => s.close(() => r()));
     for (const done of this.probes.values()) done();
   }
@@ -160,9 +180,18 @@ export class SleeveRelay {
     if (s) await new Promise<void>((r) => s.close(() => r()));
   }
 
-  get listening(): boolean {
-    return this.sock !== undefined;
+  /** Undefined while the sockets are open; otherwise which one is not. */
+  get closed(): string | undefined {
+    if (!this.sock) return `sleeve UDP port ${this.o.port} is not open`;
+    if (this.stream && !this.stream.listening) return `sleeve TCP port ${this.o.streamPort} is not open`;
+    return undefined;
   }
+
+  /** Whether datagrams to `ip` go over the stream carrier now. */
+  streamsTo(ip: string, port = this.o.streamPort): boolean {
+    return port !== undefined && (this.stream?.connected(ip, port) ?? false);
+  }
+
 
   attached(): string[] {
     return [...this.locals.keys()];
@@ -242,27 +271,29 @@ export class SleeveRelay {
     }
     let bytes = 0;
     for (const p of parts) bytes += p.length;
-    sock.send(parts, ep.port ?? this.o.port, ep.ip);
+    const streamPort = ep.streamPort ?? this.o.streamPort;
+    if (streamPort === undefined || !this.stream!.send(ep.ip, streamPort, parts, bytes)) sock.send(parts, ep.port ?? this.o.port, ep.ip);
     const t = this.traffic(hop);
     t.txDatagrams++;
     t.txBytes += bytes;
     return true;
   }
 
-  private fromUnderlay(d: Buffer, r: RemoteInfo): void {
+  /** A datagram from another router, over UDP or a stream, from underlay address `from`. */
+  private fromUnderlay(d: Buffer, from: string): void {
     const h = decodeHeader(this.names, d);
-    if (!h || h.sender === this.o.self) return this.drop('malformed', undefined, `from ${r.address}:${r.port}`);
+    if (!h || h.sender === this.o.self) return this.drop('malformed', undefined, `from ${from}`);
     let payload: Buffer;
     if (h.sealed) {
       const k = this.rxKey(h.sender, h.keyId);
-      if (!k) return this.drop('unknown-key', h.sender, `from ${r.address}`);
+      if (!k) return this.drop('unknown-key', h.sender, `from ${from}`);
       if (!k.window.check(h.counter)) return this.drop('replay', h.sender, `counter ${h.counter}`);
       const pt = openSealed(k.key, h.counter, d.subarray(0, HEADER_BYTES), d.subarray(HEADER_BYTES));
-      if (!pt) return this.drop('auth', h.sender, `from ${r.address}`);
+      if (!pt) return this.drop('auth', h.sender, `from ${from}`);
       k.window.accept(h.counter);
       payload = pt;
     } else {
-      if (this.o.encrypted && !this.trusted(r.address)) return this.drop('plain-refused', h.sender, `from ${r.address}`);
+      if (this.o.encrypted && !this.trusted(from)) return this.drop('plain-refused', h.sender, `from ${from}`);
       payload = d.subarray(HEADER_BYTES);
     }
     const t = this.traffic(h.sender);

@@ -1,5 +1,6 @@
 /**
- * The sleeve overlay: pod traffic between hosts through the routers, over UDP, sealed per hop
+ * The sleeve overlay: pod traffic between hosts through the routers, over a TCP stream per hop
+ * (UDP while it is not up, or only UDP: stream.ts), sealed per hop
  * when a secret is set, relayed along the mesh's routes when two hosts cannot reach each other.
  *
  * Why it is this way (measured, see README "Benchmarks" and issue 8): Node pays per datagram,
@@ -31,6 +32,10 @@ import { MAX_UDP_PAYLOAD, SEALED_OVERHEAD } from './wire';
 
 /** UDP port routers exchange sleeve datagrams on (Weave's sleeve port). */
 export const SLEEVE_PORT = 6783;
+/** TCP port of the stream carrier (stream.ts) by default: the UDP port + 4. */
+export const SLEEVE_STREAM_PORT = 6787;
+/** How the sleeve's datagrams cross the underlay: a TCP stream per hop (UDP while it is not up), or UDP only. */
+export type SleeveCarrier = 'tcp' | 'udp';
 /** UDP port of the sleeve's own VXLAN device, reachable from loopback only. */
 export const SLEEVE_VXLAN_PORT = 6786;
 export const SLEEVE_VNI = 6784;
@@ -72,6 +77,10 @@ export interface SleeveOptions {
   port?: number;
   /** Address the UDP socket binds (default all). */
   bindAddress?: string;
+  /** `tcp` (default): a stream per hop, UDP while it is not up; `udp`: datagrams only (see stream.ts). */
+  carrier?: SleeveCarrier;
+  /** TCP port of the stream carrier (default 6787). */
+  streamPort?: number;
   /** Largest frame carried; the sleeve's pod MTU (default 65000). */
   innerMtu?: number;
   /** Host-local block for per-peer addresses (default 169.254.192.0/20). */
@@ -90,6 +99,7 @@ export class SleeveOverlay implements Overlay {
   readonly overhead = 20 + 8 + SEALED_OVERHEAD + VXLAN_BYTES;
   readonly encrypted: boolean;
   readonly innerMtu: number;
+  readonly carrier: SleeveCarrier;
   private readonly slots: SlotTable;
   private readonly kernel: SleeveKernel;
   private readonly relay: SleeveRelay;
@@ -120,12 +130,14 @@ export class SleeveOverlay implements Overlay {
     if (!block) throw new ConfigError('block', `"${o.block}" is not a network in CIDR notation`);
     this.slots = new SlotTable(block, o.portBase ?? DEFAULT_PORT_BASE);
     const vxlanPort = o.vxlanPort ?? SLEEVE_VXLAN_PORT;
+    if (o.carrier !== undefined && o.carrier !== 'tcp' && o.carrier !== 'udp') throw new ConfigError('sleeve-carrier', `"${String(o.carrier)}" must be tcp or udp`);
+    this.carrier = o.carrier ?? 'tcp';
     this.kernel = new SleeveKernel({ bridge: o.bridge, vni: SLEEVE_VNI, vxlanPort, mtu: this.innerMtu, slots: this.slots, iptables: c.iptables, log: c.log });
     this.relay = new SleeveRelay(
       { routes: c.routes, keys: c.keys, log: c.log },
-      { self: o.self, port: o.port ?? SLEEVE_PORT, bindAddress: o.bindAddress, encrypted: o.encrypted, trusted, vxlanPort, probeBytes: this.innerMtu + VXLAN_BYTES, keyGraceMs: o.keyGraceMs },
+      { self: o.self, port: o.port ?? SLEEVE_PORT, streamPort: this.carrier === 'tcp' ? (o.streamPort ?? SLEEVE_STREAM_PORT) : undefined, bindAddress: o.bindAddress, encrypted: o.encrypted, trusted, vxlanPort, probeBytes: this.innerMtu + VXLAN_BYTES, keyGraceMs: o.keyGraceMs },
     );
-    c.log.debug({ block: formatCidr(block), trusted: trusted.map(formatCidr), innerMtu: this.innerMtu, encrypted: o.encrypted }, 'sleeve configured');
+    c.log.debug({ block: formatCidr(block), trusted: trusted.map(formatCidr), innerMtu: this.innerMtu, encrypted: o.encrypted, carrier: this.carrier }, 'sleeve configured');
   }
 
   /** The sleeve carries frames up to its inner MTU on any underlay (the underlay fragments). */
@@ -178,7 +190,8 @@ export class SleeveOverlay implements Overlay {
   /** Waits for programming under way: the rules it is changing would look wrong half-way. */
   async verify(): Promise<string | undefined> {
     await this.queue;
-    if (!this.relay.listening) return `sleeve UDP port ${this.relay.o.port} is not open`;
+    const closed = this.relay.closed;
+    if (closed) return closed;
     return this.kernel.verify();
   }
 
