@@ -174,14 +174,21 @@ async function bareTcp(encrypted: boolean): Promise<null> {
     bareSockets.push(local);
     byIp.set(ip, { local, rx: k.rx });
   }
-  // connect after every host listens: retry until the peer's server is up
+  // connect after every host listens: retry until the peer's server is up, and again when a
+  // host switching after this one closes the connection its old server accepted
+  const server = bareTcpServer;
   for (const p of lastPeers) {
     const ip = endpoints.get(p.name)!;
     const dial = () => {
+      if (bareTcpServer !== server) return;
       const c = connect(6783, ip);
       c.setNoDelay(true);
       c.on('connect', () => { out.set(ip, c); bareConns.push(c); });
-      c.on('error', () => setTimeout(dial, 100));
+      c.on('error', () => undefined);
+      c.on('close', () => {
+        if (out.get(ip) === c) out.delete(ip);
+        setTimeout(dial, 100);
+      });
     };
     dial();
   }

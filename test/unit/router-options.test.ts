@@ -102,3 +102,12 @@ test('the password: a file without its trailing newline, else WEFT_PASSWORD; an 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('--sleeve-carrier: tcp by default, udp on request, anything else names the flag; the stream port (port + 4) must exist', () => {
+  assert.equal(routerOptions([], {})!.sleeveCarrier, 'tcp');
+  assert.equal(routerOptions(['--sleeve-carrier', 'udp'], {})!.sleeveCarrier, 'udp');
+  assert.equal(routerOptions([], { WEFT_SLEEVE_CARRIER: 'udp' })!.sleeveCarrier, 'udp');
+  assert.throws(() => routerOptions(['--sleeve-carrier', 'quic'], {}), /--sleeve-carrier/);
+  assert.throws(() => routerOptions(['--port', '65533'], {}), /--port: 65533: with --sleeve-carrier tcp the stream uses the port \+ 4/);
+  assert.equal(routerOptions(['--port', '65533', '--sleeve-carrier', 'udp'], {})!.port, 65533);
+});
