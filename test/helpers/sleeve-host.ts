@@ -94,6 +94,8 @@ async function handle(r: Req): Promise<unknown> {
 }
 
 let bareSockets: Socket[] = [];
+const bind = (s: Socket, port: number, addr: string) => new Promise<void>((r) => s.bind(port, addr, () => r()));
+const udp = () => createSocket({ type: 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
 
 let bareTcpServer: Server | undefined;
 let bareConns: NetSocket[] = [];
@@ -111,8 +113,6 @@ function closeBare(): void {
 async function bareTcp(encrypted: boolean): Promise<null> {
   closeBare();
   await overlay!.stop();
-  const bind = (s: Socket, port: number, addr: string) => new Promise<void>((r) => s.bind(port, addr, () => r()));
-  const udp = () => createSocket({ type: 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
   const byIp = new Map<string, { local: Socket; rx: Buffer }>();
   const reader = (sock: NetSocket, peer: { local: Socket; rx: Buffer }) => {
     let parts: Buffer[] = [];
@@ -199,8 +199,6 @@ async function bareTcp(encrypted: boolean): Promise<null> {
 async function bare(encrypted: boolean): Promise<null> {
   closeBare();
   await overlay!.stop();
-  const bind = (s: Socket, port: number, addr: string) => new Promise<void>((r) => s.bind(port, addr, () => r()));
-  const udp = () => createSocket({ type: 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
   const wire = udp();
   await bind(wire, 6783, '0.0.0.0');
   bareSockets.push(wire);
