@@ -64,15 +64,18 @@ export class Iptables {
     }
   }
 
-  /** The chains whose jump from their built-in chain is missing. */
+  /**
+   * The chains whose jump from their built-in chain (`-A FROM -j CHAIN`, as `apply` inserts it)
+   * is missing: one `iptables-save` per table, not a process per chain (this runs on every
+   * repair pass).
+   */
   async missingJumps(specs: readonly ChainSpec[]): Promise<string[]> {
+    const saved = new Map<string, Map<string, string[]>>();
     const out: string[] = [];
     for (const c of specs) {
-      try {
-        await run(this.bin(), ['-w', '5', '-t', c.table, '-C', c.from, '-j', c.chain], this.opts);
-      } catch {
-        out.push(`${c.table}/${c.chain}`);
-      }
+      let t = saved.get(c.table);
+      if (!t) saved.set(c.table, (t = await this.rulesByChain(c.table)));
+      if (!(t.get(c.from) ?? []).includes(`-A ${c.from} -j ${c.chain}`)) out.push(`${c.table}/${c.chain}`);
     }
     return out;
   }

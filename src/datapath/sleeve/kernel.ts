@@ -55,6 +55,8 @@ export interface SleeveKernelOptions {
 export class SleeveKernel {
   /** How many peers' NAT rules were last applied. */
   private applied = 0;
+  /** The rules last written (their specs as JSON); undefined after a failed write. */
+  private written: string | undefined;
 
   constructor(private readonly o: SleeveKernelOptions) {}
 
@@ -151,7 +153,7 @@ export class SleeveKernel {
       lines.push(`fdb del ${e.mac} dev ${SLEEVE_VXLAN_DEV} dst ${e.dst} self`);
       if (e.mac !== ZERO_MAC) lines.push(`fdb del ${e.mac} dev ${SLEEVE_VXLAN_DEV} master`);
     }
-    await this.applyRules(slots);
+    await this.applyRules(slots, false);
     // one line at a time would cost a process each; a batch stops at a failing line, so retry
     // the rest once the entries that vanished meanwhile (learnt ones age out) are known
     try {
@@ -183,8 +185,17 @@ export class SleeveKernel {
     await deleteLink(SLEEVE_VIA_DEV);
   }
 
-  private async applyRules(slots: readonly Slot[]): Promise<void> {
-    await this.o.iptables.apply(this.chains(slots));
+  /**
+   * Writes the rules for `slots`; `program` skips it when they are those last written (every
+   * programming pass would otherwise rewrite them), `setup` (start, repair) always writes.
+   */
+  private async applyRules(slots: readonly Slot[], force = true): Promise<void> {
+    const specs = this.chains(slots);
+    const key = JSON.stringify(specs);
+    if (!force && key === this.written) return;
+    this.written = undefined;
+    await this.o.iptables.apply(specs);
+    this.written = key;
     this.applied = slots.length;
   }
 
