@@ -7,6 +7,7 @@ import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from '../common/log';
 import type { PeerTraffic, SleeveCounters } from '../datapath/sleeve/relay';
+import type { StreamCounters } from '../datapath/sleeve/stream';
 
 /** Answers whether the router is ready; a list of what is missing when not. */
 export type ReadinessCheck = () => Promise<string[]>;
@@ -128,30 +129,28 @@ export class Metrics {
         for (const [reason, n] of Object.entries(counters()?.dropped ?? {})) this.inc({ reason }, delta(`drop/${reason}`, n));
       },
     });
-    new Counter({
-      name: 'weft_sleeve_stream_datagrams_total',
-      help: 'Sleeve datagrams carried on TCP streams (the rest of weft_datapath_datagrams_total went over UDP), by direction',
-      labelNames: ['direction'],
-      registers: [r],
-      collect() {
-        const s = counters()?.stream;
-        if (!s) return;
-        this.inc({ direction: 'out' }, delta('stream/out', s.txFrames));
-        this.inc({ direction: 'in' }, delta('stream/in', s.rxFrames));
-      },
+    const fromStream = (name: string, help: string, label: string, pick: Record<string, (s: StreamCounters) => number>) =>
+      new Counter({
+        name,
+        help,
+        labelNames: [label],
+        registers: [r],
+        collect() {
+          const s = counters()?.stream;
+          if (!s) return;
+          for (const [value, n] of Object.entries(pick)) this.inc({ [label]: value }, delta(`${name}/${value}`, n(s)));
+        },
+      });
+    fromStream('weft_sleeve_stream_datagrams_total', 'Sleeve datagrams carried on TCP streams (the rest of weft_datapath_datagrams_total went over UDP), by direction', 'direction', {
+      out: (s) => s.txFrames,
+      in: (s) => s.rxFrames,
     });
-    new Counter({
-      name: 'weft_sleeve_stream_closed_total',
-      help: 'Sleeve TCP streams closed by this router (stalled: nothing drained, its datagrams went over UDP; malformed: bytes that were not sleeve datagrams)',
-      labelNames: ['reason'],
-      registers: [r],
-      collect() {
-        const s = counters()?.stream;
-        if (!s) return;
-        this.inc({ reason: 'stalled' }, delta('stream/stalled', s.stalled));
-        this.inc({ reason: 'malformed' }, delta('stream/malformed', s.malformed));
-      },
-    });
+    fromStream(
+      'weft_sleeve_stream_closed_total',
+      'Sleeve TCP streams closed by this router (stalled: a datagram unacknowledged for a second, its successors went over UDP; malformed: bytes that were not sleeve datagrams)',
+      'reason',
+      { stalled: (s) => s.stalled, malformed: (s) => s.malformed },
+    );
   }
 
   policyEnforced(seconds: number): void {

@@ -127,6 +127,8 @@ describe('routers with a password: encrypted, refusals, multi-hop', { skip, conc
     const metrics = h[0]!.ns.run(process.execPath, ['-e', `fetch('http://127.0.0.1:6782/metrics').then(r=>r.text()).then(t=>process.stdout.write(t))`]);
     assert.match(metrics, new RegExp(`weft_datapath_bytes_total\\{path="sleeve",peer="${nameOf(h[1]!)}",direction="out"\\} [1-9]`));
     assert.match(metrics, /weft_sleeve_drops_total\{reason="auth"\} 0/);
+    assert.match(metrics, /weft_sleeve_stream_datagrams_total\{direction="out"\} [1-9]/, 'the stream went on the TCP carrier');
+    assert.match(metrics, /weft_sleeve_stream_closed_total\{reason="malformed"\} 0/);
   });
 
   test('the underlay shows no VXLAN, no inner IP header, no ping payload', async () => {

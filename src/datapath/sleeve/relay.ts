@@ -85,7 +85,7 @@ export interface RelayOptions {
   bindAddress?: string;
   /** TCP port of the stream carrier (stream.ts); undefined: datagrams over UDP only. */
   streamPort?: number;
-  /** A stream connection that has not drained for this long is closed (default 1000 ms). */
+  /** A stream connection with a datagram unacknowledged for this long is closed (default 1000 ms; stream.ts). */
   streamStallMs?: number;
   /** Seal datagrams (a shared secret is set). */
   encrypted: boolean;
@@ -191,7 +191,6 @@ export class SleeveRelay {
   streamsTo(ip: string, port = this.o.streamPort): boolean {
     return port !== undefined && (this.stream?.connected(ip, port) ?? false);
   }
-
 
   attached(): string[] {
     return [...this.locals.keys()];

@@ -177,7 +177,6 @@ export class StreamCarrier {
     this.inbound.add(s);
     s.setNoDelay(true);
     s.on('error', () => undefined);
-    s.on('close', () => this.inbound.delete(s));
     const reader = new FrameReader();
     let read = 0;
     let told = 0;
@@ -191,7 +190,10 @@ export class StreamCarrier {
       b.writeUInt32BE(read, 0);
       if (!s.destroyed) s.write(b);
     };
-    s.on('close', () => clearTimeout(ackTimer));
+    s.on('close', () => {
+      this.inbound.delete(s);
+      clearTimeout(ackTimer);
+    });
     s.on('data', (chunk: Buffer) => {
       reader.push(chunk);
       for (;;) {
