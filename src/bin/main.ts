@@ -12,6 +12,7 @@ import { basename, dirname } from 'node:path';
 import * as v8 from 'node:v8';
 import { warmUp } from '../cni/warm-up';
 import { runPluginProcess } from './weft-net';
+import { withRouterFlags } from './daemon-flags';
 
 export const PLUGIN_NAME = 'weft-net';
 /** The asset holding the router and CLI bundle (build.sh puts it there). */
@@ -50,7 +51,7 @@ function rehashForDaemon(): void {
   const args = process.argv.slice(2);
   if (subcommand(args) !== 'router' || !process.execArgv.includes('--no-rehash-snapshot') || process.execArgv.includes('--rehash-snapshot')) return;
   // Node options given with --node-options (e.g. --cpu-prof) carry over; values cannot hold spaces
-  const keep = process.execArgv.filter((a) => a !== '--no-rehash-snapshot');
+  const keep = withRouterFlags(process.execArgv.filter((a) => a !== '--no-rehash-snapshot'));
   process.execve!(process.execPath, [process.argv0, `--node-options=${[...keep, '--rehash-snapshot'].join(' ')}`, ...args], process.env);
 }
 

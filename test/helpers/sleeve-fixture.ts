@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { ControlHandshake, deriveDataKeys, derivePsk } from '../../src/crypto/handshake';
 import { Netns, ROOT, sh, uid } from './netns';
+import { ROUTER_V8_FLAGS } from '../../src/bin/daemon-flags';
 
 export const UNDERLAY_NET = '172.31.0';
 const HARNESS = join(ROOT, 'test/helpers/sleeve-host.ts');
@@ -107,7 +108,7 @@ export class SleeveFixture {
         pod.run('ip', ['link', 'set', 'eth0', 'up']);
         hostPods.push(pod);
       });
-      const proc = spawn('nsenter', [`--net=${ns.path}`, '--', process.execPath, '--import', 'tsx', HARNESS], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
+      const proc = spawn('nsenter', [`--net=${ns.path}`, '--', process.execPath, ...ROUTER_V8_FLAGS, '--import', 'tsx', HARNESS], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
       const host: FixtureHost = { index: h, name: peerName(h), ip: `${UNDERLAY_NET}.${h}`, ns, pods: hostPods, proc, stderr: '' };
       proc.stderr!.on('data', (d: Buffer) => (host.stderr = (host.stderr + d.toString()).slice(-20_000)));
       createInterface({ input: proc.stdout! }).on('line', (line) => this.answer(line));

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Netns, RouterProc, WEFT, WEFT_NET } from '../helpers/netns';
 import { needs, NETNS } from '../helpers/needs';
+import { ROUTER_V8_FLAGS, withRouterFlags } from '../../src/bin/daemon-flags';
 
 const VERSION_ENV = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', CNI_COMMAND: 'VERSION' };
 const isPluginAnswer = (out: string) => {
@@ -66,16 +67,27 @@ test('weft install-cni without --plugin installs this executable under the plugi
   }
 });
 
-test('the router, unlike a CNI call, hashes with a seed of its own: it replaces itself (same pid) with a run that rehashes the snapshot', { skip: needs(NETNS) }, async () => {
+test('the router, unlike a CNI call, hashes with a seed of its own: it replaces itself (same pid) with a run that rehashes the snapshot, with the router\'s V8 flags', { skip: needs(NETNS) }, async () => {
   const host = Netns.create('wt-mc');
   const router = new RouterProc(host);
   try {
     await router.start();
     const argv = readFileSync(`/proc/${router.pid!}/cmdline`, 'utf8').split('\0');
-    assert.ok(argv.some((a) => /^--node-options=(.* )?--rehash-snapshot$/.test(a)), argv.join(' '));
+    const opts = argv.find((a) => /^--node-options=(.* )?--rehash-snapshot$/.test(a));
+    assert.ok(opts, argv.join(' '));
+    for (const f of ROUTER_V8_FLAGS) assert.ok(opts.slice('--node-options='.length).split(' ').includes(f), `${f} in ${opts}`);
     assert.ok(argv.includes('router') && argv.includes(router.socket), 'still the router it was started as');
   } finally {
     await router.destroy();
     host.destroy();
+  }
+});
+
+test('the router\'s V8 flags are added unless a flag of the same name is given', () => {
+  assert.deepEqual(withRouterFlags(['--cpu-prof']), ['--cpu-prof', ...ROUTER_V8_FLAGS]);
+  for (const mine of ['--max-semi-space-size=8', '--max_semi_space_size=8']) {
+    const got = withRouterFlags([mine]);
+    assert.equal(got[0], mine);
+    assert.deepEqual(got.slice(1), ROUTER_V8_FLAGS.filter((f) => !f.startsWith('--max-semi-space-size=')), `${mine}: the router's own semi-space flag is left out, the others kept`);
   }
 });
