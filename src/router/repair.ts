@@ -13,6 +13,8 @@ export interface RepairComponents {
   host: { verify(): Promise<string | undefined>; verifyRules(): Promise<string | undefined>; invalidate(): void; setup(): Promise<void> };
   bridge: { restore(): Promise<void> };
   dataPath: { verify(): Promise<string[]>; repair(): Promise<void>; readonly ready: boolean };
+  /** Runs the pass's checks with their reads of the rules shared (`Iptables.sharedReads`); absent: as they come. */
+  sharedReads?<T>(fn: () => Promise<T>): Promise<T>;
   log: Logger;
 }
 
@@ -46,8 +48,11 @@ export class Repair implements Startable {
   private async pass(): Promise<void> {
     if (this.stopped) return;
     try {
-      const dp = this.c.dataPath.ready ? await this.c.dataPath.verify() : [];
-      const broken = [await this.c.host.verify(), await this.c.host.verifyRules(), ...dp].filter(Boolean);
+      const check = async () => {
+        const dp = this.c.dataPath.ready ? await this.c.dataPath.verify() : [];
+        return [await this.c.host.verify(), await this.c.host.verifyRules(), ...dp].filter(Boolean);
+      };
+      const broken = this.c.sharedReads ? await this.c.sharedReads(check) : await check();
       if (broken.length === 0) return;
       this.c.log.warn({ broken }, 'repairing the host network');
       this.c.host.invalidate();

@@ -7,6 +7,7 @@
  * which replaces the content of weft's chains atomically and leaves every other chain alone;
  * the jumps from the built-in chains are added only when missing.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { run, type RunOptions } from './exec';
 
 export type Backend = 'legacy' | 'nft';
@@ -36,6 +37,25 @@ export async function detectBackend(opts: RunOptions = {}): Promise<Backend> {
   return legacy > nft ? 'legacy' : 'nft';
 }
 
+type ByChain = Map<string, string[]>;
+/** Inside `Iptables.sharedReads`: each instance's one `iptables-save` of every table, once read. */
+const sharedSaves = new AsyncLocalStorage<Map<Iptables, Promise<Map<string, ByChain>>>>();
+
+/** `iptables-save` output as each table's rules by chain (`-A CHAIN ...` lines). */
+function parseSave(stdout: string): Map<string, ByChain> {
+  const tables = new Map<string, ByChain>();
+  let cur: ByChain | undefined;
+  for (const l of stdout.split('\n')) {
+    if (l.startsWith('*')) tables.set(l.slice(1).trim(), (cur = new Map()));
+    const m = /^-A (\S+) /.exec(l);
+    if (!m || !cur) continue;
+    const list = cur.get(m[1]!);
+    if (list) list.push(l);
+    else cur.set(m[1]!, [l]);
+  }
+  return tables;
+}
+
 export class Iptables {
   constructor(
     readonly backend: Backend,
@@ -58,10 +78,18 @@ export class Iptables {
       lines.push('COMMIT');
     }
     await run(this.bin('-restore'), ['-w', '5', '--noflush'], { ...this.opts, input: lines.join('\n') + '\n' });
+    this.dropShared();
     const missing = new Set(await this.missingJumps(specs));
     for (const c of specs) {
-      if (missing.has(`${c.table}/${c.chain}`)) await run(this.bin(), ['-w', '5', '-t', c.table, '-I', c.from, '1', '-j', c.chain], this.opts);
+      if (!missing.has(`${c.table}/${c.chain}`)) continue;
+      await run(this.bin(), ['-w', '5', '-t', c.table, '-I', c.from, '1', '-j', c.chain], this.opts);
+      this.dropShared();
     }
+  }
+
+  /** After a write: what `sharedReads` read before it is stale. */
+  private dropShared(): void {
+    sharedSaves.getStore()?.delete(this);
   }
 
   /**
@@ -85,18 +113,30 @@ export class Iptables {
     return (await this.rulesByChain(table)).get(chain) ?? [];
   }
 
-  /** Every chain's rules in `table`, as `rules` gives them, from one `iptables-save`. */
-  async rulesByChain(table: ChainSpec['table']): Promise<Map<string, string[]>> {
-    const { stdout } = await run(this.bin('-save'), ['-t', table], this.opts);
-    const out = new Map<string, string[]>();
-    for (const l of stdout.split('\n')) {
-      const m = /^-A (\S+) /.exec(l);
-      if (!m) continue;
-      const list = out.get(m[1]!);
-      if (list) list.push(l);
-      else out.set(m[1]!, [l]);
+  /**
+   * Every chain's rules in `table`, as `rules` gives them, from one `iptables-save` (inside
+   * `sharedReads`, one for every table, shared). The lists are the caller's to read, not to change.
+   */
+  async rulesByChain(table: ChainSpec['table']): Promise<ByChain> {
+    const shared = sharedSaves.getStore();
+    if (!shared) return parseSave((await run(this.bin('-save'), ['-t', table], this.opts)).stdout).get(table) ?? new Map();
+    let all = shared.get(this);
+    if (!all) {
+      all = run(this.bin('-save'), [], this.opts).then((r) => parseSave(r.stdout));
+      shared.set(this, all);
+      all.catch(() => shared.get(this) === all && shared.delete(this));
     }
-    return out;
+    return (await all).get(table) ?? new Map();
+  }
+
+  /**
+   * Runs `fn` with its reads of the rules shared: every table is saved at most once within it,
+   * however many parts read them (a repair pass: the host's chains, each overlay's), and a
+   * write through this object within it drops what was read. Reads outside `fn`, and after it,
+   * save afresh.
+   */
+  sharedReads<T>(fn: () => Promise<T>): Promise<T> {
+    return sharedSaves.run(new Map(), fn);
   }
 
   /** Removes chains and their jumps; absent ones are skipped. */
@@ -111,5 +151,6 @@ export class Iptables {
       }
       for (const op of ['-F', '-X']) await run(this.bin(), ['-w', '5', '-t', c.table, op, c.chain], this.opts).catch(() => undefined);
     }
+    this.dropShared();
   }
 }

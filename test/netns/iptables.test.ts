@@ -1,0 +1,45 @@
+/**
+ * src/sys/iptables.ts against the real iptables of the machine's backend, in a namespace of
+ * the test's own: weft's chains applied and removed, and reads shared within a repair pass
+ * (`sharedReads`) without hiding weft's own writes or what changed after the pass.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Netns } from '../helpers/netns';
+import { needs, NETNS } from '../helpers/needs';
+import { detectBackend, Iptables, type ChainSpec } from '../../src/sys/iptables';
+
+const spec = (rules: string[]): ChainSpec => ({ table: 'filter', chain: 'WEFT-T', from: 'FORWARD', rules });
+
+test('reads inside sharedReads come from one save: a change made elsewhere shows after the pass, a write through the object at once', { skip: needs(NETNS) }, async () => {
+  const ns = Netns.create('wt-ipt');
+  try {
+    const opts = { netns: ns.path };
+    const ipt = new Iptables(await detectBackend(opts), opts);
+    await ipt.apply([spec(['-s 10.1.0.0/16 -j ACCEPT'])]);
+    assert.deepEqual(await ipt.missingJumps([spec([])]), []);
+    assert.equal((await ipt.rules('filter', 'WEFT-T')).length, 1);
+
+    await ipt.sharedReads(async () => {
+      assert.equal((await ipt.rules('filter', 'WEFT-T')).length, 1);
+      // someone else removes the jump and adds a rule: this pass keeps what it read
+      ns.run(`iptables-${ipt.backend}`, ['-D', 'FORWARD', '-j', 'WEFT-T']);
+      ns.run(`iptables-${ipt.backend}`, ['-A', 'WEFT-T', '-s', '10.2.0.0/16', '-j', 'ACCEPT']);
+      assert.deepEqual(await ipt.missingJumps([spec([])]), [], 'the same save, shared');
+      assert.equal((await ipt.rules('filter', 'WEFT-T')).length, 1);
+      // a write through the object drops what was read
+      await ipt.apply([spec(['-s 10.3.0.0/16 -j ACCEPT', '-s 10.4.0.0/16 -j ACCEPT'])]);
+      assert.equal((await ipt.rules('filter', 'WEFT-T')).length, 2);
+      assert.deepEqual(await ipt.missingJumps([spec([])]), [], 'apply put the jump back and the read saw it');
+      ns.run(`iptables-${ipt.backend}`, ['-D', 'FORWARD', '-j', 'WEFT-T']);
+    });
+    assert.deepEqual(await ipt.missingJumps([spec([])]), ['filter/WEFT-T'], 'after the pass, a fresh save');
+
+    await ipt.sharedReads(async () => {
+      await ipt.remove([spec([])]);
+      assert.deepEqual(await ipt.rules('filter', 'WEFT-T'), [], 'remove drops what was read');
+    });
+  } finally {
+    ns.destroy();
+  }
+});
