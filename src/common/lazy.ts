@@ -12,3 +12,4 @@ function once<T>(load: () => T): () => T {
 export const nodeHttp = once(() => require('node:http') as typeof import('node:http'));
 export const nodeChildProcess = once(() => require('node:child_process') as typeof import('node:child_process'));
 export const nodeCrypto = once(() => require('node:crypto') as typeof import('node:crypto'));
+export const nodeAsyncHooks = once(() => require('node:async_hooks') as typeof import('node:async_hooks'));

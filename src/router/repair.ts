@@ -13,7 +13,7 @@ export interface RepairComponents {
   host: { verify(): Promise<string | undefined>; verifyRules(): Promise<string | undefined>; invalidate(): void; setup(): Promise<void> };
   bridge: { restore(): Promise<void> };
   dataPath: { verify(): Promise<string[]>; repair(): Promise<void>; readonly ready: boolean };
-  /** Runs the pass's checks with their reads of the rules shared (`Iptables.sharedReads`); absent: as they come. */
+  /** Runs the pass's checks with their reads of links and rules shared (src/sys/shared-reads.ts); absent: as they come. */
   sharedReads?<T>(fn: () => Promise<T>): Promise<T>;
   log: Logger;
 }

@@ -26,6 +26,7 @@ import { Mesh } from '../mesh/mesh';
 import { StaticPeerSource } from '../mesh/peer-source';
 import { derivedMac, loadPeerName } from '../mesh/peername';
 import { detectBackend, Iptables } from '../sys/iptables';
+import { sharedReads } from '../sys/shared-reads';
 import { KubeMode } from '../kube/mode';
 import { kubeModeWanted } from '../kube/client';
 import type { PeerSource } from '../mesh/peer-source';
@@ -269,7 +270,7 @@ export class Router {
       unreachableShare: () => unreachableShare(ipam, mesh, self.name),
       pendingAllocations: () => ipam.pendingAllocations,
     });
-    await metrics.listen(o.metricsAddr, () => iptables.sharedReads(() => readiness({ host, dataPath, ipam, underlay, policy })), log);
+    await metrics.listen(o.metricsAddr, () => sharedReads(() => readiness({ host, dataPath, ipam, underlay, policy })), log);
     this.started.push({ start: async () => undefined, stop: () => metrics.close() });
 
     // the host network: the bridge and rules, then whatever a recreated bridge lost
@@ -305,8 +306,8 @@ export class Router {
     await spool.publishStateDir();
     await this.up(bridge);
     if (policy) await this.up(policy);
-    await this.up(new Repair({ host, bridge, dataPath, sharedReads: (fn) => iptables.sharedReads(fn), log }, { everyMs: t.programMs }));
-    if (kube) await this.up(new WhenReady(() => iptables.sharedReads(() => readiness({ host, dataPath, ipam, underlay })), () => void kube.condition().dataPathReady(), 1000));
+    await this.up(new Repair({ host, bridge, dataPath, sharedReads, log }, { everyMs: t.programMs }));
+    if (kube) await this.up(new WhenReady(() => sharedReads(() => readiness({ host, dataPath, ipam, underlay })), () => void kube.condition().dataPathReady(), 1000));
     log.info(
       { peer: self.name, nickname, socket: o.socket, range: formatCidr(o.range), mtu: dataPath.podMtu, underlay: underlay.underlay, allocations: ipam.allocator.list().length },
       'router started',

@@ -7,8 +7,8 @@
  * which replaces the content of weft's chains atomically and leaves every other chain alone;
  * the jumps from the built-in chains are added only when missing.
  */
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { run, type RunOptions } from './exec';
+import { dropShared, shared } from './shared-reads';
 
 export type Backend = 'legacy' | 'nft';
 
@@ -38,8 +38,6 @@ export async function detectBackend(opts: RunOptions = {}): Promise<Backend> {
 }
 
 type ByChain = Map<string, string[]>;
-/** Inside `Iptables.sharedReads`: each instance's one `iptables-save` of every table, once read. */
-const sharedSaves = new AsyncLocalStorage<Map<Iptables, Promise<Map<string, ByChain>>>>();
 
 /** `iptables-save` output as each table's rules by chain (`-A CHAIN ...` lines). */
 function parseSave(stdout: string): Map<string, ByChain> {
@@ -87,9 +85,14 @@ export class Iptables {
     }
   }
 
-  /** After a write: what `sharedReads` read before it is stale. */
+  /** Key of this backend's rules in a pass's shared reads (shared-reads.ts). */
+  private get sharedKey(): string {
+    return `iptables:${this.backend}:${this.opts.netns ?? ''}`;
+  }
+
+  /** After a write: what the pass read before it is stale. */
   private dropShared(): void {
-    sharedSaves.getStore()?.delete(this);
+    dropShared(this.sharedKey);
   }
 
   /**
@@ -114,29 +117,14 @@ export class Iptables {
   }
 
   /**
-   * Every chain's rules in `table`, as `rules` gives them, from one `iptables-save` (inside
-   * `sharedReads`, one for every table, shared). The lists are the caller's to read, not to change.
+   * Every chain's rules in `table`, as `rules` gives them, from one `iptables-save` (within a
+   * pass's shared reads, one of every table, shared: shared-reads.ts). The lists are the
+   * caller's to read, not to change.
    */
   async rulesByChain(table: ChainSpec['table']): Promise<ByChain> {
-    const shared = sharedSaves.getStore();
-    if (!shared) return parseSave((await run(this.bin('-save'), ['-t', table], this.opts)).stdout).get(table) ?? new Map();
-    let all = shared.get(this);
-    if (!all) {
-      all = run(this.bin('-save'), [], this.opts).then((r) => parseSave(r.stdout));
-      shared.set(this, all);
-      all.catch(() => shared.get(this) === all && shared.delete(this));
-    }
-    return (await all).get(table) ?? new Map();
-  }
-
-  /**
-   * Runs `fn` with its reads of the rules shared: every table is saved at most once within it,
-   * however many parts read them (a repair pass: the host's chains, each overlay's), and a
-   * write through this object within it drops what was read. Reads outside `fn`, and after it,
-   * save afresh.
-   */
-  sharedReads<T>(fn: () => Promise<T>): Promise<T> {
-    return sharedSaves.run(new Map(), fn);
+    const all = shared(this.sharedKey, async () => parseSave((await run(this.bin('-save'), [], this.opts)).stdout));
+    if (all) return (await all).get(table) ?? new Map();
+    return parseSave((await run(this.bin('-save'), ['-t', table], this.opts)).stdout).get(table) ?? new Map();
   }
 
   /** Removes chains and their jumps; absent ones are skipped. */

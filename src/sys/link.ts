@@ -3,6 +3,7 @@
  * plugin pay one process per batch, so each operation here is one `ip` call where it can be.
  */
 import { ipBatch, ipJson, type RunOptions } from './exec';
+import { shared } from './shared-reads';
 import { AddressNotFoundError, ExistsError, InterfaceExistsError, LinkNotFoundError, SysError } from '../common/errors';
 
 /** The part of `ip -json -details link show` weft reads. */
@@ -27,8 +28,13 @@ export interface RouteInfo {
   dev?: string;
 }
 
-/** Reads one link, or undefined when it does not exist. */
+/** Key of a namespace's links in a pass's shared reads (shared-reads.ts); `ipBatch` drops it. */
+export const linksKey = (opts: RunOptions) => `links:${opts.netns ?? ''}`;
+
+/** Reads one link, or undefined when it does not exist (within a pass's shared reads, from one listing of every link). */
 export async function getLink(name: string, opts: RunOptions = {}): Promise<LinkInfo | undefined> {
+  const all = shared(linksKey(opts), () => ipJson<LinkInfo[]>(['-details', 'link', 'show'], opts));
+  if (all) return (await all).find((l) => l.ifname === name);
   try {
     const links = await ipJson<LinkInfo[]>(['-details', 'link', 'show', 'dev', name], opts);
     return links[0];

@@ -1,13 +1,15 @@
 /**
- * src/sys/iptables.ts against the real iptables of the machine's backend, in a namespace of
- * the test's own: weft's chains applied and removed, and reads shared within a repair pass
- * (`sharedReads`) without hiding weft's own writes or what changed after the pass.
+ * Reads shared within a repair pass (src/sys/shared-reads.ts), against the real iptables and
+ * iproute2 in a namespace of the test's own: one read of every table and every link per pass,
+ * which never hides a write made through src/sys, nor what changed once the pass is over.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Netns } from '../helpers/netns';
 import { needs, NETNS } from '../helpers/needs';
 import { detectBackend, Iptables, type ChainSpec } from '../../src/sys/iptables';
+import { sharedReads } from '../../src/sys/shared-reads';
+import { ensureBridge, getLink } from '../../src/sys/link';
 
 const spec = (rules: string[]): ChainSpec => ({ table: 'filter', chain: 'WEFT-T', from: 'FORWARD', rules });
 
@@ -20,7 +22,7 @@ test('reads inside sharedReads come from one save: a change made elsewhere shows
     assert.deepEqual(await ipt.missingJumps([spec([])]), []);
     assert.equal((await ipt.rules('filter', 'WEFT-T')).length, 1);
 
-    await ipt.sharedReads(async () => {
+    await sharedReads(async () => {
       assert.equal((await ipt.rules('filter', 'WEFT-T')).length, 1);
       // someone else removes the jump and adds a rule: this pass keeps what it read
       ns.run(`iptables-${ipt.backend}`, ['-D', 'FORWARD', '-j', 'WEFT-T']);
@@ -35,10 +37,30 @@ test('reads inside sharedReads come from one save: a change made elsewhere shows
     });
     assert.deepEqual(await ipt.missingJumps([spec([])]), ['filter/WEFT-T'], 'after the pass, a fresh save');
 
-    await ipt.sharedReads(async () => {
+    await sharedReads(async () => {
       await ipt.remove([spec([])]);
       assert.deepEqual(await ipt.rules('filter', 'WEFT-T'), [], 'remove drops what was read');
     });
+  } finally {
+    ns.destroy();
+  }
+});
+
+test('links inside sharedReads come from one listing: a link made elsewhere shows after the pass, one made through src/sys at once', { skip: needs(NETNS) }, async () => {
+  const ns = Netns.create('wt-lnk');
+  try {
+    const opts = { netns: ns.path };
+    await sharedReads(async () => {
+      assert.equal((await getLink('lo', opts))?.ifname, 'lo');
+      ns.run('ip', ['link', 'add', 'br-else', 'type', 'bridge']);
+      assert.equal(await getLink('br-else', opts), undefined, 'the same listing, shared');
+      await ensureBridge({ name: 'br-weft', mtu: 1400 }, opts);
+      assert.equal((await getLink('br-weft', opts))?.mtu, 1400, 'a write through src/sys drops the listing');
+      assert.equal((await getLink('br-else', opts))?.ifname, 'br-else');
+    });
+    ns.run('ip', ['link', 'del', 'br-else']);
+    assert.equal(await getLink('br-else', opts), undefined, 'after the pass, read afresh');
+    assert.equal((await getLink('br-weft', opts))?.linkinfo?.info_kind, 'bridge');
   } finally {
     ns.destroy();
   }
