@@ -7,7 +7,7 @@
  * executable, see README). Long-lived children (routers in the sandbox, benchmarks) go through
  * execa in `src/sys/process.ts`.
  */
-import { dropShared } from './shared-reads';
+import { dropShared, LINKS } from './shared-reads';
 import { nodeChildProcess } from '../common/lazy';
 import { AddressNotFoundError, EntryNotFoundError, ExistsError, LinkNotFoundError, NetnsNotFoundError, SysError } from '../common/errors';
 
@@ -74,7 +74,7 @@ function firstLine(s: string): string {
 export async function ipBatch(lines: readonly string[], opts: RunOptions = {}): Promise<void> {
   if (lines.length === 0) return;
   await run('ip', ['-batch', '-'], { ...opts, input: lines.join('\n') + '\n' });
-  dropShared('links:');
+  dropShared(LINKS);
 }
 
 /** Runs `ip -json ARGS` and parses its output. */

@@ -8,7 +8,7 @@
  * the jumps from the built-in chains are added only when missing.
  */
 import { run, type RunOptions } from './exec';
-import { dropShared, shared } from './shared-reads';
+import { dropShared, RULES, shared } from './shared-reads';
 
 export type Backend = 'legacy' | 'nft';
 
@@ -87,7 +87,7 @@ export class Iptables {
 
   /** Key of this backend's rules in a pass's shared reads (shared-reads.ts). */
   private get sharedKey(): string {
-    return `iptables:${this.backend}:${this.opts.netns ?? ''}`;
+    return `${RULES}${this.opts.netns ?? ''}:${this.backend}`;
   }
 
   /** After a write: what the pass read before it is stale. */

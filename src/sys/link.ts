@@ -3,7 +3,7 @@
  * plugin pay one process per batch, so each operation here is one `ip` call where it can be.
  */
 import { ipBatch, ipJson, type RunOptions } from './exec';
-import { shared } from './shared-reads';
+import { LINKS, shared } from './shared-reads';
 import { AddressNotFoundError, ExistsError, InterfaceExistsError, LinkNotFoundError, SysError } from '../common/errors';
 
 /** The part of `ip -json -details link show` weft reads. */
@@ -28,12 +28,9 @@ export interface RouteInfo {
   dev?: string;
 }
 
-/** Key of a namespace's links in a pass's shared reads (shared-reads.ts); `ipBatch` drops it. */
-export const linksKey = (opts: RunOptions) => `links:${opts.netns ?? ''}`;
-
 /** Reads one link, or undefined when it does not exist (within a pass's shared reads, from one listing of every link). */
 export async function getLink(name: string, opts: RunOptions = {}): Promise<LinkInfo | undefined> {
-  const all = shared(linksKey(opts), () => ipJson<LinkInfo[]>(['-details', 'link', 'show'], opts));
+  const all = shared(`${LINKS}${opts.netns ?? ''}`, () => ipJson<LinkInfo[]>(['-details', 'link', 'show'], opts));
   if (all) return (await all).find((l) => l.ifname === name);
   try {
     const links = await ipJson<LinkInfo[]>(['-details', 'link', 'show', 'dev', name], opts);

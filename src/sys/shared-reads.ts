@@ -9,6 +9,10 @@
 import type { AsyncLocalStorage } from 'node:async_hooks';
 import { nodeAsyncHooks } from '../common/lazy';
 
+/** The kinds of reads shared: each key starts with its kind's prefix, then names the namespace. */
+export const LINKS = 'links:';
+export const RULES = 'iptables:';
+
 /** Made on the first pass (the plugin, which never runs one, loads this file in its snapshot). */
 let scope: AsyncLocalStorage<Map<string, Promise<unknown>>> | undefined;
 

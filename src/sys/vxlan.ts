@@ -1,7 +1,7 @@
 /** Kernel VXLAN devices and their forwarding database, through iproute2's `ip` and `bridge`. */
 import { run } from './exec';
 import { getLink, type LinkInfo } from './link';
-import { dropShared } from './shared-reads';
+import { dropShared, LINKS } from './shared-reads';
 
 export interface VxlanSpec {
   name: string;
@@ -37,18 +37,18 @@ export const vxlanSys: VxlanSys = {
     const args = ['link', 'add', s.name, 'type', 'vxlan', 'id', String(s.vni), 'dstport', String(s.port), 'local', s.local];
     if (s.dev) args.push('dev', s.dev);
     await run('ip', args);
-    dropShared('links:');
+    dropShared(LINKS);
   },
   async remove(name) {
     await run('ip', ['link', 'del', name]);
-    dropShared('links:');
+    dropShared(LINKS);
   },
   async attach(name, mtu, bridge) {
     await run('ip', ['link', 'set', name, 'mtu', String(mtu), 'master', bridge, 'up']);
     // an isolated port forwards to the bridge's other ports but not to another isolated one:
     // frames from one overlay never go out another, so no host is a transit between them
     await run('ip', ['link', 'set', name, 'type', 'bridge_slave', 'isolated', 'on']);
-    dropShared('links:');
+    dropShared(LINKS);
   },
   async listFdb(name) {
     const { stdout } = await run('bridge', ['-json', 'fdb', 'show', 'dev', name]);
