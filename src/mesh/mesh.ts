@@ -82,7 +82,9 @@ export class Mesh implements Startable, PeerTargets {
     );
     this.topology = new Topology(c.self, () => this.topologyChanged());
     this.plan = new MeshPlan(c.self.name, this.topology, o.fullMeshUpTo ?? DEFAULT_PLAN.fullMeshUpTo, (a) => this.norm(a));
-    this.gossip = new Gossip({ broadcast: (f, skip) => this.broadcast(f, skip), relays: (from, to) => this.topology.relays(from, to) });
+    this.gossip = new Gossip({ broadcast: (f, skip) => this.broadcast(f, skip), neighbours: () => this.neighbourNames(),
+      relays: (from, to, origin, answered) => this.topology.relays(from, to, origin, answered),
+    });
     this.topoChannel = this.gossip.register('topology', this.topology as Gossiper<unknown>);
     this.maker = new ConnectionMaker(
       {
@@ -242,6 +244,10 @@ export class Mesh implements Startable, PeerTargets {
       this.later.add(t);
     }
     this.publishSelf();
+    // this router's own keys, to the new neighbour at once: what it gossiped before this
+    // connection went to the others only (a new router's entry went nowhere), and the digests
+    // that would bring it may wait a second or more
+    c.write({ t: 'gossip', ch: this.topoChannel.name, data: this.topology.own() });
     this.events.emit('connection', h.name, c.localAddress);
   }
 
@@ -305,12 +311,32 @@ export class Mesh implements Startable, PeerTargets {
     }
   }
 
+  private *neighbourNames(): Iterable<string> {
+    for (const c of this.conns.all()) if (c.established) yield c.hello!.name;
+  }
+
   private forward(m: Unicast): boolean {
     const hop = this.topology.routes.nextHop.get(m.to);
     const c = hop ? this.conns.to(hop) : undefined;
     if (!c || m.ttl <= 0) return false;
     c.write({ ...m, ttl: m.ttl - 1 });
     return true;
+  }
+
+  /**
+   * Past the full-mesh size, publishes how many peers this router knows, in quarter steps of
+   * that size up to twice it (beyond, the plan is the same): peers that know fewer plan for it.
+   * A few changes of the entry in a router's life, none in a mesh at or under the size.
+   */
+  private publishPeersKnown(): void {
+    const limit = this.o.fullMeshUpTo ?? DEFAULT_PLAN.fullMeshUpTo;
+    const known = this.topology.size;
+    const step = Math.max(1, Math.floor(limit / 4));
+    const peers = known > limit ? Math.min(2 * limit, Math.max(limit + 1, Math.floor(known / step) * step)) : undefined;
+    if (peers === this.meta.peers) return;
+    this.meta = { ...this.meta, peers };
+    if (peers === undefined) delete this.meta.peers;
+    this.publishSelf();
   }
 
   /** Writes this router's entry and connections. */
@@ -360,7 +386,8 @@ export class Mesh implements Startable, PeerTargets {
     }
     // the plan follows the peers known (their entries spread faster than routes, so a forming
     // mesh plans for its size early), or the peers this router was pointed at
-    this.plan.update(Math.max(this.topology.size, this.maker.explicitCount() + 1));
+    this.plan.update(Math.max(this.topology.size, this.maker.explicitCount() + 1, this.topology.largestPublished));
+    this.publishPeersKnown();
     // dial peers we learn of, as the seeds' "connect to one, join them all": in a full mesh all
     // those reachable, in a large one the neighbours the plan gives (reachable or not yet)
     const planned = this.plan.toDial();

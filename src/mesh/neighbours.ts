@@ -18,7 +18,8 @@
 /** Places on the ring by name, remembered (rings are rebuilt as peers come and go). */
 const places = new Map<string, number>();
 
-function place(name: string): number {
+/** A peer's place on the ring: a 32-bit hash of its name, remembered. */
+export function ringPlace(name: string): number {
   let h = places.get(name);
   if (h === undefined) {
     if (places.size > 100_000) places.clear();
@@ -71,7 +72,7 @@ export class NeighbourRing {
     /** The mesh size to plan for, when more peers are expected than named (default: those named). */
     expected = 0,
   ) {
-    const placed = [...new Set(names)].map((n) => [place(n), n] as const).sort((a, b) => a[0] - b[0] || (a[1] < b[1] ? -1 : 1));
+    const placed = [...new Set(names)].map((n) => [ringPlace(n), n] as const).sort((a, b) => a[0] - b[0] || (a[1] < b[1] ? -1 : 1));
     this.order = placed.map(([, n]) => n);
     this.points = placed.map(([h]) => h);
     this.order.forEach((n, i) => this.index.set(n, i));

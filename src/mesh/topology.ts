@@ -14,6 +14,7 @@ import * as z from 'zod/mini';
 import { canonical, sameValue, VersionedMap, type MapData, type Versioned } from '../common/crdt';
 import { computeRoutes, type RouteTable } from './routes';
 import type { Gossiper } from './gossip';
+import { ringPlace } from './neighbours';
 
 const ipv4 = z.string().check(z.regex(/^\d{1,3}(\.\d{1,3}){3}$/));
 const mac = z.string().check(z.regex(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/));
@@ -26,6 +27,11 @@ export const peerMetaSchema = z.looseObject({
   bridgeMac: z.optional(mac),
   /** Its bridge's address on the pod network (the probe target). */
   gateway: z.optional(ipv4),
+  /**
+   * How many peers it knows, once past the full-mesh size (in steps; see Mesh): a router that
+   * knows fewer plans for this size, so a forming large mesh does not first connect everyone.
+   */
+  peers: z.optional(z.number().check(z.int(), z.nonnegative())),
 });
 export type PeerMeta = z.infer<typeof peerMetaSchema>;
 
@@ -63,15 +69,60 @@ const edgeKey = (a: string, b: string) => `e:${a}>${b}`;
 const writerOf = (k: string) => (k.startsWith('p:') ? k.slice(2) : k.slice(2, k.indexOf('>')));
 
 /**
- * The relay rule: a router passes on to `to` what `from` sent it unless `from` reports a
- * connection to `to` (it reached `to` itself: the originator sends to all its neighbours, and
- * every relay to all of its own but those its sender has). Choosing one relayer among the
- * common neighbours would send fewer copies, but is only sound when `from` is the originator
- * (a property test found the gap when it is a relay), which the frames do not say yet.
+ * The relay rule by sender: a router passes on to `to` what `from` sent it unless `from`
+ * reports a connection to `to` (then `from` reached `to` itself). Sound whoever wrote it: the
+ * originator sends to all its neighbours, and each relay to all of its own but its sender's.
  */
 export function relayRule(from: string, to: string, conns: (peer: string) => ReadonlySet<string> | undefined): boolean {
   return !conns(from)?.has(to);
 }
+
+/**
+ * The relay rule by writer, for a change written by `origin` and held by `self`:
+ * - nothing to `origin`, nor to a neighbour of `origin` (it sent the change there itself; a
+ *   connection newer than the change brought both ends level by their digests);
+ * - from a neighbour of `origin`, to a router two hops from it, only when `self` is the one
+ *   of their common neighbours the pair designates (`designation`), so that router gets one
+ *   copy instead of one from every common neighbour (in a forming full mesh, dozens);
+ * - further out, by the sender (`relayRule`), and never to a router two hops from `origin`
+ *   (its designated relayer covers it).
+ * Routers that see the topology differently may both send or both hold back; the digests
+ * exchanged on new connections and every refresh bring what was missed.
+ *
+ * What came in answer to this router's digest (`answered`) was news here but may be old
+ * elsewhere: it goes to every neighbour that `origin` did not reach itself.
+ */
+export function relayByWriter(self: string, from: string, to: string, origin: string, adjacent: (a: string, b: string) => boolean, designation: (origin: string, to: string) => Designation, conns: (peer: string) => ReadonlySet<string> | undefined, answered = false): boolean {
+  if (to === origin || adjacent(origin, to)) return false;
+  if (answered) return true;
+  const d = designation(origin, to);
+  if (from === origin || adjacent(self, origin)) return d === 'self';
+  return d === 'none' && relayRule(from, to, conns);
+}
+
+/** Who passes a change of `origin` on to `to`, as one router sees it (see `designation`). */
+export type Designation = 'self' | 'other' | 'none';
+
+/**
+ * Of the routers next to both `origin` and `to` (looked for among `candidates`), the one that
+ * passes origin's changes on to `to` is the lowest by a hash of it with the pair, so the work
+ * spreads over the mesh: 'self' when that is `self`, 'other' when it is another, 'none' when
+ * they have no common neighbour. Stops at the first common neighbour ranked below `self`.
+ */
+export function designation(self: string, origin: string, to: string, candidates: Iterable<string>[], adjacent: (a: string, b: string) => boolean): Designation {
+  const pair = ringPlace(origin) ^ ringPlace(to);
+  const mine = adjacent(self, origin) && adjacent(self, to) ? (ringPlace(self) ^ pair) >>> 0 : -1;
+  for (const some of candidates)
+    for (const c of some) {
+      if (c === origin || c === to || c === self || !adjacent(origin, c) || !adjacent(c, to)) continue;
+      if (mine < 0) return 'other';
+      const rank = (ringPlace(c) ^ pair) >>> 0;
+      if (rank < mine || (rank === mine && c < self)) return 'other';
+    }
+  return mine >= 0 ? 'self' : 'none';
+}
+
+const NONE: ReadonlySet<string> = new Set();
 
 export class Topology implements Gossiper<TopoValue> {
   private readonly map = new VersionedMap<TopoValue>();
@@ -81,6 +132,9 @@ export class Topology implements Gossiper<TopoValue> {
   private readonly names = new Set<string>();
   /** Counts changes to `names` (a peer came or went). */
   namesVersion = 0;
+  /** What each peer publishes as the peers it knows (meta.peers), where it does. */
+  private readonly published = new Map<string, number>();
+  private largest = 0;
   private table: RouteTable | undefined;
   private tableAt = 0;
   /** Routes are stale: an up edge or a peer came or went (a peer's values changing does not count). */
@@ -185,10 +239,24 @@ export class Topology implements Gossiper<TopoValue> {
     return delta;
   }
 
+  /** This router's own entry and up connections, as written last (what a new neighbour gets first). */
+  own(): MapData<TopoValue> {
+    const out: MapData<TopoValue> = {};
+    const name = this.self.name;
+    const p = this.map.get(peerKey(name));
+    if (p) out[peerKey(name)] = p;
+    for (const peer of this.mine) {
+      const e = this.map.get(edgeKey(name, peer));
+      if (e) out[edgeKey(name, peer)] = e;
+    }
+    return out;
+  }
+
   /** Forgets a peer and its connections (after `weft rmpeer`). */
   remove(name: string): void {
     for (const k of this.map.keys()) if (writerOf(k) === name) this.map.delete(k);
     this.out.delete(name);
+    this.notePublished(name, undefined);
     if (this.names.delete(name)) this.namesVersion++;
     this.sortedConns.delete(name);
     this.dirty = true;
@@ -199,6 +267,7 @@ export class Topology implements Gossiper<TopoValue> {
   private index(k: string): void {
     if (k.startsWith('p:')) {
       const name = k.slice(2);
+      this.notePublished(name, (this.map.get(k) as Versioned<PeerValue> | undefined)?.meta.peers);
       if (this.names.has(name) === (this.map.get(k) !== undefined)) return;
       if (this.map.get(k)) this.names.add(name);
       else this.names.delete(name);
@@ -217,6 +286,20 @@ export class Topology implements Gossiper<TopoValue> {
     this.dirty = true;
   }
 
+  private notePublished(name: string, peers: number | undefined): void {
+    const had = this.published.get(name);
+    if (had === peers) return;
+    if (peers === undefined) this.published.delete(name);
+    else this.published.set(name, peers);
+    if ((peers ?? 0) >= this.largest) this.largest = peers ?? 0;
+    else if (had === this.largest) this.largest = Math.max(0, ...this.published.values());
+  }
+
+  /** The largest number of peers any peer publishes that it knows (0 when none does). */
+  get largestPublished(): number {
+    return this.largest;
+  }
+
   private touch(): void {
     this.view = undefined;
     this.changed();
@@ -227,9 +310,35 @@ export class Topology implements Gossiper<TopoValue> {
     return this.out.get(a)?.has(b) ?? false;
   }
 
-  /** Whether this router passes on to `to` what `from` sent it (see relayRule). */
-  relays(from: string, to: string): boolean {
-    return relayRule(from, to, (p) => this.out.get(p));
+  /**
+   * Whether this router passes on to `to` what `from` sent it, written by `origin` when known
+   * (see relayByWriter); `answered`: `from` sent it in answer to our digest.
+   */
+  relays(from: string, to: string, origin?: string, answered = false): boolean {
+    if (origin === undefined) return answered || relayRule(from, to, this.connsOf);
+    return relayByWriter(this.self.name, from, to, origin, this.isAdjacent, this.designationOf, this.connsOf, answered);
+  }
+
+  // made once: relays() runs for every writer and neighbour of every relayed batch
+  private readonly connsOf = (p: string) => this.out.get(p);
+  private readonly isAdjacent = (a: string, b: string) => this.adjacent(a, b);
+  private readonly designationOf = (o: string, t: string) => this.designation(o, t);
+
+  /** The writer of a key of this channel (see Gossiper.originOf). */
+  originOf(key: string): string | undefined {
+    return key.startsWith('p:') || (key.startsWith('e:') && key.includes('>')) ? writerOf(key) : undefined;
+  }
+
+  /** Whether either of `a` and `b` reports a connection to the other. */
+  private adjacent(a: string, b: string): boolean {
+    return (this.out.get(a)?.has(b) ?? false) || (this.out.get(b)?.has(a) ?? false);
+  }
+
+  private designation(origin: string, to: string): Designation {
+    // a common neighbour is in both sets as both report it once connections settle: the smaller will do
+    const a = this.out.get(to) ?? NONE;
+    const b = this.out.get(origin) ?? NONE;
+    return designation(this.self.name, origin, to, [a.size <= b.size ? a : b], this.isAdjacent);
   }
 
   /**

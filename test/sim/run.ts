@@ -2,7 +2,8 @@
  * `npm run sim -- --peers 100,300,1000`: the mesh, gossip and ring IPAM of N routers in one
  * process, over an in-memory network, on a virtual clock (no sockets, no namespaces).
  *
- * For each size: routers start within the first second, each pointed at one earlier router
+ * For each size: routers start `--rate` per second (100 by default, so 1,000 over ten seconds: a
+ * DaemonSet rolling out on that many nodes takes longer), each pointed at one earlier router
  * (`--join random`, the default) or all at the first (`--join seed`); the run ends when every
  * router knows every peer as reachable, all hold the same IPAM ring, and each has allocated one
  * address from space of its own. Then one more router joins the converged mesh, and what that
@@ -32,6 +33,7 @@ interface Peer {
   out: { bytes: number; frames: number };
   in: { bytes: number };
   allocated: boolean;
+  started: boolean;
 }
 
 const nameOf = (i: number) => `0a:00:00:${((i >> 16) & 255).toString(16).padStart(2, '0')}:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`;
@@ -77,12 +79,13 @@ function makePeer(net: MemNet, i: number, targets: string[], init: IpamInit): Pe
     },
     { range, defaultSubnet: range, init, spaceTimeoutMs: 30_000 },
   );
-  return { i, name, ip, mesh, ipam, out, in: inn, allocated: false };
+  return { i, name, ip, mesh, ipam, out, in: inn, allocated: false, started: false };
 }
 
 async function startPeer(p: Peer): Promise<void> {
   await p.mesh.start();
   await p.ipam.start();
+  p.started = true;
   void p.ipam
     .allocate({ network: 'sim', containerId: `c${p.i}`, ifname: 'eth0' }, range, undefined, { bridge: 'weave' })
     .then(() => (p.allocated = true))
@@ -114,7 +117,7 @@ const stats = (xs: number[]) => ({ mean: xs.reduce((a, b) => a + b, 0) / Math.ma
 const byKind = new Map<string, number>();
 const kb = (b: number) => `${(b / 1024).toFixed(1)} KiB`;
 
-async function simulate(n: number, join: string, limitS: number): Promise<Record<string, string | number>> {
+async function simulate(n: number, join: string, limitS: number, rate: number): Promise<Record<string, string | number>> {
   const net = new MemNet();
   const peers: Peer[] = [];
   byKind.clear();
@@ -128,22 +131,29 @@ async function simulate(n: number, join: string, limitS: number): Promise<Record
       const to = i === 0 ? [] : [`${ipOf(join === 'seed' ? 0 : Math.floor(Math.random() * i))}:6783`];
       peers.push(makePeer(net, i, to, i === 0 ? { mode: 'consensus', size: 1 } : { mode: 'consensus', size: 2 }));
     }
-    // start within the first second, in index order
+    let said = performance.now();
+    /** Progress on stderr, every SIM_PROGRESS_MS of wall time (10 s by default). */
+    const progress = () => {
+      if (performance.now() - said <= Number(process.env.SIM_PROGRESS_MS ?? 10_000)) return;
+      said = performance.now();
+      const known = stats(peers.map((p) => p.mesh.routes.reachable.size));
+      const counts = peers.map((p) => p.mesh.connections().filter((c) => c.established).length);
+      const conns = stats(counts);
+      const names = stats(peers.map((p) => p.mesh.topology.size));
+      const hubs = counts.map((c, i) => [c, i]).sort((a, b) => b[0]! - a[0]!).slice(0, 3).map(([c, i]) => `#${i} ${c}`).join(', ');
+      process.stderr.write(`  virtual ${((Date.now() - v0) / 1000).toFixed(2)} s, wall ${((performance.now() - wall0) / 1000).toFixed(0)} s: ${peers.filter((p) => p.started).length} started, known mean ${names.mean.toFixed(0)}, reachable mean ${known.mean.toFixed(0)}, connections mean ${conns.mean.toFixed(1)} (most: ${hubs}), allocated ${peers.filter((p) => p.allocated).length}, heap ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(0)} MiB\n`);
+    };
+    // `rate` a second, in index order
     for (const p of peers) {
       await startPeer(p);
-      await advance(Math.max(1, Math.floor(1000 / n)), 1);
+      await advance(Math.max(1, Math.floor(1000 / rate)), 1);
+      progress();
     }
     let done = converged(peers);
-    let said = performance.now();
     while (!done && Date.now() - v0 < limitS * 1000) {
       await advance(250);
       done = converged(peers);
-      if (performance.now() - said > 10_000) {
-        said = performance.now();
-        const known = stats(peers.map((p) => p.mesh.routes.reachable.size));
-        const conns = stats(peers.map((p) => p.mesh.connections().filter((c) => c.established).length));
-        process.stderr.write(`  virtual ${((Date.now() - v0) / 1000).toFixed(2)} s, wall ${((performance.now() - wall0) / 1000).toFixed(0)} s: reachable mean ${known.mean.toFixed(0)}, connections mean ${conns.mean.toFixed(1)} max ${conns.max}, allocated ${peers.filter((p) => p.allocated).length}, heap ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(0)} MiB\n`);
-      }
+      progress();
     }
     const virtS = (Date.now() - v0) / 1000;
     const wallS = Math.round((performance.now() - wall0) / 100) / 10;
@@ -200,12 +210,12 @@ async function simulate(n: number, join: string, limitS: number): Promise<Record
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { peers: { type: 'string', default: '100,300,1000' }, join: { type: 'string', default: 'random' }, limit: { type: 'string', default: '300' } } });
+  const { values } = parseArgs({ options: { peers: { type: 'string', default: '100,300,1000' }, join: { type: 'string', default: 'random' }, limit: { type: 'string', default: '300' }, rate: { type: 'string', default: '100' } } });
   const sizes = String(values.peers).split(',').map(Number);
   const rows: Record<string, string | number>[] = [];
   for (const n of sizes) {
-    process.stderr.write(`simulating ${n} routers (${values.join} join)...\n`);
-    const r = await simulate(n, String(values.join), Number(values.limit));
+    process.stderr.write(`simulating ${n} routers (${values.join} join, ${values.rate} a second)...\n`);
+    const r = await simulate(n, String(values.join), Number(values.limit), Number(values.rate));
     rows.push(r);
     console.log(JSON.stringify(r));
   }

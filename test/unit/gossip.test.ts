@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { VersionedMap, type MapData } from '../../src/common/crdt';
 import { BUCKETS, digestOf, Gossip, missingFrom, type ChannelHandle, type GossipFrame } from '../../src/mesh/gossip';
-import { relayRule, Topology } from '../../src/mesh/topology';
+import { designation, relayByWriter, relayRule, Topology } from '../../src/mesh/topology';
 import { checkGossip, gossipSchema } from '../../src/mesh/protocol';
 
 const entries = fc.dictionary(fc.stringMatching(/^k[a-z0-9]{0,5}$/), fc.record({ v: fc.integer({ min: 1, max: 9 }), x: fc.integer() }), { maxKeys: 60 });
@@ -39,9 +39,10 @@ test('digests: equal states have equal digests whatever the order; what one side
 
 /**
  * Routers on a graph, each with a Gossip whose broadcast delivers synchronously to neighbours:
- * counts how often each router receives one change.
+ * counts how often each router receives one change. `byWriter`: the channel names each key's
+ * writer (key `k` is written by the router that spreads it), so the relay rule by writer applies.
  */
-function network(edges: [string, string][]) {
+function network(edges: [string, string][], byWriter = false) {
   const names = [...new Set(edges.flat())].sort();
   const adj = new Map(names.map((n) => [n, new Set<string>()]));
   for (const [a, b] of edges) {
@@ -61,12 +62,21 @@ function network(edges: [string, string][]) {
           gossips.get(m)!.receive(structuredClone(f), n);
         }
       },
-      relays: (from, to) => relayRule(from, to, (p) => adj.get(p)),
+      neighbours: () => adj.get(n)!,
+      relays: (from, to, origin) => {
+        const conns = (p: string) => adj.get(p);
+        if (origin === undefined) return relayRule(from, to, conns);
+        const adjacent = (a: string, b: string) => adj.get(a)!.has(b);
+        return relayByWriter(n, from, to, origin, adjacent, (o, t) => designation(n, o, t, [adj.get(o)!], adjacent), conns);
+      },
     });
-    handles.set(n, g.register<{ x: number }>('c', { full: () => maps.get(n)!.toData(), merge: (d) => maps.get(n)!.merge(d) }));
+    const originOf = byWriter ? () => writer : undefined;
+    handles.set(n, g.register<{ x: number }>('c', { full: () => maps.get(n)!.toData(), merge: (d) => maps.get(n)!.merge(d), originOf }));
     gossips.set(n, g);
   }
+  let writer = '';
   const spread = (origin: string) => {
+    writer = origin;
     const m = maps.get(origin)!;
     handles.get(origin)!.gossip({ k: m.set('k', { x: 1 }) });
     // flush until quiet
@@ -104,6 +114,57 @@ test('relay rule: on any connected graph every router gets the change, with fewe
     }),
     { numRuns: 200 },
   );
+});
+
+test('relay rule by writer: on any connected graph every router gets the change, and each router two hops from the writer gets it once', () => {
+  fc.assert(
+    fc.property(fc.uniqueArray(fc.tuple(fc.integer({ min: 0, max: 11 }), fc.integer({ min: 0, max: 11 })), { minLength: 9, maxLength: 60 }), fc.integer({ min: 0, max: 11 }), (pairs, o) => {
+      const edges = pairs.filter(([x, y]) => x !== y).map(([x, y]) => [`n${x}`, `n${y}`] as [string, string]);
+      for (let i = 1; i < 12; i++) edges.push([`n${i - 1}`, `n${i}`]);
+      const bySender = network(edges);
+      const net = network(edges, true);
+      const origin = `n${o}`;
+      bySender.spread(origin);
+      net.spread(origin);
+      for (const n of net.names) assert.equal(net.maps.get(n)!.get('k')?.x, 1, `${n} has it`);
+      const near = new Set(edges.filter((e) => e.includes(origin)).flat());
+      for (const n of net.names) {
+        const twoHops = !near.has(n) && edges.some(([a, b]) => (a === n && near.has(b)) || (b === n && near.has(a)));
+        if (twoHops) assert.equal(net.got.get(n), 1, `${n}, two hops from ${origin}, gets one copy`);
+      }
+      const total = (m: Map<string, number>) => [...m.values()].reduce((a, b) => a + b, 0);
+      assert.ok(total(net.got) <= total(bySender.got), `${total(net.got)} deliveries by writer, ${total(bySender.got)} by sender`);
+      bySender.stop();
+      net.stop();
+    }),
+    { numRuns: 300 },
+  );
+  // a full mesh but for one missing connection: a and b each hear it from one common neighbour only
+  const names = ['a', 'b', 'c', 'd', 'e', 'f'];
+  const nearlyFull = names.flatMap((x, i) => names.slice(i + 1).map((y) => [x, y] as [string, string])).filter(([x, y]) => !(x === 'a' && y === 'b'));
+  const bySender = network(nearlyFull);
+  const net = network(nearlyFull, true);
+  bySender.spread('a');
+  net.spread('a');
+  assert.equal(bySender.got.get('b'), 4, 'by sender: b hears it from each of the 4 common neighbours');
+  assert.equal(net.got.get('b'), 1, 'by writer: once');
+  bySender.stop();
+  net.stop();
+});
+
+test('topology: the largest count of peers a peer publishes is kept; it falls when that peer publishes less or is removed', () => {
+  const t = new Topology({ name: 'a', uid: 'u1' }, () => undefined);
+  const entry = (peers: number | undefined, v: number) => ({ nickname: 'N', uid: 'x', meta: peers === undefined ? {} : { peers }, v });
+  assert.equal(t.largestPublished, 0);
+  t.merge({ 'p:b': entry(150, 1), 'p:c': entry(125, 1), 'p:d': entry(undefined, 1) } as never);
+  assert.equal(t.largestPublished, 150);
+  t.merge({ 'p:b': entry(undefined, 2) } as never);
+  assert.equal(t.largestPublished, 125, 'b no longer publishes a count');
+  t.merge({ 'p:c': entry(-3, 2), 'p:e': entry(1.5, 1) } as never);
+  assert.equal(t.largestPublished, 125, 'counts that are not whole numbers are refused with their entries');
+  assert.equal(t.get('e'), undefined);
+  t.remove('c');
+  assert.equal(t.largestPublished, 0);
 });
 
 test('topology: a connection is a key of its own; a new connection costs one small delta', () => {
@@ -241,7 +302,7 @@ test('gossip frames: the hand check accepts and refuses exactly what the schema 
 
 test('relays batched from one peer leave as one frame with the newest of each key; what was handed in is left alone', () => {
   const sent: GossipFrame[] = [];
-  const g = new Gossip({ broadcast: (f) => sent.push(f), relays: () => true });
+  const g = new Gossip({ broadcast: (f) => sent.push(f), neighbours: () => [], relays: () => true });
   const maps = new VersionedMap<{ x: number }>();
   g.register<{ x: number }>('c', { full: () => maps.toData(), merge: (d) => maps.merge(d) });
   const first = { a: { x: 1, v: 1 }, b: { x: 1, v: 1 } };

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
-import { Mesh, type MeshInit } from '../../src/mesh/mesh';
+import { DIGEST_DELAY_MS, Mesh, type MeshInit } from '../../src/mesh/mesh';
 import { DuplicateChannelError } from '../../src/mesh/gossip';
 import { createLogger } from '../../src/common/log';
 import { encodeFrame } from '../../src/mesh/frame';
@@ -260,11 +260,12 @@ test('settled: a router has heard from the peers it was pointed at, or they fail
 test('a peer whose published address cannot be dialled is named in the target list, and reached through others', async () => {
   // b publishes a port nobody listens on: a learns it by gossip, through c, and never reaches
   // b there, so its connection maker never identifies the target; the status still has to say
-  // whose address it is (its path goes through c)
+  // whose address it is (its path goes through c). b takes one connection only: otherwise it
+  // dials a itself as soon as it learns a's address, and a never needs b's
   const dead = port++;
   const a = mk(1);
   const c = mk(3, [`127.0.0.1:${a.port}`]);
-  const b = mk(2, [`127.0.0.1:${c.port}`], { advertise: `127.0.0.1:${dead}` });
+  const b = mk(2, [`127.0.0.1:${c.port}`], { advertise: `127.0.0.1:${dead}`, maxConnections: 1 });
   try {
     for (const n of [a, c, b]) await n.mesh.start();
     await until(() => a.mesh.isReachable(b.name) && a.mesh.targetList().some((t) => t.addr === `127.0.0.1:${dead}`)).catch((e) => {
@@ -273,6 +274,32 @@ test('a peer whose published address cannot be dialled is named in the target li
     const t = a.mesh.targetList().find((x) => x.addr === `127.0.0.1:${dead}`)!;
     assert.equal(t.peer, b.name, `the target names its peer: ${JSON.stringify(t)}`);
     assert.equal(a.mesh.nextHop(b.name), c.name, 'reached through c');
+  } finally {
+    await Promise.all([a, b, c].map((n) => n.mesh.stop()));
+  }
+});
+
+test("a new neighbour gets the router's own entry at once, not a digest delay later", async () => {
+  // a has synced with c already, so its digest to a later connection waits DIGEST_DELAY_MS or
+  // more; b's entry was gossiped before b had any connection and went nowhere. Only the own
+  // keys each end sends on a new connection bring b's entry to a sooner than that.
+  const a = mk(1);
+  const c = mk(3, [`127.0.0.1:${a.port}`]);
+  const b = mk(2);
+  try {
+    await a.mesh.start();
+    await c.mesh.start();
+    await until(() => a.mesh.peers().length === 2 && established(a) === 1);
+    await b.mesh.start();
+    let connectedAt = 0;
+    a.mesh.events.on('connection', (peer) => {
+      if (peer === b.name) connectedAt = Date.now();
+    });
+    b.connect([`127.0.0.1:${a.port}`]);
+    await until(() => a.mesh.topology.get(b.name) !== undefined, 5000);
+    const took = Date.now() - connectedAt;
+    assert.ok(connectedAt > 0 && took < DIGEST_DELAY_MS, `b's entry reached a ${took} ms after they connected`);
+    assert.equal(a.mesh.topology.get(b.name)!.addr, `127.0.0.1:${b.port}`);
   } finally {
     await Promise.all([a, b, c].map((n) => n.mesh.stop()));
   }
