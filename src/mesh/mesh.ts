@@ -82,7 +82,9 @@ export class Mesh implements Startable, PeerTargets {
     );
     this.topology = new Topology(c.self, () => this.topologyChanged());
     this.plan = new MeshPlan(c.self.name, this.topology, o.fullMeshUpTo ?? DEFAULT_PLAN.fullMeshUpTo, (a) => this.norm(a));
-    this.gossip = new Gossip({ broadcast: (f, skip) => this.broadcast(f, skip), neighbours: () => this.neighbourNames(),
+    this.gossip = new Gossip({
+      broadcast: (f, skip) => this.broadcast(f, skip),
+      neighbours: () => this.neighbourNames(),
       relays: (from, to, origin, answered) => this.topology.relays(from, to, origin, answered),
     });
     this.topoChannel = this.gossip.register('topology', this.topology as Gossiper<unknown>);
