@@ -10,7 +10,7 @@
  * writer's own neighbours, and to a router two hops from it one copy, from the common
  * neighbour the pair designates (Topology.relays). So a delta crosses the mesh about once per
  * router instead of once per connection; in a forming full mesh of 100, topology gossip fell
- * from 8 MiB to about 2 MiB per router (`npm run sim`). Routers in sync are
+ * from 8 MiB to about 3 MiB per router (`npm run sim`). Routers in sync are
  * kept so by digests: a hash per bucket of keys, exchanged when a connection opens and then
  * periodically; only buckets that differ are sent, so a new connection to a peer that knows
  * the same costs a digest, not the whole state. A channel is registered once and handed back

@@ -245,11 +245,12 @@ export class Mesh implements Startable, PeerTargets {
       }, DIGEST_DELAY_MS * Math.max(1, this.topology.size / (this.o.fullMeshUpTo ?? DEFAULT_PLAN.fullMeshUpTo)) * (1 + Math.random()));
       this.later.add(t);
     }
+    const first = this.conns.established === 1;
     this.publishSelf();
-    // this router's own keys, to the new neighbour at once: what it gossiped before this
-    // connection went to the others only (a new router's entry went nowhere), and the digests
-    // that would bring it may wait a second or more
-    c.write({ t: 'gossip', ch: this.topoChannel.name, data: this.topology.own() });
+    // a router's first connection gets its own keys at once: what it gossiped before had no
+    // one to go to (its entry went nowhere), and the digest that would bring them may wait a
+    // second or more at the other end
+    if (first) c.write({ t: 'gossip', ch: this.topoChannel.name, data: this.topology.own() });
     this.events.emit('connection', h.name, c.localAddress);
   }
 

@@ -282,7 +282,7 @@ test('a peer whose published address cannot be dialled is named in the target li
 test("a new neighbour gets the router's own entry at once, not a digest delay later", async () => {
   // a has synced with c already, so its digest to a later connection waits DIGEST_DELAY_MS or
   // more; b's entry was gossiped before b had any connection and went nowhere. Only the own
-  // keys each end sends on a new connection bring b's entry to a sooner than that.
+  // keys a router sends on its first connection bring b's entry to a sooner than that.
   const a = mk(1);
   const c = mk(3, [`127.0.0.1:${a.port}`]);
   const b = mk(2);
