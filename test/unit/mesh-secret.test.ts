@@ -6,9 +6,10 @@ import { Mesh, type MeshInit } from '../../src/mesh/mesh';
 import { createLogger } from '../../src/common/log';
 import { derivePsk } from '../../src/crypto/handshake';
 import { encodeFrame } from '../../src/mesh/frame';
+import { portBase } from '../helpers/ports';
 
 const log = createLogger({ name: 't', level: 'silent' });
-let port = 20000 + Math.floor(Math.random() * 20000);
+let port = portBase();
 const PSK = derivePsk('open sesame');
 const OTHER = derivePsk('another one');
 

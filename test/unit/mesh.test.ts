@@ -6,9 +6,10 @@ import { DIGEST_DELAY_MS, Mesh, type MeshInit } from '../../src/mesh/mesh';
 import { DuplicateChannelError } from '../../src/mesh/gossip';
 import { createLogger } from '../../src/common/log';
 import { encodeFrame } from '../../src/mesh/frame';
+import { portBase } from '../helpers/ports';
 
 const log = createLogger({ name: 't', level: 'silent' });
-let port = 20000 + Math.floor(Math.random() * 20000);
+let port = portBase();
 
 interface Node {
   mesh: Mesh;

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { createSocket, type Socket } from 'node:dgram';
 import { Prober, PROBE_PORT } from '../../src/datapath/probe';
 import { createLogger } from '../../src/common/log';
+import { portBase } from '../helpers/ports';
 
 const log = createLogger({ name: 't', level: 'silent' });
 const VNI = 6784;
@@ -56,7 +57,7 @@ async function host(n: number, port: number, others: () => Host[]): Promise<Host
 }
 
 test('a VXLAN probe is echoed as VXLAN to the prober\'s host: it fails when VXLAN is blocked either way, passes when both work', async () => {
-  const port = 30000 + Math.floor(Math.random() * 20000);
+  const port = portBase(1);
   const hosts: Host[] = [];
   const others = (me: () => Host) => () => hosts.filter((x) => x !== me());
   let a!: Host;

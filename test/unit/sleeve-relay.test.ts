@@ -14,6 +14,7 @@ import { sealParts } from '../../src/crypto/aead';
 import { connect, createServer, type Socket as NetSocket } from 'node:net';
 import { parseCidr } from '../../src/common/ip';
 import { createLogger } from '../../src/common/log';
+import { portBase } from '../helpers/ports';
 
 const log = createLogger({ name: 't', level: 'silent' });
 const PSK = derivePsk('relay test secret');
@@ -87,7 +88,7 @@ async function net(opts: { encrypted?: boolean; trusted?: string[]; wrongKeysBet
       keys[j]!.set(names[i]!, deriveDataKeys(sj2, 'sleeve')!);
     }
   }
-  const base = 30000 + Math.floor(Math.random() * 20000);
+  const base = portBase();
   const localPort = (i: number, j: number) => base + 10 + i * 3 + j;
   const relays: SleeveRelay[] = [];
   for (let i = 0; i < 3; i++) {
