@@ -166,7 +166,8 @@ export class Gossip {
    * neighbours that get the same share a frame.
    */
   private relay(ch: string, from: string, answered: boolean, data: MapData<unknown>): void {
-    const originOf = this.channels.get(ch)?.originOf?.bind(this.channels.get(ch));
+    const g = this.channels.get(ch);
+    const originOf = g?.originOf?.bind(g);
     if (!originOf) return this.c.broadcast({ t: 'gossip', ch, data }, (peer) => peer === from || !this.c.relays(from, peer, undefined, answered));
     const groups = new Map<string | undefined, MapData<unknown>>();
     for (const [k, e] of Object.entries(data)) {

@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { VersionedMap, type MapData } from '../../src/common/crdt';
 import { BUCKETS, digestOf, Gossip, missingFrom, type ChannelHandle, type GossipFrame } from '../../src/mesh/gossip';
-import { designation, relayByWriter, relayRule, Topology } from '../../src/mesh/topology';
+import { designation, relayByWriter, relayRule } from '../../src/mesh/relay';
+import { Topology } from '../../src/mesh/topology';
 import { checkGossip, gossipSchema } from '../../src/mesh/protocol';
 
 const entries = fc.dictionary(fc.stringMatching(/^k[a-z0-9]{0,5}$/), fc.record({ v: fc.integer({ min: 1, max: 9 }), x: fc.integer() }), { maxKeys: 60 });
@@ -67,7 +68,7 @@ function network(edges: [string, string][], byWriter = false) {
         const conns = (p: string) => adj.get(p);
         if (origin === undefined) return relayRule(from, to, conns);
         const adjacent = (a: string, b: string) => adj.get(a)!.has(b);
-        return relayByWriter(n, from, to, origin, adjacent, (o, t) => designation(n, o, t, [adj.get(o)!], adjacent), conns);
+        return relayByWriter(n, from, to, origin, adjacent, (o, t) => designation(n, o, t, adj.get(o)!, adjacent), conns);
       },
     });
     const originOf = byWriter ? () => writer : undefined;
