@@ -48,10 +48,10 @@ export interface ConnectionOptions {
 
 let nextId = 1;
 
-/** The metric kind of a frame. */
+/** The metric kind of a frame (gossip:CHANNEL, with :answer for answers to digests; msg, hb, ...). */
 export function kindOf(msg: unknown): string {
-  const m = msg as { t?: string; ch?: string };
-  return m.t === 'gossip' ? `gossip:${m.ch}` : (m.t ?? 'unknown');
+  const m = msg as { t?: string; ch?: string; a?: boolean };
+  return m.t === 'gossip' ? `gossip:${m.ch}${m.a ? ':answer' : ''}` : (m.t ?? 'unknown');
 }
 
 export class Connection {

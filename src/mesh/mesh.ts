@@ -18,7 +18,7 @@ import { Connections } from './connections';
 import type { DataKeys } from '../crypto/aead';
 import { ConnectionMaker, GOSSIP_SOURCE, type TargetView } from './connection-maker';
 import { encodeFrame } from './frame';
-import { Gossip, type ChannelHandle, type GossipFrame, type Gossiper } from './gossip';
+import { Gossip, RELAY_MS, type ChannelHandle, type GossipFrame, type Gossiper } from './gossip';
 import type { PeerTargets } from './peer-source';
 import type { Message } from './protocol';
 import type { RouteTable } from './routes';
@@ -39,6 +39,9 @@ const QUIET = new Set(['duplicate connection', 'connection to self', 'not a pref
  */
 export const DIGEST_DELAY_MS = 1000;
 
+/** A new neighbour gets this router's own keys written this recently (a few relay delays). */
+export const RECENT_MS = 4 * RELAY_MS;
+
 type Unicast = Extract<Message, { t: 'msg' }>;
 
 export class Mesh implements Startable, PeerTargets {
@@ -52,6 +55,8 @@ export class Mesh implements Startable, PeerTargets {
   private readonly plan: MeshPlan;
   private readonly handlers = new Map<string, (from: string, body: unknown) => void>();
   private readonly heard = new Set<string>();
+  /** The neighbour each peer's last unicast came through (the way back while routes lack it). */
+  private readonly cameVia = new Map<string, string>();
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly later = new Set<NodeJS.Timeout>();
   private closeServer: (() => Promise<void>) | undefined;
@@ -251,6 +256,13 @@ export class Mesh implements Startable, PeerTargets {
     // one to go to (its entry went nowhere), and the digest that would bring them may wait a
     // second or more at the other end
     if (first) c.write({ t: 'gossip', ch: this.topoChannel.name, data: this.topology.own() });
+    else {
+      // what it changed just before: the routers relaying those changes may see this connection
+      // by then and leave them to us (see Topology.ownSince); without this, a forming mesh
+      // lost them until a digest, which answers each missed key with its whole bucket
+      const recent = this.topology.ownSince(Date.now() - RECENT_MS);
+      if (recent) c.write({ t: 'gossip', ch: this.topoChannel.name, data: recent });
+    }
     this.events.emit('connection', h.name, c.localAddress);
   }
 
@@ -265,6 +277,10 @@ export class Mesh implements Startable, PeerTargets {
         c.write({ t: 'sync' });
         break;
       case 'msg':
+        if (this.cameVia.get(m.from) !== c.hello!.name) {
+          if (this.cameVia.size >= 10_000) this.cameVia.clear();
+          this.cameVia.set(m.from, c.hello!.name);
+        }
         if (m.to === this.name) this.handlers.get(m.type)?.(m.from, m.body);
         else this.forward(m);
         break;
@@ -319,12 +335,18 @@ export class Mesh implements Startable, PeerTargets {
   }
 
   private forward(m: Unicast): boolean {
-    const hop = this.topology.routes.nextHop.get(m.to);
-    const c = hop ? this.conns.to(hop) : undefined;
-    if (!c || m.ttl <= 0) return false;
+    if (m.ttl <= 0) return false;
+    // a neighbour directly, and a peer without a route yet back the way its last message came:
+    // an answer to a router that has just joined and asked at once (its entry may still be on
+    // the way here) would otherwise be dropped, and the asker wait out its deadline
+    const direct = this.conns.to(m.to);
+    const hop = direct ? undefined : (this.topology.routes.nextHop.get(m.to) ?? this.cameVia.get(m.to));
+    const c = direct ?? (hop ? this.conns.to(hop) : undefined);
+    if (!c) return false;
     c.write({ ...m, ttl: m.ttl - 1 });
     return true;
   }
+
 
   /**
    * Past the full-mesh size, publishes how many peers this router knows, in quarter steps of

@@ -91,6 +91,8 @@ export class Topology implements Gossiper<TopoValue> {
   /** Each peer's connections, sorted, built when first asked after a change of its edges. */
   private readonly sortedConns = new Map<string, string[]>();
   private mine = new Set<string>();
+  /** When each of this router's own keys was last written (see ownSince). */
+  private readonly ownWritten = new Map<string, number>();
 
   constructor(
     private readonly self: { name: string; uid: string },
@@ -151,6 +153,7 @@ export class Topology implements Gossiper<TopoValue> {
     const e = { ...value, v: Math.max(theirs.v, cur?.v ?? 0) + 1 } as Versioned<TopoValue>;
     this.map.put(k, e);
     this.index(k);
+    this.ownWritten.set(k, Date.now());
     (this.reassert ??= {})[k] = e;
   }
 
@@ -170,6 +173,7 @@ export class Topology implements Gossiper<TopoValue> {
     if (!cur || canonical({ nickname: cur.nickname, uid: cur.uid, addr: cur.addr, meta: cur.meta }) !== canonical(value)) {
       delta[pk] = this.map.set(pk, value);
       this.index(pk);
+      this.ownWritten.set(pk, Date.now());
     }
     const want = new Set(e.conns);
     for (const peer of new Set([...want, ...this.mine])) {
@@ -180,6 +184,7 @@ export class Topology implements Gossiper<TopoValue> {
       if (!had && !up) continue;
       delta[k] = this.map.set(k, { up });
       this.index(k);
+      this.ownWritten.set(k, Date.now());
     }
     this.mine = want;
     if (Object.keys(delta).length === 0) return undefined;
@@ -196,6 +201,21 @@ export class Topology implements Gossiper<TopoValue> {
     for (const peer of this.mine) {
       const e = this.map.get(edgeKey(name, peer));
       if (e) out[edgeKey(name, peer)] = e;
+    }
+    return out;
+  }
+
+  /**
+   * This router's own keys written at or after `since` (tombstones of connections included).
+   * What a new neighbour may have missed: a change gossiped just before the connection reached
+   * the others, and those relaying it, seeing the connection by then, left it to us.
+   */
+  ownSince(since: number): MapData<TopoValue> | undefined {
+    let out: MapData<TopoValue> | undefined;
+    for (const [k, at] of this.ownWritten) {
+      if (at < since) continue;
+      const e = this.map.get(k);
+      if (e) (out ??= {})[k] = e;
     }
     return out;
   }

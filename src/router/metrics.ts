@@ -42,7 +42,7 @@ export class Metrics {
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers: [r],
     });
-    this.gossipMessages = new Counter({ name: 'weft_gossip_messages_total', help: 'Mesh messages by direction and kind (gossip:CHANNEL, msg, hb, ...)', labelNames: ['direction', 'kind'], registers: [r] });
+    this.gossipMessages = new Counter({ name: 'weft_gossip_messages_total', help: 'Mesh messages by direction and kind (gossip:CHANNEL, gossip:CHANNEL:answer, digest, msg, hb, ...)', labelNames: ['direction', 'kind'], registers: [r] });
     this.gossipBytes = new Counter({ name: 'weft_gossip_bytes_total', help: 'Mesh bytes by direction', labelNames: ['direction'], registers: [r] });
   }
 

@@ -305,3 +305,55 @@ test("a new neighbour gets the router's own entry at once, not a digest delay la
     await Promise.all([a, b, c].map((n) => n.mesh.stop()));
   }
 });
+
+test('an answer to a peer without a route yet goes back the way its message came', async () => {
+  // c knows nothing of a (its entry removed here; in a forming mesh it is still on the way)
+  // when a's message arrives through b: the answer follows the message back instead of
+  // being dropped for want of a route, which left an asker waiting out its deadline
+  const b = mk(41);
+  const a = mk(40, [`127.0.0.1:${b.port}`]);
+  const c = mk(42, [`127.0.0.1:${b.port}`], { maxConnections: 1 });
+  try {
+    await Promise.all([a, b, c].map((n) => n.mesh.start()));
+    await until(() => a.mesh.isReachable(c.name) && c.mesh.isReachable(a.name));
+    assert.equal(a.mesh.nextHop(c.name), b.name, 'a reaches c through b only');
+    c.mesh.removePeer(a.name);
+    assert.equal(c.mesh.isReachable(a.name), false);
+    const sent: boolean[] = [];
+    c.mesh.onMessage('ask', (from, body) => sent.push(c.mesh.send(from, 'answer', body)));
+    const answers: unknown[] = [];
+    a.mesh.onMessage('answer', (from, body) => answers.push([from, body]));
+    assert.ok(a.mesh.send(c.name, 'ask', { n: 7 }));
+    await until(() => answers.length === 1, 3000);
+    assert.deepEqual(sent, [true]);
+    assert.deepEqual(answers[0], [c.name, { n: 7 }]);
+  } finally {
+    await Promise.all([a, b, c].map((n) => n.mesh.stop()));
+  }
+});
+
+test("a new neighbour gets what the router changed just before, not a digest delay later", async () => {
+  // two meshes, {a, c} and {b, d}, each synced; a changes its entry and then b connects to a.
+  // Neither is on its first connection, so nothing but the recent own keys brings a's change
+  // to b sooner than the digest (DIGEST_DELAY_MS or more)
+  const a = mk(51);
+  const c = mk(53, [`127.0.0.1:${a.port}`]);
+  const b = mk(52);
+  const d = mk(54, [`127.0.0.1:${b.port}`]);
+  try {
+    await Promise.all([a, b, c, d].map((n) => n.mesh.start()));
+    await until(() => established(a) === 1 && established(b) === 1 && a.mesh.peers().length === 2 && b.mesh.peers().length === 2);
+    await new Promise((r) => setTimeout(r, 2.5 * DIGEST_DELAY_MS)); // past the digests of the first connections
+    a.mesh.publish({ underlay: '192.0.2.51' });
+    let connectedAt = 0;
+    b.mesh.events.on('connection', (peer) => {
+      if (peer === a.name) connectedAt = Date.now();
+    });
+    b.connect([`127.0.0.1:${a.port}`]);
+    await until(() => b.mesh.topology.get(a.name)?.meta.underlay === '192.0.2.51', 5000);
+    const took = Date.now() - connectedAt;
+    assert.ok(connectedAt > 0 && took < DIGEST_DELAY_MS, `a's change reached b ${took} ms after they connected`);
+  } finally {
+    await Promise.all([a, b, c, d].map((n) => n.mesh.stop()));
+  }
+});
