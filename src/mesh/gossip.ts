@@ -8,7 +8,7 @@
  * all its neighbours, and every relay skips only neighbours its sender has). Where a channel
  * names each key's writer (the topology does), the rule goes by writer instead: nothing to the
  * writer's own neighbours, and to a router two hops from it one copy, from the common
- * neighbour the pair designates (Topology.relays). So a delta crosses the mesh about once per
+ * neighbour the pair designates (relayTargets in relay.ts). So a delta crosses the mesh about once per
  * router instead of once per connection; in a forming full mesh of 100, topology gossip fell
  * from 8 MiB to about 3 MiB per router (`npm run sim`). Routers in sync are
  * kept so by digests: a hash per bucket of keys, exchanged when a connection opens and then
@@ -32,7 +32,7 @@ export interface Gossiper<T> {
   merge(data: MapData<T>, from: string): MapData<T> | undefined;
   /**
    * The router that writes `key`, when each key has one writer: what is relayed is then chosen
-   * per writer (`GossipComponents.relays` with an origin). Without it, by the sender alone.
+   * per writer (`GossipComponents.relayTargets` with an origin). Without it, by the sender alone.
    */
   originOf?(key: string): string | undefined;
 }
@@ -64,11 +64,11 @@ export interface GossipComponents {
   /** The peers of the established connections. */
   neighbours(): Iterable<string>;
   /**
-   * Whether what came from `from` is passed on to `to` (the relay rule; see Topology.relays);
-   * `origin`, when known, is the router that wrote it; `answered`: it came in answer to our
-   * digest (its sender gave it to us alone).
+   * Which of `neighbours` get what came from `from` (the relay rules; see relayTargets in
+   * relay.ts): `origin`, when known, is the router that wrote it; `answered`: it came in answer
+   * to our digest (its sender gave it to us alone).
    */
-  relays(from: string, to: string, origin: string | undefined, answered: boolean): boolean;
+  relayTargets(from: string, origin: string | undefined, answered: boolean, neighbours: readonly string[]): Iterable<string>;
 }
 
 export class DuplicateChannelError extends Error {}
@@ -168,7 +168,12 @@ export class Gossip {
   private relay(ch: string, from: string, answered: boolean, data: MapData<unknown>): void {
     const g = this.channels.get(ch);
     const originOf = g?.originOf?.bind(g);
-    if (!originOf) return this.c.broadcast({ t: 'gossip', ch, data }, (peer) => peer === from || !this.c.relays(from, peer, undefined, answered));
+    const peers = [...this.c.neighbours()].filter((p) => p !== from);
+    if (!originOf) {
+      const to = new Set(this.c.relayTargets(from, undefined, answered, peers));
+      if (to.size) this.c.broadcast({ t: 'gossip', ch, data }, (peer) => !to.has(peer));
+      return;
+    }
     const groups = new Map<string | undefined, MapData<unknown>>();
     for (const [k, e] of Object.entries(data)) {
       const o = originOf(k);
@@ -176,19 +181,24 @@ export class Gossip {
       if (!g) groups.set(o, (g = {}));
       g[k] = e;
     }
-    const origins = [...groups.keys()];
+    // per neighbour, the writers whose keys it gets; neighbours that get the same share a frame
+    const picked = new Map<string, (string | undefined)[]>();
+    for (const o of groups.keys()) {
+      for (const t of this.c.relayTargets(from, o, answered, peers)) {
+        const l = picked.get(t);
+        if (l) l.push(o);
+        else picked.set(t, [o]);
+      }
+    }
     const frames = new Map<string, { picked: (string | undefined)[]; to: Set<string> }>();
-    for (const peer of this.c.neighbours()) {
-      if (peer === from) continue;
-      const picked = origins.filter((o) => this.c.relays(from, peer, o, answered));
-      if (picked.length === 0) continue;
-      const sig = picked.map((o) => o ?? '').join('\n');
+    for (const [peer, os] of picked) {
+      const sig = os.map((o) => o ?? '').join('\n');
       let f = frames.get(sig);
-      if (!f) frames.set(sig, (f = { picked, to: new Set() }));
+      if (!f) frames.set(sig, (f = { picked: os, to: new Set() }));
       f.to.add(peer);
     }
-    for (const { picked, to } of frames.values()) {
-      const d = picked.length === 1 ? groups.get(picked[0])! : Object.assign({}, ...picked.map((o) => groups.get(o)));
+    for (const { picked: os, to } of frames.values()) {
+      const d = os.length === 1 ? groups.get(os[0])! : Object.assign({}, ...os.map((o) => groups.get(o)));
       this.c.broadcast({ t: 'gossip', ch, data: d }, (peer) => !to.has(peer));
     }
   }

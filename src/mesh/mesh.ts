@@ -90,7 +90,7 @@ export class Mesh implements Startable, PeerTargets {
     this.gossip = new Gossip({
       broadcast: (f, skip) => this.broadcast(f, skip),
       neighbours: () => this.neighbourNames(),
-      relays: (from, to, origin, answered) => this.topology.relays(from, to, origin, answered),
+      relayTargets: (from, origin, answered, neighbours) => this.topology.relayTargets(from, origin, answered, neighbours),
     });
     this.topoChannel = this.gossip.register('topology', this.topology as Gossiper<unknown>);
     this.maker = new ConnectionMaker(
@@ -390,7 +390,7 @@ export class Mesh implements Startable, PeerTargets {
     this.topoTimer = setTimeout(() => {
       this.topoTimer = undefined;
       this.onTopology();
-    }, ROUTES_EVERY_MS);
+    }, this.topology.routesEveryMs);
   }
 
   /** `maker.normalise`, remembered (peers' addresses are read on every reaction). */
@@ -413,6 +413,9 @@ export class Mesh implements Startable, PeerTargets {
     // mesh plans for its size early), or the peers this router was pointed at
     this.plan.update(Math.max(this.topology.size, this.maker.explicitCount() + 1, this.topology.largestPublished));
     this.publishPeersKnown();
+    // past the full-mesh size, routes are recomputed less often in proportion (each is a walk of
+    // the whole graph; 1,000 routers reacting 20 times a second each is most of a forming mesh's CPU)
+    this.topology.routesEveryMs = ROUTES_EVERY_MS * Math.max(1, this.topology.size / (this.o.fullMeshUpTo ?? DEFAULT_PLAN.fullMeshUpTo));
     // dial peers we learn of, as the seeds' "connect to one, join them all": in a full mesh all
     // those reachable, in a large one the neighbours the plan gives (reachable or not yet)
     const planned = this.plan.toDial();

@@ -14,46 +14,84 @@ export function relayRule(from: string, to: string, conns: (peer: string) => Rea
   return !conns(from)?.has(to);
 }
 
+/** What one router sees of the mesh, as the relay rules read it. */
+export interface RelayView {
+  /** The router deciding. */
+  readonly self: string;
+  /** The connections `p` reports (its own edges). */
+  conns(p: string): ReadonlySet<string> | undefined;
+  /** Whether either of `a` and `b` reports a connection to the other. */
+  adjacent(a: string, b: string): boolean;
+  /** Every peer adjacent to `p`, as `adjacent` sees it. */
+  around(p: string): Iterable<string>;
+}
+
 /**
- * The relay rule by writer, for a change written by `origin` and held by `self`:
+ * Which of `neighbours` get what came from `from` (written by `origin`, when the channel names
+ * writers; `answered`: it came in answer to this router's digest). By sender without an origin
+ * (`relayRule`). By writer with one:
  * - nothing to `origin`, nor to a neighbour of `origin` (it sent the change there itself; a
- *   connection newer than the change brought both ends level by their digests);
+ *   connection newer than the change gets it from the writer's recent keys, see
+ *   Topology.ownSince, or the digests);
  * - from a neighbour of `origin`, to a router two hops from it, only when `self` is the one
- *   of their common neighbours the pair designates (`designation`), so that router gets one
- *   copy instead of one from every common neighbour (in a forming full mesh, dozens);
- * - further out, by the sender (`relayRule`), and never to a router two hops from `origin`
- *   (its designated relayer covers it).
+ *   of their common neighbours the pair designates: the lowest by a hash of it with the pair,
+ *   so the work spreads and that router gets one copy instead of one from every common
+ *   neighbour (in a forming full mesh, dozens);
+ * - further out, by the sender, and never to a router two hops from `origin` (its designated
+ *   relayer covers it);
+ * - what came in answer to a digest was news here but may be old elsewhere: it goes to every
+ *   neighbour that `origin` does not reach itself.
  * Routers that see the topology differently may both send or both hold back; the digests
  * exchanged on new connections and every refresh bring what was missed.
  *
- * What came in answer to this router's digest (`answered`) was news here but may be old
- * elsewhere: it goes to every neighbour that `origin` did not reach itself.
+ * Decided once per writer for all neighbours: the writer's neighbours are the candidates for
+ * every pair, and only those ranked below `self` are looked up (in a forming mesh of a few
+ * hundred, deciding per writer and neighbour was a fifth of the CPU).
  */
-export function relayByWriter(self: string, from: string, to: string, origin: string, adjacent: (a: string, b: string) => boolean, designation: (origin: string, to: string) => Designation, conns: (peer: string) => ReadonlySet<string> | undefined, answered = false): boolean {
-  if (to === origin || adjacent(origin, to)) return false;
-  if (answered) return true;
-  const d = designation(origin, to);
-  if (from === origin || adjacent(self, origin)) return d === 'self';
-  return d === 'none' && relayRule(from, to, conns);
-}
-
-/** Who passes a change of `origin` on to `to`, as one router sees it (see `designation`). */
-export type Designation = 'self' | 'other' | 'none';
-
-/**
- * Of the routers next to both `origin` and `to` (looked for among `candidates`), the one that
- * passes origin's changes on to `to` is the lowest by a hash of it with the pair, so the work
- * spreads over the mesh: 'self' when that is `self`, 'other' when it is another, 'none' when
- * they have no common neighbour. Stops at the first common neighbour ranked below `self`.
- */
-export function designation(self: string, origin: string, to: string, candidates: Iterable<string>, adjacent: (a: string, b: string) => boolean): Designation {
-  const pair = ringPlace(origin) ^ ringPlace(to);
-  const mine = adjacent(self, origin) && adjacent(self, to) ? (ringPlace(self) ^ pair) >>> 0 : -1;
-  for (const c of candidates) {
-    if (c === origin || c === to || c === self || !adjacent(origin, c) || !adjacent(c, to)) continue;
-    if (mine < 0) return 'other';
-    const rank = (ringPlace(c) ^ pair) >>> 0;
-    if (rank < mine || (rank === mine && c < self)) return 'other';
+export function relayTargets(v: RelayView, from: string, origin: string | undefined, answered: boolean, neighbours: Iterable<string>): string[] {
+  const out: string[] = [];
+  if (origin === undefined) {
+    for (const t of neighbours) if (t !== from && (answered || relayRule(from, t, (p) => v.conns(p)))) out.push(t);
+    return out;
   }
-  return mine >= 0 ? 'self' : 'none';
+  const self = v.self;
+  const o = ringPlace(origin);
+  const nextToOrigin = v.adjacent(self, origin);
+  const fromWriterSide = from === origin || nextToOrigin;
+  // the writer's other neighbours, with the part of their rank that does not depend on `to`
+  const cands: string[] = [];
+  const base: number[] = [];
+  if (!answered) {
+    for (const c of v.around(origin)) {
+      if (c === self) continue;
+      cands.push(c);
+      base.push(ringPlace(c) ^ o);
+    }
+  }
+  const selfBase = ringPlace(self) ^ o;
+  for (const to of neighbours) {
+    if (to === from || to === origin || v.adjacent(origin, to)) continue;
+    if (answered) {
+      out.push(to);
+      continue;
+    }
+    const t = ringPlace(to);
+    const mine = nextToOrigin && v.adjacent(self, to) ? (selfBase ^ t) >>> 0 : -1;
+    // 'self' when no common neighbour ranks below this router, 'other' when one does, 'none' without any
+    let d: 'self' | 'other' | 'none' = mine >= 0 ? 'self' : 'none';
+    for (let i = 0; i < cands.length; i++) {
+      const c = cands[i]!;
+      if (c === to) continue;
+      if (mine >= 0) {
+        const rank = (base[i]! ^ t) >>> 0;
+        if (rank > mine || (rank === mine && c > self)) continue;
+      }
+      if (v.adjacent(c, to)) {
+        d = 'other';
+        break;
+      }
+    }
+    if (fromWriterSide ? d === 'self' : d === 'none' && relayRule(from, to, (p) => v.conns(p))) out.push(to);
+  }
+  return out;
 }

@@ -14,7 +14,7 @@ import * as z from 'zod/mini';
 import { canonical, sameValue, VersionedMap, type MapData, type Versioned } from '../common/crdt';
 import { computeRoutes, type RouteTable } from './routes';
 import type { Gossiper } from './gossip';
-import { designation, relayByWriter, relayRule, type Designation } from './relay';
+import { relayTargets, type RelayView } from './relay';
 
 const ipv4 = z.string().check(z.regex(/^\d{1,3}(\.\d{1,3}){3}$/));
 const mac = z.string().check(z.regex(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/));
@@ -76,6 +76,8 @@ export class Topology implements Gossiper<TopoValue> {
   private readonly map = new VersionedMap<TopoValue>();
   /** Up edges by writer (derived from the map). */
   private readonly out = new Map<string, Set<string>>();
+  /** Up edges by the peer they name (the reverse of `out`), so adjacency is two lookups. */
+  private readonly inn = new Map<string, Set<string>>();
   /** The peers with an entry (derived from the map). */
   private readonly names = new Set<string>();
   /** Counts changes to `names` (a peer came or went). */
@@ -98,7 +100,14 @@ export class Topology implements Gossiper<TopoValue> {
     private readonly self: { name: string; uid: string },
     /** Called after a change (routes not yet recomputed). */
     private readonly changed: () => void,
-  ) {}
+  ) {
+    this.relayView = {
+      self: self.name,
+      conns: (p) => this.out.get(p),
+      adjacent: (a, b) => (this.out.get(a)?.has(b) ?? false) || (this.inn.get(a)?.has(b) ?? false),
+      around: (p) => this.around(p),
+    };
+  }
 
   full(): MapData<TopoValue> {
     return this.map.toData();
@@ -223,6 +232,7 @@ export class Topology implements Gossiper<TopoValue> {
   /** Forgets a peer and its connections (after `weft rmpeer`). */
   remove(name: string): void {
     for (const k of this.map.keys()) if (writerOf(k) === name) this.map.delete(k);
+    for (const b of this.out.get(name) ?? []) this.inn.get(b)?.delete(name);
     this.out.delete(name);
     this.notePublished(name, undefined);
     if (this.names.delete(name)) this.namesVersion++;
@@ -249,8 +259,13 @@ export class Topology implements Gossiper<TopoValue> {
     let s = this.out.get(a);
     if (up === (s?.has(b) ?? false)) return;
     this.sortedConns.delete(a);
-    if (up) (s ??= this.out.set(a, new Set()).get(a)!).add(b);
-    else s!.delete(b);
+    if (up) {
+      (s ??= this.out.set(a, new Set()).get(a)!).add(b);
+      (this.inn.get(b) ?? this.inn.set(b, new Set()).get(b)!).add(a);
+    } else {
+      s!.delete(b);
+      this.inn.get(b)?.delete(a);
+    }
     this.dirty = true;
   }
 
@@ -278,43 +293,31 @@ export class Topology implements Gossiper<TopoValue> {
     return this.out.get(a)?.has(b) ?? false;
   }
 
-  /**
-   * Whether this router passes on to `to` what `from` sent it, written by `origin` when known
-   * (see relayByWriter); `answered`: `from` sent it in answer to our digest.
-   */
-  relays(from: string, to: string, origin?: string, answered = false): boolean {
-    if (origin === undefined) return answered || relayRule(from, to, this.connsOf);
-    return relayByWriter(this.self.name, from, to, origin, this.isAdjacent, this.designationOf, this.connsOf, answered);
+  /** Which of `neighbours` get what `from` sent this router (see relayTargets in relay.ts). */
+  relayTargets(from: string, origin: string | undefined, answered: boolean, neighbours: Iterable<string>): string[] {
+    return relayTargets(this.relayView, from, origin, answered, neighbours);
   }
 
-  // made once: relays() runs for every writer and neighbour of every relayed batch
-  private readonly connsOf = (p: string) => this.out.get(p);
-  private readonly isAdjacent = (a: string, b: string) => this.adjacent(a, b);
-  private readonly designationOf = (o: string, t: string) => this.designation(o, t);
+  /** This router's view for the relay rules (made once: they run for every relayed batch). */
+  private readonly relayView: RelayView;
+
+  private *around(p: string): Iterable<string> {
+    const out = this.out.get(p) ?? NONE;
+    yield* out;
+    for (const q of this.inn.get(p) ?? NONE) if (!out.has(q)) yield q;
+  }
 
   /** The writer of a key of this channel (see Gossiper.originOf). */
   originOf(key: string): string | undefined {
     return isTopoKey(key) ? writerOf(key) : undefined;
   }
 
-  /** Whether either of `a` and `b` reports a connection to the other. */
-  private adjacent(a: string, b: string): boolean {
-    return (this.out.get(a)?.has(b) ?? false) || (this.out.get(b)?.has(a) ?? false);
-  }
-
-  private designation(origin: string, to: string): Designation {
-    // a common neighbour is in both sets as both report it once connections settle: the smaller will do
-    const a = this.out.get(to) ?? NONE;
-    const b = this.out.get(origin) ?? NONE;
-    return designation(this.self.name, origin, to, a.size <= b.size ? a : b, this.isAdjacent);
-  }
-
   /**
-   * The routes, recomputed after a change at most once per `ROUTES_EVERY_MS` for readers (a
+   * The routes, recomputed after a change at most once per `routesEveryMs` for readers (a
    * burst of gossip changes the topology hundreds of times a second); `refresh()` forces it.
    */
   get routes(): RouteTable {
-    if (!this.table || (this.dirty && Date.now() - this.tableAt >= ROUTES_EVERY_MS)) this.refresh();
+    if (!this.table || (this.dirty && Date.now() - this.tableAt >= this.routesEveryMs)) this.refresh();
     return this.table!;
   }
 
@@ -328,6 +331,9 @@ export class Topology implements Gossiper<TopoValue> {
     this.view = undefined;
     return this.table;
   }
+
+  /** How often readers may see routes recomputed (ROUTES_EVERY_MS; the mesh stretches it in a large mesh). */
+  routesEveryMs = ROUTES_EVERY_MS;
 
   /** How many times routes were computed (for tests: a burst costs one). */
   routesComputed = 0;

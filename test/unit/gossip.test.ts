@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { VersionedMap, type MapData } from '../../src/common/crdt';
 import { BUCKETS, digestOf, Gossip, missingFrom, type ChannelHandle, type GossipFrame } from '../../src/mesh/gossip';
-import { designation, relayByWriter, relayRule } from '../../src/mesh/relay';
+import { relayTargets } from '../../src/mesh/relay';
 import { Topology } from '../../src/mesh/topology';
 import { checkGossip, gossipSchema } from '../../src/mesh/protocol';
 
@@ -64,12 +64,7 @@ function network(edges: [string, string][], byWriter = false) {
         }
       },
       neighbours: () => adj.get(n)!,
-      relays: (from, to, origin) => {
-        const conns = (p: string) => adj.get(p);
-        if (origin === undefined) return relayRule(from, to, conns);
-        const adjacent = (a: string, b: string) => adj.get(a)!.has(b);
-        return relayByWriter(n, from, to, origin, adjacent, (o, t) => designation(n, o, t, adj.get(o)!, adjacent), conns);
-      },
+      relayTargets: (from, origin, answered, neighbours) => relayTargets({ self: n, conns: (p) => adj.get(p), adjacent: (a, b) => adj.get(a)!.has(b), around: (p) => adj.get(p)! }, from, origin, answered, neighbours),
     });
     const originOf = byWriter ? () => writer : undefined;
     handles.set(n, g.register<{ x: number }>('c', { full: () => maps.get(n)!.toData(), merge: (d) => maps.get(n)!.merge(d), originOf }));
@@ -303,7 +298,7 @@ test('gossip frames: the hand check accepts and refuses exactly what the schema 
 
 test('relays batched from one peer leave as one frame with the newest of each key; what was handed in is left alone', () => {
   const sent: GossipFrame[] = [];
-  const g = new Gossip({ broadcast: (f) => sent.push(f), neighbours: () => [], relays: () => true });
+  const g = new Gossip({ broadcast: (f) => sent.push(f), neighbours: () => ['p', 'q'], relayTargets: (_f, _o, _a, peers) => peers });
   const maps = new VersionedMap<{ x: number }>();
   g.register<{ x: number }>('c', { full: () => maps.toData(), merge: (d) => maps.merge(d) });
   const first = { a: { x: 1, v: 1 }, b: { x: 1, v: 1 } };
