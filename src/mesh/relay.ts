@@ -24,6 +24,8 @@ export interface RelayView {
   adjacent(a: string, b: string): boolean;
   /** Every peer adjacent to `p`, as `adjacent` sees it. */
   around(p: string): Iterable<string>;
+  /** About how many peers are adjacent to `p` (which side of a pair to look around). */
+  degree(p: string): number;
 }
 
 /**
@@ -61,7 +63,7 @@ export function relayTargets(v: RelayView, from: string, origin: string | undefi
   // the writer's other neighbours, with the part of their rank that does not depend on `to`
   const cands: string[] = [];
   const base: number[] = [];
-  if (!answered) {
+  if (!answered && fromWriterSide) {
     for (const c of v.around(origin)) {
       if (c === self) continue;
       cands.push(c);
@@ -69,29 +71,35 @@ export function relayTargets(v: RelayView, from: string, origin: string | undefi
     }
   }
   const selfBase = ringPlace(self) ^ o;
+  const conns = (p: string) => v.conns(p);
   for (const to of neighbours) {
     if (to === from || to === origin || v.adjacent(origin, to)) continue;
     if (answered) {
       out.push(to);
       continue;
     }
-    const t = ringPlace(to);
-    const mine = nextToOrigin && v.adjacent(self, to) ? (selfBase ^ t) >>> 0 : -1;
-    // 'self' when no common neighbour ranks below this router, 'other' when one does, 'none' without any
-    let d: 'self' | 'other' | 'none' = mine >= 0 ? 'self' : 'none';
-    for (let i = 0; i < cands.length; i++) {
-      const c = cands[i]!;
-      if (c === to) continue;
-      if (mine >= 0) {
+    if (fromWriterSide) {
+      // to `to` when this router is the designated one: next to both, and no common neighbour ranked below it
+      if (!nextToOrigin || !v.adjacent(self, to)) continue;
+      const t = ringPlace(to);
+      const mine = (selfBase ^ t) >>> 0;
+      let lowest = true;
+      for (let i = 0; i < cands.length && lowest; i++) {
+        const c = cands[i]!;
+        if (c === to) continue;
         const rank = (base[i]! ^ t) >>> 0;
         if (rank > mine || (rank === mine && c > self)) continue;
+        if (v.adjacent(c, to)) lowest = false;
       }
-      if (v.adjacent(c, to)) {
-        d = 'other';
-        break;
-      }
-    }
-    if (fromWriterSide ? d === 'self' : d === 'none' && relayRule(from, to, (p) => v.conns(p))) out.push(to);
+      if (lowest) out.push(to);
+    } else if (relayRule(from, to, conns) && !twoHops(v, origin, to)) out.push(to);
   }
   return out;
+}
+
+/** Whether `a` and `b` have a neighbour in common (looked for around the one with fewer). */
+function twoHops(v: RelayView, a: string, b: string): boolean {
+  const [x, y] = v.degree(a) <= v.degree(b) ? [a, b] : [b, a];
+  for (const c of v.around(x)) if (c !== y && v.adjacent(c, y)) return true;
+  return false;
 }

@@ -106,6 +106,7 @@ export class Topology implements Gossiper<TopoValue> {
       conns: (p) => this.out.get(p),
       adjacent: (a, b) => (this.out.get(a)?.has(b) ?? false) || (this.inn.get(a)?.has(b) ?? false),
       around: (p) => this.around(p),
+      degree: (p) => (this.out.get(p)?.size ?? 0) + (this.inn.get(p)?.size ?? 0),
     };
   }
 

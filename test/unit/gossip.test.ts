@@ -64,7 +64,7 @@ function network(edges: [string, string][], byWriter = false) {
         }
       },
       neighbours: () => adj.get(n)!,
-      relayTargets: (from, origin, answered, neighbours) => relayTargets({ self: n, conns: (p) => adj.get(p), adjacent: (a, b) => adj.get(a)!.has(b), around: (p) => adj.get(p)! }, from, origin, answered, neighbours),
+      relayTargets: (from, origin, answered, neighbours) => relayTargets({ self: n, conns: (p) => adj.get(p), adjacent: (a, b) => adj.get(a)!.has(b), around: (p) => adj.get(p)!, degree: (p) => adj.get(p)!.size }, from, origin, answered, neighbours),
     });
     const originOf = byWriter ? () => writer : undefined;
     handles.set(n, g.register<{ x: number }>('c', { full: () => maps.get(n)!.toData(), merge: (d) => maps.get(n)!.merge(d), originOf }));
