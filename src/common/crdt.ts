@@ -71,8 +71,23 @@ export function wins<T>(a: Versioned<T>, b: Versioned<T> | undefined): boolean {
   return sa !== sb && sa > sb;
 }
 
-/** Buckets of a digest (see `VersionedMap.digest`). */
+/** Buckets of a digest by default (see `VersionedMap.digest`), and the most a digest may have. */
 export const BUCKETS = 64;
+export const MAX_BUCKETS = 1024;
+
+/** Whether a digest may have `n` buckets: a power of two from BUCKETS to MAX_BUCKETS (each folds into the coarser ones). */
+export const validBuckets = (n: number): boolean => n >= BUCKETS && n <= MAX_BUCKETS && (n & (n - 1)) === 0;
+
+/**
+ * Buckets for a map of `size` keys: about 16 keys a bucket, within the limits. A bucket that
+ * differs is answered whole, so a large state compared coarsely sends thousands of keys to
+ * repair one (at 300 simulated peers, answers were 7 of a router's 12 MiB).
+ */
+export function bucketsFor(size: number): number {
+  let b = BUCKETS;
+  while (b < MAX_BUCKETS && b * 16 < size) b *= 2;
+  return b;
+}
 
 /** 32-bit FNV-1a. */
 export function fnv(s: string): number {
@@ -84,21 +99,21 @@ export function fnv(s: string): number {
   return h >>> 0;
 }
 
-export const bucketOf = (key: string): number => fnv(key) % BUCKETS;
+export const bucketOf = (key: string, buckets = BUCKETS): number => fnv(key) % buckets;
 /** The hash an entry adds to its bucket: of the key with the whole entry (value and version). */
 export const entryHash = (key: string, e: unknown): number => fnv(`${key}#${canonical(e)}`);
 
 export class VersionedMap<T> {
   private readonly entries = new Map<string, Versioned<T>>();
-  /** Per bucket: the sum of the entries' hashes, and the keys in it (kept as entries change). */
-  private readonly sums = new Array<number>(BUCKETS).fill(0);
-  private readonly bucketKeys: Set<string>[] = Array.from({ length: BUCKETS }, () => new Set<string>());
+  /** Per bucket of the finest digest (MAX_BUCKETS): the sum of the entries' hashes, and the keys in it (kept as entries change). */
+  private readonly sums = new Array<number>(MAX_BUCKETS).fill(0);
+  private readonly bucketKeys = new Map<number, Set<string>>();
   /** Each entry's hash, as added to its bucket (so replacing it need not hash the old entry again). */
   private readonly hashes = new Map<string, number>();
 
   /** Every write goes through here, so the digest never has to be computed from scratch. */
   private write(key: string, e: Versioned<T> | undefined): void {
-    const b = bucketOf(key);
+    const b = bucketOf(key, MAX_BUCKETS);
     const prev = this.hashes.get(key);
     if (prev !== undefined) this.sums[b] = (this.sums[b]! - prev) >>> 0;
     if (e) {
@@ -106,26 +121,34 @@ export class VersionedMap<T> {
       this.entries.set(key, e);
       this.hashes.set(key, h);
       this.sums[b] = (this.sums[b]! + h) >>> 0;
-      this.bucketKeys[b]!.add(key);
+      let keys = this.bucketKeys.get(b);
+      if (!keys) this.bucketKeys.set(b, (keys = new Set()));
+      keys.add(key);
     } else {
       this.entries.delete(key);
       this.hashes.delete(key);
-      this.bucketKeys[b]!.delete(key);
+      const keys = this.bucketKeys.get(b);
+      keys?.delete(key);
+      if (keys?.size === 0) this.bucketKeys.delete(b);
     }
   }
 
   /**
-   * Per bucket of keys, the sum of the entries' hashes: two maps with equal digests hold the
-   * same entries (up to hash collisions); where buckets differ, `inBuckets` gives what to send.
+   * Per bucket of keys (`buckets` of them, a valid count), the sum of the entries' hashes: two
+   * maps with equal digests hold the same entries (up to hash collisions); where buckets
+   * differ, `inBuckets` gives what to send.
    */
-  digest(): number[] {
-    return [...this.sums];
+  digest(buckets = BUCKETS): number[] {
+    const out = new Array<number>(buckets).fill(0);
+    for (let i = 0; i < MAX_BUCKETS; i++) if (this.sums[i]) out[i % buckets] = (out[i % buckets]! + this.sums[i]!) >>> 0;
+    return out;
   }
 
-  /** The entries in the given buckets. */
-  inBuckets(buckets: Iterable<number>): MapData<T> {
+  /** The entries in the given buckets of a digest of `of` buckets. */
+  inBuckets(buckets: Iterable<number>, of = BUCKETS): MapData<T> {
+    const wanted = new Set(buckets);
     const out: MapData<T> = {};
-    for (const b of buckets) for (const k of this.bucketKeys[b] ?? []) out[k] = this.entries.get(k)!;
+    for (const [b, keys] of this.bucketKeys) if (wanted.has(b % of)) for (const k of keys) out[k] = this.entries.get(k)!;
     return out;
   }
 

@@ -52,8 +52,9 @@ export class SpaceExchange {
   constructor(private readonly c: SpaceComponents) {
     this.freeChannel = c.mesh.channel<{ free: number }>('ipam-free', {
       full: () => this.free.toData(),
-      digest: () => this.free.digest(),
-      inBuckets: (b) => this.free.inBuckets(b),
+      digest: (n) => this.free.digest(n),
+      inBuckets: (b, of) => this.free.inBuckets(b, of),
+      keyCount: () => this.free.size,
       merge: (data) => this.free.merge(data),
     });
     c.mesh.onMessage(REQUEST_TYPE, (from, body) => void this.onRequest(from, body as SpaceRequest));

@@ -16,7 +16,7 @@
  * the same costs a digest, not the whole state. A channel is registered once and handed back
  * as a typed handle; a second registration of a name is a programming error.
  */
-import { BUCKETS, bucketOf, combineInto, entryHash, type MapData } from '../common/crdt';
+import { BUCKETS, bucketOf, bucketsFor, combineInto, entryHash, validBuckets, type MapData } from '../common/crdt';
 
 export { BUCKETS };
 
@@ -24,10 +24,12 @@ export { BUCKETS };
 export interface Gossiper<T> {
   /** The whole state (for digests and the buckets a peer lacks, when the two below are absent). */
   full(): MapData<T>;
-  /** The digest, kept as the state changes (a VersionedMap's); computed from `full()` when absent. */
-  digest?(): number[];
-  /** The entries in the given buckets; taken from `full()` when absent. */
-  inBuckets?(buckets: Iterable<number>): MapData<T>;
+  /** The digest in `buckets` buckets (BUCKETS by default), kept as the state changes (a VersionedMap's); computed from `full()` when absent. */
+  digest?(buckets?: number): number[];
+  /** The entries in the given buckets of a digest of `of` buckets; taken from `full()` when absent. */
+  inBuckets?(buckets: Iterable<number>, of?: number): MapData<T>;
+  /** How many keys the state holds (its digest gets finer as it grows); BUCKETS buckets when absent. */
+  keyCount?(): number;
   /** Merges what a peer sent; returns the delta that was new here, or undefined. */
   merge(data: MapData<T>, from: string): MapData<T> | undefined;
   /**
@@ -77,11 +79,11 @@ export class DuplicateChannelError extends Error {}
 export const BATCH_MS = 20;
 export const RELAY_MS = 200;
 
-/** Per bucket, the sum of the hashes of each key with its whole entry (see VersionedMap.digest). */
-export function digestOf(data: MapData<unknown>): number[] {
-  const h = new Array<number>(BUCKETS).fill(0);
+/** Per bucket (`buckets` of them), the sum of the hashes of each key with its whole entry (see VersionedMap.digest). */
+export function digestOf(data: MapData<unknown>, buckets = BUCKETS): number[] {
+  const h = new Array<number>(buckets).fill(0);
   for (const [k, e] of Object.entries(data)) {
-    const b = bucketOf(k);
+    const b = bucketOf(k, buckets);
     h[b] = (h[b]! + entryHash(k, e)) >>> 0;
   }
   return h;
@@ -90,18 +92,18 @@ export function digestOf(data: MapData<unknown>): number[] {
 /** The buckets where two digests differ. */
 export function differing(ours: readonly number[], theirs: readonly number[]): number[] {
   const out: number[] = [];
-  for (let b = 0; b < BUCKETS; b++) if (ours[b] !== theirs[b]) out.push(b);
+  for (let b = 0; b < theirs.length; b++) if (ours[b] !== theirs[b]) out.push(b);
   return out;
 }
 
 /** The entries of `data` in the buckets where `theirs` differs from ours. */
 export function missingFrom(data: MapData<unknown>, theirs: readonly number[]): MapData<unknown> | undefined {
-  const differ = new Set(differing(digestOf(data), theirs));
+  const differ = new Set(differing(digestOf(data, theirs.length), theirs));
   if (differ.size === 0) return undefined;
   const out: MapData<unknown> = {};
   let any = false;
   for (const [k, e] of Object.entries(data)) {
-    if (!differ.has(bucketOf(k))) continue;
+    if (!differ.has(bucketOf(k, theirs.length))) continue;
     out[k] = e;
     any = true;
   }
@@ -211,21 +213,30 @@ export class Gossip {
     if (delta) this.queue(f.ch, from, f.a === true, delta);
   }
 
-  /** This router's digest of every channel. */
-  digest(): DigestFrame {
-    return { t: 'digest', d: [...this.channels].map(([ch, g]) => ({ ch, h: g.digest?.() ?? digestOf(g.full()) })) };
+  /**
+   * This router's digest of every channel: `fine`, each as fine as its size calls for (see
+   * bucketsFor; peers of protocol 2 and later); otherwise BUCKETS buckets, as every peer reads.
+   */
+  digest(fine = true): DigestFrame {
+    return {
+      t: 'digest',
+      d: [...this.channels].map(([ch, g]) => {
+        const n = fine && g.keyCount ? bucketsFor(g.keyCount()) : BUCKETS;
+        return { ch, h: g.digest?.(n) ?? digestOf(g.full(), n) };
+      }),
+    };
   }
 
-  /** Answers a peer's digest: for each channel, the entries in the buckets where we differ. */
+  /** Answers a peer's digest: for each channel, the entries in the buckets where we differ (at the digest's own fineness). */
   answer(d: DigestFrame): GossipFrame[] {
     const out: GossipFrame[] = [];
     for (const { ch, h } of d.d) {
       const g = this.channels.get(ch);
-      if (!g || h.length !== BUCKETS) continue;
+      if (!g || !validBuckets(h.length)) continue;
       let data: MapData<unknown> | undefined;
       if (g.digest && g.inBuckets) {
-        const differ = differing(g.digest(), h);
-        data = differ.length ? g.inBuckets(differ) : undefined;
+        const differ = differing(g.digest(h.length), h);
+        data = differ.length ? g.inBuckets(differ, h.length) : undefined;
         if (data && Object.keys(data).length === 0) data = undefined;
       } else data = missingFrom(g.full(), h);
       if (data) out.push({ t: 'gossip', ch, data, a: true });

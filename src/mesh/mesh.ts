@@ -8,7 +8,7 @@
  * - The connection table (connections.ts) settles duplicates and limits; gossip (gossip.ts)
  *   moves CRDT deltas and digests; the topology (topology.ts) gives routes; connection making
  *   (connection-maker.ts) decides what to dial, from the peer sources and from gossip.
- * - Unicast messages follow the shortest path over symmetric edges, hop by hop.
+ * - Unicast messages follow the shortest path over symmetric edges, hop by hop (unicast.ts).
  */
 import { TypedEmitter } from '../common/events';
 import type { Startable } from '../common/lifecycle';
@@ -18,10 +18,11 @@ import { Connections } from './connections';
 import type { DataKeys } from '../crypto/aead';
 import { ConnectionMaker, GOSSIP_SOURCE, type TargetView } from './connection-maker';
 import { encodeFrame } from './frame';
-import { Gossip, RELAY_MS, type ChannelHandle, type GossipFrame, type Gossiper } from './gossip';
+import { Gossip, RELAY_MS, type ChannelHandle, type DigestFrame, type GossipFrame, type Gossiper } from './gossip';
 import type { PeerTargets } from './peer-source';
-import type { Message } from './protocol';
+import { FINE_DIGESTS, type Message } from './protocol';
 import type { RouteTable } from './routes';
+import { Unicast } from './unicast';
 import { DEFAULT_PLAN } from './neighbours';
 import { MeshPlan } from './plan';
 import { ROUTES_EVERY_MS, Topology, type PeerMeta, type PeerView } from './topology';
@@ -42,7 +43,8 @@ export const DIGEST_DELAY_MS = 1000;
 /** A new neighbour gets this router's own keys written this recently (a few relay delays). */
 export const RECENT_MS = 4 * RELAY_MS;
 
-type Unicast = Extract<Message, { t: 'msg' }>;
+/** Whether the peer on `c` reads digests finer than BUCKETS. */
+const finer = (c: Connection) => (c.hello?.max ?? 1) >= FINE_DIGESTS;
 
 export class Mesh implements Startable, PeerTargets {
   readonly events = new TypedEmitter<MeshEvents>();
@@ -53,10 +55,8 @@ export class Mesh implements Startable, PeerTargets {
   private readonly conns: Connections;
   /** Which peers to connect to (all, or the neighbour ring's past the full-mesh size). */
   private readonly plan: MeshPlan;
-  private readonly handlers = new Map<string, (from: string, body: unknown) => void>();
   private readonly heard = new Set<string>();
-  /** The neighbour each peer's last unicast came through (the way back while routes lack it). */
-  private readonly cameVia = new Map<string, string>();
+  private readonly unicast: Unicast;
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly later = new Set<NodeJS.Timeout>();
   private closeServer: (() => Promise<void>) | undefined;
@@ -93,6 +93,15 @@ export class Mesh implements Startable, PeerTargets {
       relayTargets: (from, origin, answered, neighbours) => this.topology.relayTargets(from, origin, answered, neighbours),
     });
     this.topoChannel = this.gossip.register('topology', this.topology as Gossiper<unknown>);
+    this.unicast = new Unicast({
+      self: c.self.name,
+      nextHop: (p) => this.topology.routes.nextHop.get(p),
+      writeTo: (p, m) => {
+        const conn = this.conns.to(p);
+        conn?.write(m);
+        return conn !== undefined;
+      },
+    });
     this.maker = new ConnectionMaker(
       {
         dial: (addr, host, port) => this.conns.dial(addr, host, port),
@@ -134,16 +143,12 @@ export class Mesh implements Startable, PeerTargets {
   }
 
   onMessage(type: string, h: (from: string, body: unknown) => void): void {
-    this.handlers.set(type, h);
+    this.unicast.onMessage(type, h);
   }
 
-  /** Sends to one peer along the mesh; false when it is unreachable now. */
+  /** Sends to one peer along the mesh; false when it is unreachable now (see unicast.ts). */
   send(to: string, type: string, body: unknown): boolean {
-    if (to === this.name) {
-      queueMicrotask(() => this.handlers.get(type)?.(to, body));
-      return true;
-    }
-    return this.forward({ t: 'msg', from: this.name, to, type, ttl: 16, body });
+    return this.unicast.send(to, type, body);
   }
 
   isReachable(peer: string): boolean {
@@ -215,8 +220,13 @@ export class Mesh implements Startable, PeerTargets {
     every(250, () => !this.stopped && this.maker.tick());
     every(this.o.heartbeatMs, () => this.heartbeat());
     every(this.o.refreshMs, () => {
-      const d = this.gossip.digest();
-      for (const c of this.conns.all()) if (c.established) c.write(d);
+      const d = new Map<boolean, DigestFrame>();
+      for (const c of this.conns.all()) {
+        if (!c.established) continue;
+        const fine = finer(c);
+        if (!d.has(fine)) d.set(fine, this.gossip.digest(fine));
+        c.write(d.get(fine)!);
+      }
     });
     this.maker.tick();
   }
@@ -242,11 +252,11 @@ export class Mesh implements Startable, PeerTargets {
     // digests instead of whole buckets (answered at once, joins in a forming mesh cost N^3);
     // past the full-mesh size the wait grows with the peers known (deltas take longer to
     // cross a larger mesh, and a forming one would otherwise answer whole states to each other)
-    if (this.heard.size === 0) c.write(this.gossip.digest());
+    if (this.heard.size === 0) c.write(this.gossip.digest(finer(c)));
     else {
       const t = setTimeout(() => {
         this.later.delete(t);
-        if (c.established && !this.stopped) c.write(this.gossip.digest());
+        if (c.established && !this.stopped) c.write(this.gossip.digest(finer(c)));
       }, DIGEST_DELAY_MS * Math.max(1, this.topology.size / (this.o.fullMeshUpTo ?? DEFAULT_PLAN.fullMeshUpTo)) * (1 + Math.random()));
       this.later.add(t);
     }
@@ -277,12 +287,7 @@ export class Mesh implements Startable, PeerTargets {
         c.write({ t: 'sync' });
         break;
       case 'msg':
-        if (this.cameVia.get(m.from) !== c.hello!.name) {
-          if (this.cameVia.size >= 10_000) this.cameVia.clear();
-          this.cameVia.set(m.from, c.hello!.name);
-        }
-        if (m.to === this.name) this.handlers.get(m.type)?.(m.from, m.body);
-        else this.forward(m);
+        this.unicast.receive(m, c.hello!.name);
         break;
       case 'sync':
         this.heard.add(c.hello!.name);
@@ -333,20 +338,6 @@ export class Mesh implements Startable, PeerTargets {
   private *neighbourNames(): Iterable<string> {
     for (const c of this.conns.all()) if (c.established) yield c.hello!.name;
   }
-
-  private forward(m: Unicast): boolean {
-    if (m.ttl <= 0) return false;
-    // a neighbour directly, and a peer without a route yet back the way its last message came:
-    // an answer to a router that has just joined and asked at once (its entry may still be on
-    // the way here) would otherwise be dropped, and the asker wait out its deadline
-    const direct = this.conns.to(m.to);
-    const hop = direct ? undefined : (this.topology.routes.nextHop.get(m.to) ?? this.cameVia.get(m.to));
-    const c = direct ?? (hop ? this.conns.to(hop) : undefined);
-    if (!c) return false;
-    c.write({ ...m, ttl: m.ttl - 1 });
-    return true;
-  }
-
 
   /**
    * Past the full-mesh size, publishes how many peers this router knows, in quarter steps of

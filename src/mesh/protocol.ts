@@ -6,7 +6,10 @@ import * as z from 'zod/mini';
 
 export const PROTOCOL = 'weft';
 export const PROTOCOL_MIN = 1;
-export const PROTOCOL_MAX = 1;
+/** 2: digests may have more buckets than BUCKETS (a peer of 1 reads 64 only; see Gossip.digest). */
+export const PROTOCOL_MAX = 2;
+/** The first version whose peers read digests finer than BUCKETS. */
+export const FINE_DIGESTS = 2;
 
 /** First frame each side sends. */
 export const helloSchema = z.object({

@@ -114,12 +114,16 @@ export class Topology implements Gossiper<TopoValue> {
     return this.map.toData();
   }
 
-  digest(): number[] {
-    return this.map.digest();
+  digest(buckets?: number): number[] {
+    return this.map.digest(buckets);
   }
 
-  inBuckets(buckets: Iterable<number>): MapData<TopoValue> {
-    return this.map.inBuckets(buckets);
+  inBuckets(buckets: Iterable<number>, of?: number): MapData<TopoValue> {
+    return this.map.inBuckets(buckets, of);
+  }
+
+  keyCount(): number {
+    return this.map.size;
   }
 
   merge(data: MapData<TopoValue>, _from?: string): MapData<TopoValue> | undefined {

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { VersionedMap, type MapData } from '../../src/common/crdt';
+import { bucketsFor, MAX_BUCKETS, VersionedMap, type MapData } from '../../src/common/crdt';
 import { BUCKETS, digestOf, Gossip, missingFrom, type ChannelHandle, type GossipFrame } from '../../src/mesh/gossip';
 import { relayTargets } from '../../src/mesh/relay';
 import { Topology } from '../../src/mesh/topology';
@@ -10,19 +10,19 @@ import { checkGossip, gossipSchema } from '../../src/mesh/protocol';
 
 const entries = fc.dictionary(fc.stringMatching(/^k[a-z0-9]{0,5}$/), fc.record({ v: fc.integer({ min: 1, max: 9 }), x: fc.integer() }), { maxKeys: 60 });
 
-test('digests: equal states have equal digests whatever the order; what one side lacks is in the buckets that differ', () => {
+test('digests: equal states have equal digests whatever the order; what one side lacks is in the buckets that differ, at any fineness', () => {
   fc.assert(
-    fc.property(entries, entries, (a, b) => {
+    fc.property(entries, entries, fc.constantFrom(BUCKETS, 256, MAX_BUCKETS), (a, b, n) => {
       const rev = Object.fromEntries(Object.entries(a).reverse());
-      assert.deepEqual(digestOf(a), digestOf(rev));
-      assert.equal(digestOf(a).length, BUCKETS);
+      assert.deepEqual(digestOf(a, n), digestOf(rev, n));
+      assert.equal(digestOf(a, n).length, n);
       // A answers B's digest, B answers A's: afterwards both hold the merge of both
       const ma = new VersionedMap<{ x: number }>();
       const mb = new VersionedMap<{ x: number }>();
       ma.merge(structuredClone(a) as MapData<{ x: number }>);
       mb.merge(structuredClone(b) as MapData<{ x: number }>);
-      const toB = missingFrom(ma.toData(), digestOf(mb.toData()));
-      const toA = missingFrom(mb.toData(), digestOf(ma.toData()));
+      const toB = missingFrom(ma.toData(), digestOf(mb.toData(), n));
+      const toA = missingFrom(mb.toData(), digestOf(ma.toData(), n));
       if (toB) mb.merge(structuredClone(toB) as MapData<{ x: number }>);
       if (toA) ma.merge(structuredClone(toA) as MapData<{ x: number }>);
       const both = new VersionedMap<{ x: number }>();
@@ -210,9 +210,11 @@ test('a versioned map keeps its digest as it changes: equal to one computed from
         else if (op === 'del') m.delete(k);
         else m.merge({ [k]: { x: -n, v: n * 2 } });
       }
-      assert.deepEqual(m.digest(), digestOf(m.toData()));
-      const all = m.inBuckets(Array.from({ length: BUCKETS }, (_, i) => i));
-      assert.deepEqual(Object.keys(all).sort(), m.keys().sort());
+      for (const n of [BUCKETS, 128, MAX_BUCKETS]) {
+        assert.deepEqual(m.digest(n), digestOf(m.toData(), n), `${n} buckets`);
+        const all = m.inBuckets(Array.from({ length: n }, (_, i) => i), n);
+        assert.deepEqual(Object.keys(all).sort(), m.keys().sort());
+      }
     }),
     { numRuns: 300 },
   );
@@ -310,4 +312,32 @@ test('relays batched from one peer leave as one frame with the newest of each ke
   assert.deepEqual(sent[0]!.data, { a: { x: 1, v: 1 }, b: { x: 2, v: 2 }, c: { x: 1, v: 1 } });
   assert.deepEqual(first, { a: { x: 1, v: 1 }, b: { x: 1, v: 1 } });
   g.stop();
+});
+
+test('a large state is compared in finer buckets: one missing key costs a bucket of ~16 keys, not one of 64ths', () => {
+  const mk = () => {
+    const m = new VersionedMap<{ x: number }>();
+    const g = new Gossip({ broadcast: () => undefined, neighbours: () => [], relayTargets: () => [] });
+    g.register<{ x: number }>('c', { full: () => m.toData(), merge: (d) => m.merge(d), digest: (n) => m.digest(n), inBuckets: (b, of) => m.inBuckets(b, of), keyCount: () => m.size });
+    return { m, g };
+  };
+  const a = mk();
+  const b = mk();
+  for (let i = 0; i < 4000; i++) a.m.put(`k${i}`, { x: i, v: 1 });
+  b.m.merge(structuredClone(a.m.toData()));
+  b.m.delete('k7');
+  assert.equal(bucketsFor(b.m.size), 256);
+  const fine = b.g.digest();
+  assert.equal(fine.d[0]!.h.length, 256);
+  const [answer] = a.g.answer(fine);
+  const sent = Object.keys(answer!.data);
+  assert.ok(sent.includes('k7'));
+  // a peer of protocol 1 gets (and sends) 64 buckets, answered as before
+  const coarse = b.g.digest(false);
+  assert.equal(coarse.d[0]!.h.length, BUCKETS);
+  const [old] = a.g.answer(coarse);
+  assert.ok(Object.keys(old!.data).includes('k7'));
+  assert.ok(sent.length * 3 < Object.keys(old!.data).length, `${sent.length} keys at 256 buckets, ${Object.keys(old!.data).length} at 64`);
+  // a count that is not a power of two in range is not answered
+  assert.deepEqual(a.g.answer({ t: 'digest', d: [{ ch: 'c', h: new Array(100).fill(0) }] }), []);
 });
