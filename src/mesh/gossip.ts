@@ -13,7 +13,8 @@
  * from 8 MiB to about 3 MiB per router (`npm run sim`). Routers in sync are
  * kept so by digests: a hash per bucket of keys, exchanged when a connection opens and then
  * periodically; only buckets that differ are sent, so a new connection to a peer that knows
- * the same costs a digest, not the whole state. A channel is registered once and handed back
+ * the same costs a digest, not the whole state. A large state is digested in more buckets
+ * (about 16 keys each; see bucketsFor), so repairing one key does not send thousands. A channel is registered once and handed back
  * as a typed handle; a second registration of a name is a programming error.
  */
 import { BUCKETS, bucketOf, bucketsFor, combineInto, entryHash, validBuckets, type MapData } from '../common/crdt';
