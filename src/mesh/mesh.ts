@@ -86,7 +86,7 @@ export class Mesh implements Startable, PeerTargets {
       o,
     );
     this.topology = new Topology(c.self, () => this.topologyChanged());
-    this.plan = new MeshPlan(c.self.name, this.topology, o.fullMeshUpTo ?? DEFAULT_PLAN.fullMeshUpTo, (a) => this.norm(a));
+    this.plan = new MeshPlan(c.self.name, this.topology, this.fullMeshUpTo, (a) => this.norm(a));
     this.gossip = new Gossip({
       broadcast: (f, skip) => this.broadcast(f, skip),
       neighbours: () => this.neighbourNames(),
@@ -257,7 +257,7 @@ export class Mesh implements Startable, PeerTargets {
       const t = setTimeout(() => {
         this.later.delete(t);
         if (c.established && !this.stopped) c.write(this.gossip.digest(finer(c)));
-      }, DIGEST_DELAY_MS * Math.max(1, this.topology.size / (this.o.fullMeshUpTo ?? DEFAULT_PLAN.fullMeshUpTo)) * (1 + Math.random()));
+      }, DIGEST_DELAY_MS * this.pastFullMesh() * (1 + Math.random()));
       this.later.add(t);
     }
     const first = this.conns.established === 1;
@@ -339,13 +339,23 @@ export class Mesh implements Startable, PeerTargets {
     for (const c of this.conns.all()) if (c.established) yield c.hello!.name;
   }
 
+  /** The largest mesh in which every router connects to every other. */
+  private get fullMeshUpTo(): number {
+    return this.o.fullMeshUpTo ?? DEFAULT_PLAN.fullMeshUpTo;
+  }
+
+  /** How many times the full-mesh size the peers known are (1 at or under it): what waits past it scale by. */
+  private pastFullMesh(): number {
+    return Math.max(1, this.topology.size / this.fullMeshUpTo);
+  }
+
   /**
    * Past the full-mesh size, publishes how many peers this router knows, in quarter steps of
    * that size up to twice it (beyond, the plan is the same): peers that know fewer plan for it.
    * A few changes of the entry in a router's life, none in a mesh at or under the size.
    */
   private publishPeersKnown(): void {
-    const limit = this.o.fullMeshUpTo ?? DEFAULT_PLAN.fullMeshUpTo;
+    const limit = this.fullMeshUpTo;
     const known = this.topology.size;
     const step = Math.max(1, Math.floor(limit / 4));
     const peers = known > limit ? Math.min(2 * limit, Math.max(limit + 1, Math.floor(known / step) * step)) : undefined;
@@ -406,7 +416,7 @@ export class Mesh implements Startable, PeerTargets {
     this.publishPeersKnown();
     // past the full-mesh size, routes are recomputed less often in proportion (each is a walk of
     // the whole graph; 1,000 routers reacting 20 times a second each is most of a forming mesh's CPU)
-    this.topology.routesEveryMs = ROUTES_EVERY_MS * Math.max(1, this.topology.size / (this.o.fullMeshUpTo ?? DEFAULT_PLAN.fullMeshUpTo));
+    this.topology.routesEveryMs = ROUTES_EVERY_MS * this.pastFullMesh();
     // dial peers we learn of, as the seeds' "connect to one, join them all": in a full mesh all
     // those reachable, in a large one the neighbours the plan gives (reachable or not yet)
     const planned = this.plan.toDial();
