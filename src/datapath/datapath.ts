@@ -21,6 +21,7 @@
 import { TypedEmitter } from '../common/events';
 import type { Startable } from '../common/lifecycle';
 import type { Logger } from '../common/log';
+import { Pacer } from '../common/pacer';
 import { contains, parseIPv4, type Cidr } from '../common/ip';
 import type { PeerView } from '../mesh/topology';
 import type { Overlay, OverlayPeer, OverlayPeerStatus, Underlay } from './overlay';
@@ -37,6 +38,8 @@ export interface DataPathComponents {
   mesh: { peers(): PeerView[]; nextHop(peer: string): string | undefined };
   /** Builds the overlays once the underlay is known (kernel VXLAN first). */
   overlays: (u: Underlay) => Overlay[];
+  /** The kernel reports changes (src/sys/monitor.ts): the periodic programming may slow down while nothing changes. */
+  watching?: () => boolean;
   log: Logger;
 }
 
@@ -44,6 +47,8 @@ export interface DataPathInit {
   /** Operator's pod MTU (--mtu), overriding the overlays'. */
   mtu?: number;
   programMs: number;
+  /** Longest gap between periodic programming passes while nothing changes (default `programMs`: no slowing down). */
+  idleMs?: number;
   probeMs: number;
   /** A secret is set: the sleeve carries every peer outside `trusted`. */
   encrypted?: boolean;
@@ -69,12 +74,23 @@ export class DataPath implements Startable {
   private stopped = false;
   private readonly timers: NodeJS.Timeout[] = [];
   private mtu: number;
+  /** The last programming round changed something or has timed work pending. */
+  private busy = false;
+  private readonly pacer: Pacer;
 
   constructor(
     private readonly c: DataPathComponents,
     private readonly o: DataPathInit,
   ) {
     this.mtu = o.mtu ?? PROVISIONAL_MTU;
+    this.pacer = new Pacer(
+      async () => {
+        this.schedule();
+        await this.programming;
+        return this.busy || !this.c.watching?.();
+      },
+      { busyMs: o.programMs, idleMs: o.idleMs ?? o.programMs },
+    );
   }
 
   /** The MTU pods get. */
@@ -92,12 +108,18 @@ export class DataPath implements Startable {
       t.unref();
       this.timers.push(t);
     };
-    every(this.o.programMs, () => this.schedule());
+    await this.pacer.start();
     every(this.o.probeMs, () => void this.probeAll());
+  }
+
+  /** Something changed in the kernel: the periodic programming comes back to `programMs`. */
+  poke(): void {
+    this.pacer.poke();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
+    await this.pacer.stop();
     for (const t of this.timers) clearInterval(t);
     await this.programming;
     for (const ov of this.overlays) await ov.stop();
@@ -151,11 +173,13 @@ export class DataPath implements Startable {
       return;
     }
     this.programming = (async () => {
+      this.busy = false;
       do {
         this.again = false;
         try {
-          await this.program();
+          if (await this.program()) this.busy = true;
         } catch (e) {
+          this.busy = true;
           this.c.log.error({ err: (e as Error).message }, 'programming the data path failed');
         }
       } while (this.again && !this.stopped);
@@ -201,7 +225,8 @@ export class DataPath implements Startable {
     return fast;
   }
 
-  private async program(): Promise<void> {
+  /** Resolves true when an overlay changed something or has timed work pending. */
+  private async program(): Promise<boolean> {
     const byOverlay = new Map<Overlay, OverlayPeer[]>(this.overlays.map((ov) => [ov, []]));
     const peers = this.peers();
     for (const p of peers) {
@@ -211,7 +236,9 @@ export class DataPath implements Startable {
       this.c.log.debug({ peer: p.name, overlay: ov.name, via: p.via }, 'peer data path');
     }
     for (const name of [...this.status.keys()]) if (!peers.some((p) => p.name === name)) this.status.delete(name);
-    for (const [ov, ps] of byOverlay) await ov.program(ps);
+    let busy = false;
+    for (const [ov, ps] of byOverlay) if ((await ov.program(ps)) === true) busy = true;
+    return busy;
   }
 
   private async probeAll(): Promise<void> {

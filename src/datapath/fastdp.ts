@@ -17,7 +17,7 @@ import { EntryNotFoundError, LinkNotFoundError } from '../common/errors';
 import type { Logger } from '../common/log';
 import { vxlanSys, type VxlanSys } from '../sys/vxlan';
 import type { ChainSpec, Iptables } from '../sys/iptables';
-import { newFdbMemory, planFdb, type FdbMemory } from './fdb';
+import { fdbGraceRunning, newFdbMemory, planFdb, type FdbMemory } from './fdb';
 import type { Overlay, OverlayPeer, Underlay } from './overlay';
 
 export const VXLAN_PORT = 6784;
@@ -126,7 +126,8 @@ export class FastDp implements Overlay {
     return undefined;
   }
 
-  async program(peers: readonly OverlayPeer[]): Promise<void> {
+  /** True when it changed entries, or an unreachable peer's grace is running (its entries fall due for removal with time). */
+  async program(peers: readonly OverlayPeer[]): Promise<boolean> {
     const now = Date.now();
     this.mem ??= newFdbMemory(now);
     const have = await this.sys.listFdb(VXLAN_DEV);
@@ -140,6 +141,7 @@ export class FastDp implements Overlay {
       for (const l of plan.lines) await this.sys.applyFdb([l]).catch((err) => (gone(err) ? undefined : Promise.reject(err)));
     }
     if (plan.lines.length) this.c.log.debug({ added: plan.added, removed: plan.removed }, 'VXLAN forwarding entries programmed');
+    return plan.lines.length > 0 || fdbGraceRunning(this.mem, now, this.o.graceMs);
   }
 
   /**

@@ -27,6 +27,17 @@ export function newFdbMemory(now: number): FdbMemory {
   return { startedAt: now, listed: new Map(), unreachableSince: new Map() };
 }
 
+/**
+ * A listed peer is unreachable and within its grace: its entries fall due for removal with time
+ * alone, so the caller should look again soon. (Entries adopted at start and never accounted
+ * for fall due too, but they lead nowhere weft knows; removing them at a later pass costs
+ * nothing.)
+ */
+export function fdbGraceRunning(mem: FdbMemory, now: number, graceMs: number): boolean {
+  for (const since of mem.unreachableSince.values()) if (now - since <= graceMs) return true;
+  return false;
+}
+
 export interface FdbPlan {
   /** `bridge -batch` lines. */
   lines: string[];

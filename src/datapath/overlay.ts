@@ -67,9 +67,11 @@ export interface Overlay extends Startable {
    * Makes per-peer state match `peers`, the peers this overlay carries now (reachable or within
    * its grace period). State for peers not listed is removed, except where the overlay keeps it
    * on purpose (kernel VXLAN keeps entries of unknown destinations for a grace period, so a
-   * restarting router drops no traffic). Idempotent.
+   * restarting router drops no traffic). Idempotent. Resolves true when it changed something
+   * or has work that falls due with time (a grace period running): it is then called again
+   * soon, while otherwise the periodic calls slow down (src/common/pacer.ts).
    */
-  program(peers: readonly OverlayPeer[]): Promise<void>;
+  program(peers: readonly OverlayPeer[]): Promise<boolean | void>;
   /** Probes the data path to a peer; resolves within a few seconds, never rejects. */
   probe(peer: OverlayPeer): Promise<boolean>;
   /** Undefined when the overlay's devices are in place; otherwise what is wrong (for /readyz and repair). */

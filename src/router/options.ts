@@ -67,6 +67,8 @@ export const TIMINGS = {
   handshakeMs: ['WEFT_HANDSHAKE_MS', 5000],
   spaceTimeoutMs: ['WEFT_SPACE_TIMEOUT_MS', 10_000],
   programMs: ['WEFT_PROGRAM_MS', 5000],
+  /** Longest gap between repair and reprogramming passes while the kernel reports no change. */
+  idlePassMs: ['WEFT_IDLE_PASS_MS', 60_000],
   probeMs: ['WEFT_PROBE_MS', 10_000],
   peerGraceMs: ['WEFT_PEER_GRACE_MS', 60_000],
   spoolMs: ['WEFT_SPOOL_MS', 5000],

@@ -7,6 +7,7 @@
 import { hostVethName, type AllocationRecord, type AttachmentKey } from '../common/api';
 import type { Startable } from '../common/lifecycle';
 import type { Logger } from '../common/log';
+import { Pacer } from '../common/pacer';
 import { GATEWAY_NETWORK } from '../ipam/allocator';
 
 export interface RepairComponents {
@@ -15,45 +16,60 @@ export interface RepairComponents {
   dataPath: { verify(): Promise<string[]>; repair(): Promise<void>; readonly ready: boolean };
   /** Runs the pass's checks with their reads of links and rules shared (src/sys/shared-reads.ts); absent: as they come. */
   sharedReads?<T>(fn: () => Promise<T>): Promise<T>;
+  /** The kernel's change reports (src/sys/monitor.ts); absent or not `watching`: a pass every `everyMs`. */
+  watch?: { readonly watching: boolean; onChange(fn: () => void): void };
   log: Logger;
 }
 
+/**
+ * Passes run every `everyMs` while something changes or the watch is blind, and stretch to
+ * `idleMs` while the kernel reports nothing and a pass finds nothing (src/common/pacer.ts).
+ */
 export class Repair implements Startable {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
+  private running: Promise<boolean> | undefined;
   private stopped = false;
+  private readonly pacer: Pacer;
 
   constructor(
     private readonly c: RepairComponents,
-    private readonly o: { everyMs: number },
-  ) {}
+    private readonly o: { everyMs: number; idleMs?: number },
+  ) {
+    this.pacer = new Pacer(() => this.run(), { busyMs: o.everyMs, idleMs: o.idleMs ?? o.everyMs });
+    c.watch?.onChange(() => this.pacer.poke());
+  }
 
   async start(): Promise<void> {
-    this.timer = setInterval(() => void this.run(), this.o.everyMs);
-    this.timer.unref();
+    await this.pacer.start();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    clearInterval(this.timer);
+    await this.pacer.stop();
     await this.running;
   }
 
-  /** One pass; concurrent calls share it. */
-  run(): Promise<void> {
+  /** The gap planned after the last pass (longer while all is quiet). */
+  get nextGapMs(): number {
+    return this.pacer.nextGapMs;
+  }
+
+  /** One pass; concurrent calls share it. Resolves true when it had something to repair, or cannot rely on change reports. */
+  run(): Promise<boolean> {
     this.running ??= this.pass().finally(() => (this.running = undefined));
     return this.running;
   }
 
-  private async pass(): Promise<void> {
-    if (this.stopped) return;
+  private async pass(): Promise<boolean> {
+    if (this.stopped) return false;
+    const blind = !this.c.watch?.watching;
     try {
       const check = async () => {
         const dp = this.c.dataPath.ready ? await this.c.dataPath.verify() : [];
         return [await this.c.host.verify(), await this.c.host.verifyRules(), ...dp].filter(Boolean);
       };
       const broken = this.c.sharedReads ? await this.c.sharedReads(check) : await check();
-      if (broken.length === 0) return;
+      this.c.log.debug({ broken: broken.length, watching: !blind }, 'repair pass');
+      if (broken.length === 0) return blind;
       this.c.log.warn({ broken }, 'repairing the host network');
       this.c.host.invalidate();
       await this.c.host.setup();
@@ -62,6 +78,7 @@ export class Repair implements Startable {
     } catch (e) {
       this.c.log.error({ err: (e as Error).message }, 'repairing the host network failed');
     }
+    return true;
   }
 }
 

@@ -26,6 +26,7 @@ import { Mesh } from '../mesh/mesh';
 import { StaticPeerSource } from '../mesh/peer-source';
 import { derivedMac, loadPeerName } from '../mesh/peername';
 import { detectBackend, Iptables } from '../sys/iptables';
+import { KernelWatch } from '../sys/monitor';
 import { sharedReads } from '../sys/shared-reads';
 import { KubeMode } from '../kube/mode';
 import { kubeModeWanted } from '../kube/client';
@@ -44,12 +45,13 @@ import { WarmIp } from '../sys/warm';
 import { CniApi } from './cni-api';
 import { derivePsk } from '../crypto/handshake';
 import { SleeveOverlay } from '../datapath/sleeve/sleeve';
+import { SLEEVE_VXLAN_DEV } from '../datapath/sleeve/kernel';
 import { peerLinks } from '../mesh/peer-links';
 
 export const VERSION = '0.1.0';
 
 /** Devices weft makes itself: never the underlay. */
-const ownDevice = (bridge: string) => (ifname: string) => ifname === bridge || ifname === VXLAN_DEV || ifname.startsWith('vethwe') || ifname === 'vxlan-sleeve' || ifname.startsWith('sleeve-via');
+const ownDevice = (bridge: string) => (ifname: string) => ifname === bridge || ifname === VXLAN_DEV || ifname.startsWith('vethwe') || ifname === SLEEVE_VXLAN_DEV || ifname.startsWith('sleeve-via');
 
 /**
  * Opens the state files; an IPAM state of another range is refused, naming the flag. With
@@ -171,6 +173,8 @@ export class Router {
       },
     });
     const iptables = new Iptables(await detectBackend());
+    // the kernel's change reports let the periodic passes rest while nothing changes (rules only on nf_tables)
+    const watch = new KernelWatch({ log: child('watch') }, { rules: iptables.backend === 'nft', fdbDevices: [VXLAN_DEV, SLEEVE_VXLAN_DEV] });
     // the sleeve: the routers' own path, sealed with a secret, relayed where there is no direct connection
     const links = peerLinks(mesh, 'sleeve');
     let sleeve: SleeveOverlay | undefined;
@@ -185,9 +189,10 @@ export class Router {
             : [new FastDp({ bridge: o.bridge, underlay: u, podMtu: () => dataPath.podMtu, prober, iptables, log: child('fastdp') }, { graceMs: t.peerGraceMs, acceptFrom: psk ? trusted.map(formatCidr) : undefined })]),
           (sleeve = new SleeveOverlay({ ...links, iptables, log: child('sleeve') }, { self: self.name, bridge: o.bridge, encrypted: !!psk, trustedSubnets: o.trustedSubnets, localIp: u.ip, port: o.port, carrier: o.sleeveCarrier, streamPort: o.port + 4 })),
         ],
+        watching: () => watch.watching,
         log: child('datapath'),
       },
-      { mtu: o.mtu, programMs: t.programMs, probeMs: t.probeMs, encrypted: !!psk, trusted },
+      { mtu: o.mtu, programMs: t.programMs, idleMs: t.idlePassMs, probeMs: t.probeMs, encrypted: !!psk, trusted },
     );
     metrics.sleeve(() => sleeve?.counters);
     const host = new HostNetwork({ bridge: o.bridge, bridgeMac, mtu: () => dataPath.podMtu, range: o.range, masquerade: o.masquerade, iptables, log });
@@ -278,6 +283,8 @@ export class Router {
     await bridge.restore();
     await this.up(underlay);
     if (underlay.underlay) await useUnderlay(underlay.underlay);
+    watch.onChange(() => dataPath.poke());
+    await this.up(watch);
     await this.up(dataPath);
     await this.up(mesh);
     for (const src of peerSources) await this.up(src);
@@ -306,7 +313,7 @@ export class Router {
     await spool.publishStateDir();
     await this.up(bridge);
     if (policy) await this.up(policy);
-    await this.up(new Repair({ host, bridge, dataPath, sharedReads, log }, { everyMs: t.programMs }));
+    await this.up(new Repair({ host, bridge, dataPath, sharedReads, watch, log }, { everyMs: t.programMs, idleMs: t.idlePassMs }));
     if (kube) await this.up(new WhenReady(() => sharedReads(() => readiness({ host, dataPath, ipam, underlay })), () => void kube.condition().dataPathReady(), 1000));
     log.info(
       { peer: self.name, nickname, socket: o.socket, range: formatCidr(o.range), mtu: dataPath.podMtu, underlay: underlay.underlay, allocations: ipam.allocator.list().length },

@@ -7,8 +7,8 @@
  *   ipam   every router reports ipam.status "ready" and every pod has an address (its ADD result)
  *   total  `up` returns (underlay, routers started one after another, API, mesh, pods)
  * then the ping matrix (every pair the neighbour table allows: the sandbox raises its limits),
- * the routers idle (BENCH_IDLE_SETTLE_S, 15) then measured over BENCH_IDLE_WINDOW_S (20): RSS
- * and CPU per router, the gossip each sent; CPU of all routers at the full mesh; the tear-down.
+ * the routers idle (BENCH_IDLE_SETTLE_S, 45) then measured over BENCH_IDLE_WINDOW_S (60): RSS
+ * and CPU per router (a quiet router's passes stretch towards a minute, so the window is one), the gossip each sent; CPU of all routers at the full mesh; the tear-down.
  * Times are from the call of `up`, to the first poll that saw the state (an upper bound by at
  * most one poll). `up` attaches pods only after its own mesh wait, so `ipam` includes the mesh.
  *
@@ -23,8 +23,8 @@ import { median, round } from './stats';
 
 const DEADLINE_MS = 180_000;
 const POLL_MS = 250;
-const SETTLE_S = Number(process.env.BENCH_IDLE_SETTLE_S ?? 15);
-const WINDOW_S = Number(process.env.BENCH_IDLE_WINDOW_S ?? 20);
+const SETTLE_S = Number(process.env.BENCH_IDLE_SETTLE_S ?? 45);
+const WINDOW_S = Number(process.env.BENCH_IDLE_WINDOW_S ?? 60);
 
 interface Run {
   hosts: number;

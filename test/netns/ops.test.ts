@@ -184,6 +184,40 @@ describe('operating a router', { skip, concurrency: false }, () => {
     }
   });
 
+  test('an idle router passes seldom, repairs when the kernel reports the change, and starts a monitor that dies again', async () => {
+    await router.kill('SIGTERM');
+    // passes every 500 ms while things change, stretching towards a minute while nothing does
+    router.env = { WEFT_PROGRAM_MS: '500', WEFT_IDLE_PASS_MS: '60000' };
+    const from = router.log.length;
+    const passes = () => (router.log.slice(from).match(/"msg":"repair pass"/g) ?? []).length;
+    await router.start();
+    // quiet for 8 s: passes at about 0.5, 1.5, 3.5 and 7.5 s (16 at a fixed 500 ms), the next not before 15.5 s
+    await new Promise((r) => setTimeout(r, 8000));
+    const quiet = passes();
+    assert.ok(quiet >= 2 && quiet <= 6, `${quiet} repair passes in 8 quiet seconds`);
+    host.run('ip', ['link', 'del', 'vxlan-6784']);
+    assert.ok(
+      await until(() => host.links().some((l) => l.ifname === 'vxlan-6784'), 4000, 100),
+      `the VXLAN device is back within 4 s of its removal: ${router.log.split('\n').slice(-5).join('\n')}`,
+    );
+    // the monitors are the router's children; one killed is started again, and reports again
+    const monitor = () => Number(spawnSync('pgrep', ['-P', String(router.pid), '-f', 'ip -o monitor']).stdout.toString().trim().split('\n')[0] || 0);
+    const first = monitor();
+    assert.ok(first > 0, 'the router runs `ip -o monitor`');
+    process.kill(first, 'SIGKILL');
+    assert.ok(await until(() => monitor() > 0 && monitor() !== first, 5000, 100), 'a new monitor within 5 s');
+    assert.match(router.log.slice(from), /kernel monitor ended/);
+    await new Promise((r) => setTimeout(r, 8000));
+    host.run('ip', ['link', 'del', 'vxlan-6784']);
+    assert.ok(await until(() => host.links().some((l) => l.ifname === 'vxlan-6784'), 4000, 100), 'and the new one reports removals too');
+    // a router killed with -9 takes its monitors with it (they would keep the namespace alive)
+    const all = spawnSync('pgrep', ['-P', String(router.pid), '-f', 'monitor']).stdout.toString().trim().split('\n').map(Number);
+    assert.equal(all.length, 3, 'ip, bridge and nft monitors');
+    await router.kill('SIGKILL');
+    assert.ok(await until(() => all.every((pid) => !existsSync(`/proc/${pid}`)), 5000, 100), 'no monitor outlives its router');
+    await router.start();
+  });
+
   test('expose and hide add and remove host addresses; bad arguments and a stopped router are clear errors', async () => {
     const ex = weftCli(router.socket, ['expose', '10.0.9.100/24']);
     assert.equal(ex.code, 0, ex.err);

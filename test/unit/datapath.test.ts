@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { createLogger } from '../../src/common/log';
 import { ConfigError } from '../../src/common/errors';
 import { parseCidr } from '../../src/common/ip';
-import { newFdbMemory, planFdb, ZERO_MAC } from '../../src/datapath/fdb';
+import { fdbGraceRunning, newFdbMemory, planFdb, ZERO_MAC } from '../../src/datapath/fdb';
 import { FastDp, VXLAN_DEV, VXLAN_FILTER_CHAIN, VXLAN_VNI } from '../../src/datapath/fastdp';
 import type { ChainSpec } from '../../src/sys/iptables';
 import { DataPath } from '../../src/datapath/datapath';
@@ -51,9 +51,12 @@ test('FDB: an unreachable peer keeps its entries for the grace period, then lose
   const mem = newFdbMemory(0);
   const table: FdbEntry[] = [];
   apply(table, planFdb(VXLAN_DEV, table, [peer(1)], mem, 0, GRACE).lines);
+  assert.equal(fdbGraceRunning(mem, 0, GRACE), false, 'nothing falls due while every peer is reachable');
   assert.deepEqual(planFdb(VXLAN_DEV, table, [peer(1, { reachable: false })], mem, 1000, GRACE).lines, [], 'kept while within the grace');
+  assert.equal(fdbGraceRunning(mem, 1000 + GRACE, GRACE), true, 'the removal falls due with time: look again soon');
   const late = planFdb(VXLAN_DEV, table, [peer(1, { reachable: false })], mem, 1000 + GRACE + 1, GRACE);
   assert.equal(late.removed, 2);
+  assert.equal(fdbGraceRunning(mem, 1000 + GRACE + 1, GRACE), false, 'a peer gone for good past its grace keeps nobody busy');
   apply(table, late.lines);
   assert.deepEqual(table, []);
   // back again: entries return
