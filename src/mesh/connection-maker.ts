@@ -57,6 +57,13 @@ export interface ConnectionMakerInit {
   defaultPort: number;
   retryMinMs: number;
   retryMaxMs: number;
+  /**
+   * This router's name. Of two routers that learn of each other from gossip, the one with the
+   * smaller name dials at once and the other waits `deferMs` (default twice `retryMinMs`),
+   * dialling only if no connection came meanwhile.
+   */
+  self?: string;
+  deferMs?: number;
 }
 
 /** Dials that must fail in a row before a wanted target stops holding up consensus. */
@@ -96,9 +103,21 @@ export class ConnectionMaker implements PeerTargets {
     return dropped;
   }
 
-  /** An address learnt from gossip. */
-  learn(addr: string): void {
-    if (!this.targets.has(this.normalise(addr))) this.add(this.normalise(addr), GOSSIP_SOURCE);
+  /**
+   * An address learnt from gossip, of `peer` when known. Both ends learn of each other at about
+   * the same time; were both to dial, both connections would complete their handshakes and
+   * their first exchanges before one was dropped as a duplicate (connections.ts keeps the one
+   * the smaller name dialled), and each drop is a topology change every router relays. So the
+   * larger name lets the smaller dial first.
+   */
+  learn(addr: string, peer?: string, now = Date.now()): void {
+    const key = this.normalise(addr);
+    if (this.targets.has(key)) return;
+    this.add(key, GOSSIP_SOURCE);
+    if (peer === undefined) return;
+    const t = this.targets.get(key)!;
+    t.peer = peer;
+    if (this.o.self !== undefined && this.o.self > peer) t.nextTry = now + (this.o.deferMs ?? 2 * this.o.retryMinMs) * (1 + Math.random() / 4);
   }
 
   /** Whether `addr` is a target (`normalised`: it is in host:port form already). */

@@ -111,7 +111,7 @@ export class Mesh implements Startable, PeerTargets {
         isReachable: (p) => this.topology.isReachable(p),
         wanted: (t) => this.plan.wanted(t, this.conns.established, MIN_DEGREE),
       },
-      { defaultPort: o.port, retryMinMs: o.retryMinMs, retryMaxMs: o.retryMaxMs },
+      { defaultPort: o.port, retryMinMs: o.retryMinMs, retryMaxMs: o.retryMaxMs, self: c.self.name },
     );
     this.publishSelf();
   }
@@ -424,7 +424,7 @@ export class Mesh implements Startable, PeerTargets {
       if (name === this.name || (!planned && !now.has(name))) continue;
       const addr = this.topology.addrOf(name);
       if (!addr) continue;
-      if (!this.maker.has(this.norm(addr), true) && !this.conns.to(name)) this.maker.learn(addr);
+      if (!this.maker.has(this.norm(addr), true) && !this.conns.to(name)) this.maker.learn(addr, name);
     }
     this.events.emit('topology');
   }

@@ -50,3 +50,40 @@ test('a target established by its own dial stays so while that connection lives'
   assert.equal(dials.length, 1);
   assert.equal(m.list()[0]!.state, 'established');
 });
+
+test('of two routers that learn of each other from gossip, the smaller name dials at once and the larger waits, dialling only if no connection came', () => {
+  const mk = (self: string) => {
+    const connected = new Set<string>();
+    const dials: string[] = [];
+    const m = new ConnectionMaker(
+      { dial: (addr) => void dials.push(addr), canDial: () => true, connectedTo: (p) => connected.has(p), heardFrom: () => true, isReachable: () => true, wanted: () => true },
+      { defaultPort: 6783, retryMinMs: 1000, retryMaxMs: 60_000, self },
+    );
+    return { m, connected, dials };
+  };
+  const small = mk('0a:00:00:00:00:01');
+  const large = mk('0a:00:00:00:00:02');
+  small.m.learn('10.0.0.2', '0a:00:00:00:00:02', 0);
+  large.m.learn('10.0.0.1', '0a:00:00:00:00:01', 0);
+  small.m.tick(0);
+  large.m.tick(0);
+  assert.deepEqual(small.dials, ['10.0.0.2:6783'], 'the smaller name dials at once');
+  assert.deepEqual(large.dials, [], 'the larger waits');
+  // the smaller's connection arrives: the larger never dials
+  large.connected.add('0a:00:00:00:00:01');
+  large.m.tick(5000);
+  assert.deepEqual(large.dials, []);
+  assert.equal(large.m.list()[0]!.state, 'established');
+  // no connection within the wait (the smaller cannot reach it): the larger dials itself
+  const lonely = mk('0a:00:00:00:00:03');
+  lonely.m.learn('10.0.0.1', '0a:00:00:00:00:01', 0);
+  lonely.m.tick(1900);
+  assert.deepEqual(lonely.dials, [], 'still waiting within twice the minimum retry');
+  lonely.m.tick(2600);
+  assert.deepEqual(lonely.dials, ['10.0.0.1:6783'], 'dialled once the wait is over');
+  // an address learnt without a name, or a router without one of its own, dials at once as before
+  const plain = mk('0a:00:00:00:00:09');
+  plain.m.learn('10.0.0.7');
+  plain.m.tick();
+  assert.deepEqual(plain.dials, ['10.0.0.7:6783']);
+});
