@@ -291,6 +291,16 @@ describe('sleeve over TCP streams (the default), encrypted, three hosts', { skip
     for (const [a, b] of [[1, 2], [1, 3], [2, 3], [3, 1]] as const) assert.ok(await pingUntil(pod(a), podIp(b)), `pod ${a} -> pod ${b}`);
     const big = ping(pod(1, BIG), podIp(2, BIG), ['-s', String(65000 - 28), '-M', 'do']);
     assert.ok(big.ok, `full-size ping: ${big.out}${big.err}`);
+    // the stream is dialled on first use, and one that stalled (a loaded machine) is dialled
+    // again after a pause, its datagrams over UDP meanwhile: measure once it carries them
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const before = (await f.counters(1)).stream.txFrames;
+      ping(pod(1, BIG), podIp(2, BIG), ['-c', '1']);
+      if ((await f.counters(1)).stream.txFrames > before) break;
+      assert.ok(Date.now() < deadline, `host 1's stream to host 2 carried nothing within 10 s: ${JSON.stringify((await f.counters(1)).stream)}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
     const b1 = await f.counters(1);
     const b2 = await f.counters(2);
     assert.equal(await tcpStream(pod(2, BIG), pod(1, BIG), podIp(2, BIG), 50 * 2 ** 20), 50 * 2 ** 20, 'every byte arrived');
