@@ -60,13 +60,15 @@ export class KernelWatch implements Startable {
   private readonly monitors: Monitor[];
   private readonly listeners: ((c: KernelChange) => void)[] = [];
   private stopped = true;
+  /** The first restart delay, and the one a monitor returns to once it runs again. */
+  private readonly firstRestartMs: number;
 
   constructor(
     private readonly c: { log: Logger },
-    private readonly o: KernelWatchOptions,
+    o: KernelWatchOptions,
   ) {
-    const first = o.restartMs ?? 1000;
-    const mk = (source: Monitor['source'], argv: string[], keep: Monitor['keep']): Monitor => ({ source, argv: ['setpriv', '--pdeathsig', 'TERM', '--', ...argv], keep, running: false, delayMs: first });
+    this.firstRestartMs = o.restartMs ?? 1000;
+    const mk = (source: Monitor['source'], argv: string[], keep: Monitor['keep']): Monitor => ({ source, argv: ['setpriv', '--pdeathsig', 'TERM', '--', ...argv], keep, running: false, delayMs: this.firstRestartMs });
     this.monitors = [
       mk('ip', ['ip', '-o', 'monitor', 'link', 'address', 'route'], (l) => l.trim() !== ''),
       mk('bridge', ['bridge', 'monitor', 'fdb'], (l) => fdbLineMatters(l, o.fdbDevices)),
@@ -122,7 +124,7 @@ export class KernelWatch implements Startable {
     });
     child.once('spawn', () => {
       m.running = true;
-      m.delayMs = this.o.restartMs ?? 1000;
+      m.delayMs = this.firstRestartMs;
       this.emit({ source: m.source, line: '(monitor started)' });
     });
     let ended = false;
