@@ -30,6 +30,10 @@ echo "== bundle the plugin side (multi-call entry)"
 node_modules/.bin/ncc build src/bin/main.ts -o build/main --minify --no-source-map-register -q
 echo "== bundle the router and CLI"
 node_modules/.bin/ncc build src/bin/weft.ts -o build/weft --minify --no-source-map-register -q
+# ASCII only: one character past Latin-1 makes V8 hold a whole script's source at two bytes a
+# character (src/bin/ascii.ts)
+"$NODE24" --no-warnings src/bin/ascii.ts build/main/index.js build/weft/index.js
+! LC_ALL=C grep -l -P '[^\x00-\x7f]' build/main/index.js build/weft/index.js || { echo "build.sh: a bundle is not ASCII" >&2; exit 1; }
 # the plugin starts once per CNI call: its side is a V8 startup snapshot, its modules
 # initialised at build time (the snapshot builder has no 'module' object: give it one)
 { echo 'var module = { exports: {} };'; cat build/main/index.js; } > build/main/snapshot.js
