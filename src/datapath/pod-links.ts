@@ -18,7 +18,7 @@ import { ExistsError, InterfaceExistsError, LinkNotFoundError } from '../common/
 import type { Startable } from '../common/lifecycle';
 import type { Logger } from '../common/log';
 import type { LinkFacts } from '../common/pod-check';
-import type { IpRunner } from '../sys/warm';
+import type { EnteredBatch, IpRunner } from '../sys/warm';
 import type { VethSpec } from '../sys/link';
 
 /** Host ends of weft's veth pairs: `vethwe` and 9 hex digits (see hostVethName). */
@@ -140,16 +140,25 @@ export class PodLinks implements Startable {
     }
   }
 
-  /** Gives the pod's interface its addresses, brings it up, sets the default route. */
-  async configure(c: PodAddressing): Promise<void> {
-    await this.c.ip.batch(
-      [
-        ...c.addresses.map((a) => `addr add ${a} dev ${c.ifname}`),
-        `link set ${c.ifname} up`,
-        ...(c.gateway ? [`route add default via ${c.gateway} dev ${c.ifname}`] : []),
-      ],
-      { netns: c.netns },
-    );
+  /**
+   * Starts entering the pod's namespace for a `configure` to come, while the pair is being
+   * made; hand the result to `configure`, or cancel it.
+   */
+  enter(netns: string): EnteredBatch {
+    return this.c.ip.enter({ netns });
+  }
+
+  /**
+   * Gives the pod's interface its addresses, brings it up, sets the default route; through
+   * `entered` (same namespace) when given.
+   */
+  async configure(c: PodAddressing, entered?: EnteredBatch): Promise<void> {
+    const lines = [
+      ...c.addresses.map((a) => `addr add ${a} dev ${c.ifname}`),
+      `link set ${c.ifname} up`,
+      ...(c.gateway ? [`route add default via ${c.gateway} dev ${c.ifname}`] : []),
+    ];
+    await (entered ? entered.batch(lines) : this.c.ip.batch(lines, { netns: c.netns }));
   }
 
   /** Deletes a host end now (and with it the pod's end); false when there was none. */

@@ -30,6 +30,7 @@ import { zodToConfigError } from '../common/netconf';
 import { verifyAttachment } from '../common/pod-check';
 import { gatewayKey } from '../datapath/bridge-addrs';
 import type { PodLinks } from '../datapath/pod-links';
+import type { EnteredBatch } from '../sys/warm';
 import type { ApiServer } from './http';
 import { IpamApi, type IpamApiComponents } from './ipam-api';
 
@@ -114,6 +115,14 @@ export class CniApi {
     }
     const key = keyOf(req);
     const hostName = hostVethName(key);
+    const netns = req.netnsRef ?? req.netns;
+    // the pod end's process enters the namespace while the pair is made; one configure takes it
+    let entered: EnteredBatch | undefined = links.enter(netns);
+    const takeEntered = () => {
+      const e = entered;
+      entered = undefined;
+      return e;
+    };
     return links.withName(hostName, async () => {
       const step = <T>(name: string, p: Promise<T>): Promise<T> => {
         const t0 = performance.now();
@@ -123,7 +132,6 @@ export class CniApi {
       const hostMac = randomMac(randomBytes(6));
       const mac = req.mac ?? randomMac(randomBytes(6));
       const mtu = req.mtu ?? this.c.mtu();
-      const netns = req.netnsRef ?? req.netns;
       const pair = step('hostLink', links.createPair({ hostName, hostMac, bridge: req.bridge, mtu, hairpin: req.hairpin, netns, netnsName: req.netns, ifname: req.ifname, mac }));
       // the pod's end is configured while the allocation is being made durable: its address
       // is final once in memory (the answer still waits for the fsync)
@@ -131,7 +139,7 @@ export class CniApi {
       const served = current.getStore();
       if (served) {
         served.onCommit = () => {
-          podLink ??= this.configureEarly(key, req, pair, step);
+          podLink ??= this.configureEarly(key, req, pair, step, takeEntered);
           podLink.catch(() => undefined); // awaited below; this only marks it handled
         };
       }
@@ -150,7 +158,7 @@ export class CniApi {
         if (made.status === 'rejected') throw made.reason;
         // configured early with the address the answer carries, or now
         if (!podLink || (await podLink.then(() => this.c.ipam.allocator.get(key)?.address)) !== a.address) {
-          await step('podLink', links.configure({ netns, ifname: req.ifname, addresses: [a.address], gateway: a.gateway }));
+          await step('podLink', links.configure({ netns, ifname: req.ifname, addresses: [a.address], gateway: a.gateway }, takeEntered()));
         }
       } catch (e) {
         // leave nothing half-made: the pair goes (its peer with it) and the address is released
@@ -159,21 +167,27 @@ export class CniApi {
         throw e;
       }
       return { ...a, mtu, hostVeth: { name: hostName, mac: hostMac }, mac };
-    });
+    }).finally(() => takeEntered()?.cancel());
   }
 
   /**
    * Configures the pod's end with the address the allocator holds for `key` now (its commit has
    * begun), once the pair exists. The gateway is the bridge's address in the same subnet.
    */
-  private async configureEarly(key: AttachmentKey, req: CniAddRequest, pair: Promise<void>, step: <T>(name: string, p: Promise<T>) => Promise<T>): Promise<void> {
+  private async configureEarly(
+    key: AttachmentKey,
+    req: CniAddRequest,
+    pair: Promise<void>,
+    step: <T>(name: string, p: Promise<T>) => Promise<T>,
+    entered: () => EnteredBatch | undefined,
+  ): Promise<void> {
     const { allocator } = this.c.ipam;
     const rec = allocator.get(key);
     if (!rec) throw new Error(`no allocation in memory for ${key.containerId}/${key.ifname} at commit`);
     const { subnet } = allocator.subnetFor(req);
     const gw = allocator.inRange(subnet) ? allocator.get(gatewayKey(req.bridge, subnet))?.address : undefined;
     await pair;
-    await step('podLink', this.c.links.configure({ netns: req.netnsRef ?? req.netns, ifname: req.ifname, addresses: [rec.address], gateway: gw?.split('/')[0] }));
+    await step('podLink', this.c.links.configure({ netns: req.netnsRef ?? req.netns, ifname: req.ifname, addresses: [rec.address], gateway: gw?.split('/')[0] }, entered()));
   }
 
   async del(body: unknown, timing: Timing = {}): Promise<CniDelResponse> {

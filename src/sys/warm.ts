@@ -40,6 +40,20 @@ export interface IpRunner {
   batch(lines: readonly string[], opts?: IpBatchOptions): Promise<RunResult>;
   /** Resolves with the output whatever the exit code (for reads where a later line may fail). */
   batchRaw(lines: readonly string[], opts?: IpBatchOptions): Promise<RawResult>;
+  /**
+   * A batch in `opts.netns` whose process enters the namespace now and gets its lines later,
+   * so the entering (an exec of nsenter and one of ip) overlaps the caller's other work.
+   * Exactly one of `batch` or `cancel` must follow; the deadline counts from `batch`.
+   */
+  enter(opts: IpBatchOptions & { netns: string }): EnteredBatch;
+}
+
+/** A batch whose process is entering or has entered its namespace (IpRunner.enter). */
+export interface EnteredBatch {
+  /** As IpRunner.batch, in the namespace entered. */
+  batch(lines: readonly string[]): Promise<RunResult>;
+  /** Lets the process go without running anything. */
+  cancel(): void;
 }
 
 export interface WarmIpOptions {
@@ -82,8 +96,21 @@ function shownOf(k: Kind, netns: string | undefined): string {
   return netns ? `nsenter --net=${netns} -- ${ip}` : ip;
 }
 
+/** A batch's result as `batch` gives it: the output, or the typed error its failure means. */
+function checked(r: RawResult, opts: IpBatchOptions): RunResult {
+  const shown = shownOf(kindOf(opts), opts.netns);
+  if (r.timedOut) throw new SysError(`${shown}: no answer within ${opts.timeoutMs ?? DEFAULT_TIMEOUT_MS} ms`, r.stderr, r.code);
+  if (r.code !== 0) {
+    const first = r.stderr.trim().split('\n')[0] || `exit ${r.code}`;
+    throw classify(`${shown}: ${first}`, r.stderr, r.code, opts.netns);
+  }
+  return { stdout: r.stdout, stderr: r.stderr };
+}
+
 export class WarmIp implements IpRunner, Startable {
   private readonly idle = new Map<string, Proc[]>();
+  /** Processes taken for a batch whose lines have not all been sent (entered ones wait here). */
+  private readonly taken = new Set<Proc>();
   private readonly kinds = new Map<string, Kind>();
   private refillTimer: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -109,52 +136,70 @@ export class WarmIp implements IpRunner, Startable {
     this.refill();
   }
 
-  /** Lets the waiting processes go (their stdin closes, they exit without doing anything). */
+  /** Lets the waiting processes go, entered ones too (their stdin closes, they exit without doing anything). */
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.refillTimer);
-    const all = [...this.idle.values()].flat();
+    const all = [...this.idle.values()].flat().concat([...this.taken]);
     this.idle.clear();
+    this.taken.clear();
     for (const p of all) p.child.stdin.end();
     await Promise.all(all.map((p) => Promise.race([p.exited, new Promise((r) => setTimeout(r, 1000).unref())])));
     for (const p of all) if (!p.dead) p.child.kill('SIGKILL');
   }
 
   async batch(lines: readonly string[], opts: IpBatchOptions = {}): Promise<RunResult> {
-    const r = await this.batchRaw(lines, opts);
-    const k = kindOf(opts);
-    const shown = shownOf(k, opts.netns);
-    const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    if (r.timedOut) throw new SysError(`${shown}: no answer within ${timeoutMs} ms`, r.stderr, r.code);
-    if (r.code !== 0) {
-      const first = r.stderr.trim().split('\n')[0] || `exit ${r.code}`;
-      throw classify(`${shown}: ${first}`, r.stderr, r.code, opts.netns);
-    }
-    return { stdout: r.stdout, stderr: r.stderr };
+    return checked(await this.batchRaw(lines, opts), opts);
   }
 
   async batchRaw(lines: readonly string[], opts: IpBatchOptions = {}): Promise<RawResult> {
+    return this.open(opts)(lines);
+  }
+
+  enter(opts: IpBatchOptions & { netns: string }): EnteredBatch {
+    let run: ((lines: readonly string[]) => Promise<RawResult>) | undefined = this.open(opts);
+    const once = () => {
+      const r = run;
+      run = undefined;
+      if (!r) throw new Error('an entered batch runs once');
+      return r;
+    };
+    return {
+      batch: async (lines) => checked(await once()(lines), opts),
+      cancel: () => void once()([]).catch(() => undefined),
+    };
+  }
+
+  /**
+   * Takes a process and, in a pod's namespace, sends it the path at once; the returned function
+   * sends the lines, closes stdin and collects the output (no lines: the process exits idle).
+   */
+  private open(opts: IpBatchOptions): (lines: readonly string[]) => Promise<RawResult> {
     if (opts.netns !== undefined && (opts.netns === '' || /[\n\0]/.test(opts.netns))) {
       throw new EnvError('CNI_NETNS', `"${opts.netns}" is not a usable namespace path`);
     }
     const k = kindOf(opts);
     this.kinds.set(k.key, k);
     const p = this.take(k);
-    const input = (k.pod ? `${opts.netns}\n` : '') + lines.join('\n') + '\n';
-    const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      p.child.kill('SIGKILL');
-    }, timeoutMs);
-    try {
-      p.child.stdin.end(input);
-      const code = await p.exited;
-      return { stdout: Buffer.concat(p.out).toString(), stderr: Buffer.concat(p.err).toString(), code, timedOut };
-    } finally {
-      clearTimeout(timer);
-      this.scheduleRefill();
-    }
+    this.taken.add(p);
+    if (k.pod) p.child.stdin.write(`${opts.netns}\n`);
+    return async (lines) => {
+      this.taken.delete(p);
+      const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+      let timedOut = false;
+      const timer = setTimeout(() => {
+        timedOut = true;
+        p.child.kill('SIGKILL');
+      }, timeoutMs);
+      try {
+        p.child.stdin.end(lines.length ? lines.join('\n') + '\n' : undefined);
+        const code = await p.exited;
+        return { stdout: Buffer.concat(p.out).toString(), stderr: Buffer.concat(p.err).toString(), code, timedOut };
+      } finally {
+        clearTimeout(timer);
+        this.scheduleRefill();
+      }
+    };
   }
 
   /** A waiting process of this kind, or a new one when none waits. */
