@@ -8,7 +8,8 @@
  * and for a pod's namespace a shell that reads the namespace path as its first line and then
  * execs `nsenter --net=PATH ip -batch -` (the path is a shell variable, never interpreted). A
  * request writes its lines and closes stdin, so it pays for the netlink work and, in a pod,
- * one exec of nsenter and ip. A used process exits; a new one is started shortly after, off
+ * one exec of nsenter and ip; an ADD sends the path first (`enter`), so those execs run while
+ * it makes the pair. A used process exits; a new one is started shortly after, off
  * the request's path. When none is waiting (a burst), one is started on the spot, which costs
  * what a plain spawn costs. Idle processes use no CPU and exit with the router (their stdin
  * closes).
