@@ -6,6 +6,7 @@
  * target lives while some source wants it. Failed dials back off (x1.5 from `retryMinMs` up to
  * `retryMaxMs`, with jitter); a learnt address of a peer gone for good stops being dialled.
  */
+import { dialKept } from './connections';
 import type { PeerTargets } from './peer-source';
 
 /** 'idle': known, but not dialled now (the mesh is large and this peer is not a preferred neighbour). */
@@ -107,8 +108,8 @@ export class ConnectionMaker implements PeerTargets {
    * An address learnt from gossip, of `peer` when known. Both ends learn of each other at about
    * the same time; were both to dial, both connections would complete their handshakes and
    * their first exchanges before one was dropped as a duplicate (connections.ts keeps the one
-   * the smaller name dialled), and each drop is a topology change every router relays. So the
-   * larger name lets the smaller dial first.
+   * the smaller name dialled: `dialKept`), and each drop is a topology change every router
+   * relays. So the router whose dial would lose lets the other dial first.
    */
   learn(addr: string, peer?: string, now = Date.now()): void {
     const key = this.normalise(addr);
@@ -117,7 +118,7 @@ export class ConnectionMaker implements PeerTargets {
     if (peer === undefined) return;
     const t = this.targets.get(key)!;
     t.peer = peer;
-    if (this.o.self !== undefined && this.o.self > peer) t.nextTry = now + (this.o.deferMs ?? 2 * this.o.retryMinMs) * (1 + Math.random() / 4);
+    if (this.o.self !== undefined && dialKept(peer, this.o.self)) t.nextTry = now + (this.o.deferMs ?? 2 * this.o.retryMinMs) * (1 + Math.random() / 4);
   }
 
   /** Whether `addr` is a target (`normalised`: it is in host:port form already). */

@@ -13,6 +13,16 @@ import { Connection, type ConnectionHandler, type SelfIdentity } from './connect
 import type { Hello, Message } from './protocol';
 import type { MeshTransport, TransportSocket } from './transport';
 
+/**
+ * Of two routers that dial each other, whether the connection `a` dialled is the one kept over
+ * `b`'s: the smaller name's. The duplicate rule below settles by it, and a router that learns
+ * of a peer from gossip lets the peer dial first when the peer's dial would win
+ * (ConnectionMaker.learn).
+ */
+export function dialKept(a: string, b: string): boolean {
+  return a < b;
+}
+
 export interface ConnectionLimits {
   /** How long a connection may take to connect and complete its handshake. */
   handshakeMs: number;
@@ -148,7 +158,7 @@ export class Connections {
     if (existing) {
       // keep the connection dialled by the peer with the smaller name; both sides pick the same one
       const dialler = (x: Connection) => (x.outbound ? self.name : x.hello!.name);
-      const keepNew = dialler(c) < dialler(existing) || (dialler(c) === dialler(existing) && existing.hello!.uid !== h.uid);
+      const keepNew = dialKept(dialler(c), dialler(existing)) || (dialler(c) === dialler(existing) && existing.hello!.uid !== h.uid);
       this.c.log.debug({ peer: h.name, kept: keepNew ? c.id : existing.id }, 'duplicate connection resolved');
       if (!keepNew) {
         c.sendHello(); // the far end applies the same rule once it knows who we are
