@@ -19,7 +19,7 @@
  * on two, broadcast would be delivered twice.
  */
 import { TypedEmitter } from '../common/events';
-import type { Startable } from '../common/lifecycle';
+import { Timers, type Startable } from '../common/lifecycle';
 import type { Logger } from '../common/log';
 import { Pacer } from '../common/pacer';
 import { contains, parseIPv4, type Cidr } from '../common/ip';
@@ -72,7 +72,7 @@ export class DataPath implements Startable {
   private programming: Promise<void> | undefined;
   private again = false;
   private stopped = false;
-  private readonly timers: NodeJS.Timeout[] = [];
+  private readonly timers = new Timers();
   private mtu: number;
   /** The last programming round changed something or has timed work pending. */
   private busy = false;
@@ -103,13 +103,8 @@ export class DataPath implements Startable {
   }
 
   async start(): Promise<void> {
-    const every = (ms: number, f: () => void) => {
-      const t = setInterval(f, ms);
-      t.unref();
-      this.timers.push(t);
-    };
     await this.pacer.start();
-    every(this.o.probeMs, () => void this.probeAll());
+    this.timers.every(this.o.probeMs, () => void this.probeAll());
   }
 
   /** Something changed in the kernel: the periodic programming comes back to `programMs`. */
@@ -120,7 +115,7 @@ export class DataPath implements Startable {
   async stop(): Promise<void> {
     this.stopped = true;
     await this.pacer.stop();
-    for (const t of this.timers) clearInterval(t);
+    this.timers.clear();
     await this.programming;
     for (const ov of this.overlays) await ov.stop();
   }
