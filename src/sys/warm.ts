@@ -99,13 +99,11 @@ function shownOf(k: Kind, netns: string | undefined): string {
 
 /** A batch's result as `batch` gives it: the output, or the typed error its failure means. */
 function checked(r: RawResult, opts: IpBatchOptions): RunResult {
+  if (!r.timedOut && r.code === 0) return { stdout: r.stdout, stderr: r.stderr };
   const shown = shownOf(kindOf(opts), opts.netns);
   if (r.timedOut) throw new SysError(`${shown}: no answer within ${opts.timeoutMs ?? DEFAULT_TIMEOUT_MS} ms`, r.stderr, r.code);
-  if (r.code !== 0) {
-    const first = r.stderr.trim().split('\n')[0] || `exit ${r.code}`;
-    throw classify(`${shown}: ${first}`, r.stderr, r.code, opts.netns);
-  }
-  return { stdout: r.stdout, stderr: r.stderr };
+  const first = r.stderr.trim().split('\n')[0] || `exit ${r.code}`;
+  throw classify(`${shown}: ${first}`, r.stderr, r.code, opts.netns);
 }
 
 export class WarmIp implements IpRunner, Startable {
