@@ -10,7 +10,7 @@
  * synchronously, so its helpers stay synchronous.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -271,15 +271,32 @@ export async function until(f: () => boolean | Promise<boolean>, ms = 10_000, ev
   }
 }
 
-/** Live (not zombie) processes whose command line mentions `needle`, e.g. a test's own directory. */
-export function processesMentioning(needle: string): number[] {
+/** Live (not zombie) processes other than this one for which `match` holds. */
+function livePids(match: (pid: number) => boolean): number[] {
   const out: number[] = [];
   for (const d of readdirSync('/proc')) {
     const pid = Number(d);
     if (!Number.isInteger(pid) || pid === process.pid) continue;
-    if (processArgv(pid)?.join(' ').includes(needle) && isAlive(pid)) out.push(pid);
+    if (match(pid) && isAlive(pid)) out.push(pid);
   }
   return out;
+}
+
+/** Live (not zombie) processes whose command line mentions `needle`, e.g. a test's own directory. */
+export function processesMentioning(needle: string): number[] {
+  return livePids((pid) => processArgv(pid)?.join(' ').includes(needle) === true);
+}
+
+/** Live processes in the network namespace at `path`. */
+export function processesIn(path: string): number[] {
+  const want = `net:[${statSync(path).ino}]`;
+  return livePids((pid) => {
+    try {
+      return readlinkSync(`/proc/${pid}/ns/net`) === want;
+    } catch {
+      return false; // gone meanwhile
+    }
+  });
 }
 
 export function sleep(ms: number): Promise<void> {

@@ -4,27 +4,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Netns, until } from '../helpers/netns';
+import { Netns, processesIn, until } from '../helpers/netns';
 import { needs } from '../helpers/needs';
 import { WarmIp } from '../../src/sys/warm';
 import { EnvError, ExistsError, LinkNotFoundError, NetnsNotFoundError, SysError } from '../../src/common/errors';
 import { isAlive } from '../../src/sys/process';
-import { readdirSync, readlinkSync, statSync } from 'node:fs';
-
-/** Pids of the processes in the namespace at `path` now. */
-function pidsIn(path: string): number[] {
-  const want = `net:[${statSync(path).ino}]`;
-  return readdirSync('/proc')
-    .filter((d) => /^\d+$/.test(d))
-    .filter((d) => {
-      try {
-        return readlinkSync(`/proc/${d}/ns/net`) === want;
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
-}
 
 const skip = needs({ root: true, tools: ['ip', 'nsenter'] });
 
@@ -76,16 +60,16 @@ test('warm ip: an entered batch is in the pod namespace before its lines come, r
   try {
     await w.start();
     const e = w.enter({ netns: ns.path });
-    assert.ok(await until(() => pidsIn(ns.path).length === 1, 5000), 'the process entered the namespace with no lines sent');
+    assert.ok(await until(() => processesIn(ns.path).length === 1, 5000), 'the process entered the namespace with no lines sent');
     await e.batch(['link add we0 type veth peer name we1', 'link set we0 up']);
     assert.deepEqual(ns.links().map((l) => l.ifname).filter((l) => l.startsWith('we')).sort(), ['we0', 'we1']);
     await assert.rejects(e.batch(['link del we0']), /runs once/);
     assert.throws(() => e.cancel(), /runs once/);
 
     const c = w.enter({ netns: ns.path });
-    assert.ok(await until(() => pidsIn(ns.path).length === 1, 5000));
+    assert.ok(await until(() => processesIn(ns.path).length === 1, 5000));
     c.cancel();
-    assert.ok(await until(() => pidsIn(ns.path).length === 0, 5000), 'a cancelled batch leaves no process in the namespace');
+    assert.ok(await until(() => processesIn(ns.path).length === 0, 5000), 'a cancelled batch leaves no process in the namespace');
     assert.deepEqual(ns.links().map((l) => l.ifname).filter((l) => l.startsWith('we')).sort(), ['we0', 'we1'], 'and ran nothing');
 
     await assert.rejects(w.enter({ netns: `${ns.path}-gone` }).batch(['link show']), NetnsNotFoundError);
