@@ -9,6 +9,7 @@
  *   moves CRDT deltas and digests; the topology (topology.ts) gives routes; connection making
  *   (connection-maker.ts) decides what to dial, from the peer sources and from gossip.
  * - Unicast messages follow the shortest path over symmetric edges, hop by hop (unicast.ts).
+ * - This router's own entry (address, connections, published values) is written by own-entry.ts.
  */
 import { TypedEmitter } from '../common/events';
 import type { Startable } from '../common/lifecycle';
@@ -25,6 +26,7 @@ import type { RouteTable } from './routes';
 import { Unicast } from './unicast';
 import { DEFAULT_PLAN } from './neighbours';
 import { MeshPlan } from './plan';
+import { OwnEntry } from './own-entry';
 import { ROUTES_EVERY_MS, Topology, type PeerMeta, type PeerView } from './topology';
 import { tcpTransport } from './transport';
 import type { ConnectionView, MeshComponents, MeshEvents, MeshInit } from './mesh-api';
@@ -51,6 +53,8 @@ export class Mesh implements Startable, PeerTargets {
   readonly topology: Topology;
   private readonly gossip: Gossip;
   private readonly topoChannel: ChannelHandle<unknown>;
+  /** This router's entry in the topology. */
+  private readonly own: OwnEntry;
   private readonly maker: ConnectionMaker;
   private readonly conns: Connections;
   /** Which peers to connect to (all, or the neighbour ring's past the full-mesh size). */
@@ -60,15 +64,12 @@ export class Mesh implements Startable, PeerTargets {
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly later = new Set<NodeJS.Timeout>();
   private closeServer: (() => Promise<void>) | undefined;
-  private meta: PeerMeta = {};
-  private advertise: string | undefined;
   private stopped = false;
 
   constructor(
     private readonly c: MeshComponents,
     private readonly o: MeshInit,
   ) {
-    this.advertise = o.advertise;
     this.conns = new Connections(
       {
         self: c.self,
@@ -93,6 +94,7 @@ export class Mesh implements Startable, PeerTargets {
       relayTargets: (from, origin, answered, neighbours) => this.topology.relayTargets(from, origin, answered, neighbours),
     });
     this.topoChannel = this.gossip.register('topology', this.topology as Gossiper<unknown>);
+    this.own = new OwnEntry({ self: c.self, topology: this.topology, channel: this.topoChannel, neighbours: () => this.neighbourNames() }, o.advertise, this.fullMeshUpTo);
     this.unicast = new Unicast({
       self: c.self.name,
       nextHop: (p) => this.topology.routes.nextHop.get(p),
@@ -113,7 +115,7 @@ export class Mesh implements Startable, PeerTargets {
       },
       { defaultPort: o.port, retryMinMs: o.retryMinMs, retryMaxMs: o.retryMaxMs, self: c.self.name },
     );
-    this.publishSelf();
+    this.own.write();
   }
 
   get name(): string {
@@ -129,17 +131,12 @@ export class Mesh implements Startable, PeerTargets {
 
   /** Publishes values about this router in its topology entry. */
   publish(meta: Partial<PeerMeta>): void {
-    const next = { ...this.meta, ...meta };
-    if (JSON.stringify(next) === JSON.stringify(this.meta)) return;
-    this.meta = next;
-    this.publishSelf();
+    this.own.publish(meta);
   }
 
   /** The address peers dial this router at (known late when the underlay is learnt from a connection). */
   setAdvertise(addr: string | undefined): void {
-    if (addr === this.advertise) return;
-    this.advertise = addr;
-    this.publishSelf();
+    this.own.setAdvertise(addr);
   }
 
   onMessage(type: string, h: (from: string, body: unknown) => void): void {
@@ -261,7 +258,7 @@ export class Mesh implements Startable, PeerTargets {
       this.later.add(t);
     }
     const first = this.conns.established === 1;
-    this.publishSelf();
+    this.own.write();
     // a router's first connection gets its own keys at once: what it gossiped before had no
     // one to go to (its entry went nowhere), and the digest that would bring them may wait a
     // second or more at the other end
@@ -280,7 +277,7 @@ export class Mesh implements Startable, PeerTargets {
     switch (m.t) {
       case 'gossip':
         this.gossip.receive(m as GossipFrame, c.hello!.name);
-        this.reassertOwn();
+        this.own.reassert();
         break;
       case 'digest':
         for (const f of this.gossip.answer(m)) c.write(f);
@@ -304,7 +301,7 @@ export class Mesh implements Startable, PeerTargets {
     if (c.target) this.maker.closed(c.target, reason, quiet);
     if (info.wasEstablished) {
       this.c.log.info({ peer: c.hello?.name, remote: c.remote, reason }, 'connection closed');
-      if (!this.stopped) this.publishSelf();
+      if (!this.stopped) this.own.write();
       this.events.emit('disconnection', c.hello?.name);
     }
   }
@@ -349,37 +346,6 @@ export class Mesh implements Startable, PeerTargets {
     return Math.max(1, this.topology.size / this.fullMeshUpTo);
   }
 
-  /**
-   * Past the full-mesh size, publishes how many peers this router knows, in quarter steps of
-   * that size up to twice it (beyond, the plan is the same): peers that know fewer plan for it.
-   * A few changes of the entry in a router's life, none in a mesh at or under the size.
-   */
-  private publishPeersKnown(): void {
-    const limit = this.fullMeshUpTo;
-    const known = this.topology.size;
-    const step = Math.max(1, Math.floor(limit / 4));
-    const peers = known > limit ? Math.min(2 * limit, Math.max(limit + 1, Math.floor(known / step) * step)) : undefined;
-    if (peers === this.meta.peers) return;
-    this.meta = { ...this.meta, peers };
-    if (peers === undefined) delete this.meta.peers;
-    this.publishSelf();
-  }
-
-  /** Writes this router's entry and connections. */
-  private publishSelf(): void {
-    const conns = new Set<string>();
-    for (const c of this.conns.all()) if (c.established && c.hello) conns.add(c.hello.name);
-    const { name, nickname, uid } = this.c.self;
-    const d = this.topology.setSelf({ name, nickname, uid, addr: this.advertise, conns: [...conns].sort(), meta: this.meta });
-    if (d) this.topoChannel.gossip(d);
-  }
-
-  /** Gossips this router's keys written again over stale copies of them (see Topology.answerStale). */
-  private reassertOwn(): void {
-    const d = this.topology.takeReassertion();
-    if (d) this.topoChannel.gossip(d);
-  }
-
   private topoTimer: NodeJS.Timeout | undefined;
   private lastTable: RouteTable | undefined;
   private lastReachable: ReadonlySet<string> = new Set();
@@ -413,7 +379,7 @@ export class Mesh implements Startable, PeerTargets {
     // the plan follows the peers known (their entries spread faster than routes, so a forming
     // mesh plans for its size early), or the peers this router was pointed at
     this.plan.update(Math.max(this.topology.size, this.maker.explicitCount() + 1, this.topology.largestPublished));
-    this.publishPeersKnown();
+    this.own.publishPeersKnown();
     // past the full-mesh size, routes are recomputed less often in proportion (each is a walk of
     // the whole graph; 1,000 routers reacting 20 times a second each is most of a forming mesh's CPU)
     this.topology.routesEveryMs = ROUTES_EVERY_MS * this.pastFullMesh();
