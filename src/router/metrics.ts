@@ -6,6 +6,7 @@
 import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from '../common/log';
+import { processesStarted } from '../sys/spawn';
 import type { PeerTraffic, SleeveCounters } from '../datapath/sleeve/relay';
 import type { StreamCounters } from '../datapath/sleeve/stream';
 
@@ -44,6 +45,16 @@ export class Metrics {
     });
     this.gossipMessages = new Counter({ name: 'weft_gossip_messages_total', help: 'Mesh messages by direction and kind (gossip:CHANNEL, gossip:CHANNEL:answer, digest, msg, hb, ...)', labelNames: ['direction', 'kind'], registers: [r] });
     this.gossipBytes = new Counter({ name: 'weft_gossip_bytes_total', help: 'Mesh bytes by direction', labelNames: ['direction'], registers: [r] });
+    new Counter({
+      name: 'weft_processes_started_total',
+      help: 'Processes the router started, by command',
+      labelNames: ['command'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const [command, n] of Object.entries(processesStarted())) this.inc({ command }, n);
+      },
+    });
   }
 
   /** The gauges, read from the parts at each scrape. */

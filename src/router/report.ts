@@ -7,6 +7,7 @@ import type { IpamService } from '../ipam/service';
 import type { TargetView } from '../mesh/connection-maker';
 import type { ConnectionView } from '../mesh/mesh';
 import type { PeerView } from '../mesh/topology';
+import { processesStarted } from '../sys/spawn';
 
 /** A connection to a peer as this router sees it. */
 export interface ConnectionReport {
@@ -88,6 +89,8 @@ export interface Report {
     dataPath: string;
     /** Where peers come from, one line each (e.g. "flags: 2 addresses"). */
     peerSources: string[];
+    /** Processes this router has started since it began, by command (ip, nsenter, sh, ...). */
+    processesStarted: Record<string, number>;
   };
   mesh: {
     /** Addresses this router keeps trying to connect to. */
@@ -115,7 +118,7 @@ export interface Report {
 /** What the report reads, each part through what it offers. */
 export interface ReportSources {
   version: string;
-  router: Omit<Report['router'], 'dataPath' | 'underlay' | 'mtu'>;
+  router: Omit<Report['router'], 'dataPath' | 'underlay' | 'mtu' | 'processesStarted'>;
   mesh: { peers(): PeerView[]; connections(): ConnectionView[]; targetList(): TargetView[]; isReachable(peer: string): boolean };
   ipam: Pick<IpamService, 'allocator' | 'ring' | 'status' | 'freeOf'>;
   dataPath: { podMtu: number; peerStatus(peer: string): OverlayPeerStatus | undefined };
@@ -190,7 +193,7 @@ export function buildReport(s: ReportSources): Report {
   return {
     version: s.version,
     ...(s.kubernetes ? { kubernetes: s.kubernetes } : {}),
-    router: { ...s.router, mtu: s.dataPath.podMtu, underlay: s.underlay.underlay, dataPath: s.underlay.underlay ? 'ok' : `no underlay: ${s.underlay.reason}` },
+    router: { ...s.router, processesStarted: processesStarted(), mtu: s.dataPath.podMtu, underlay: s.underlay.underlay, dataPath: s.underlay.underlay ? 'ok' : `no underlay: ${s.underlay.reason}` },
     mesh: {
       targets: s.mesh.targetList().filter((t) => t.explicit).map((t) => t.addr),
       connections: connectionReports(s),

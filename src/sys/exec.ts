@@ -8,7 +8,7 @@
  * execa in `src/sys/process.ts`.
  */
 import { dropShared, LINKS } from './shared-reads';
-import { nodeChildProcess } from '../common/lazy';
+import { spawnCounted } from './spawn';
 import { AddressNotFoundError, EntryNotFoundError, ExistsError, LinkNotFoundError, NetnsNotFoundError, SysError } from '../common/errors';
 
 export interface RunOptions {
@@ -34,7 +34,7 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const shown = argv.join(' ');
   return new Promise((resolve, reject) => {
-    const child = nodeChildProcess().spawn(argv[0]!, argv.slice(1), {
+    const child = spawnCounted(argv[0]!, argv.slice(1), {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: opts.env ? { ...process.env, ...opts.env } : process.env,
     });

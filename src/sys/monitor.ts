@@ -13,7 +13,7 @@
  * a router killed with -9, and keep its namespace alive.
  */
 import type { ChildProcess } from 'node:child_process';
-import { nodeChildProcess } from '../common/lazy';
+import { spawnCounted } from './spawn';
 import type { Startable } from '../common/lifecycle';
 import type { Logger } from '../common/log';
 
@@ -113,7 +113,7 @@ export class KernelWatch implements Startable {
 
   private spawn(m: Monitor): void {
     if (this.stopped) return;
-    const child = nodeChildProcess().spawn(m.argv[0]!, m.argv.slice(1), { stdio: ['ignore', 'pipe', 'ignore'] });
+    const child = spawnCounted(m.argv[0]!, m.argv.slice(1), { stdio: ['ignore', 'pipe', 'ignore'] });
     m.child = child;
     let rest = '';
     child.stdout!.setEncoding('utf8');

@@ -17,6 +17,7 @@ async function loadExeca(): Promise<typeof import('execa')> {
 }
 import { closeSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import { run } from './exec';
+import { noteStarted } from './spawn';
 
 export interface DetachedOptions {
   /** Enter this network namespace first (a path such as /var/run/netns/x). */
@@ -67,6 +68,7 @@ export async function spawnDetached(cmd: string, args: readonly string[], opts: 
     // execa hands a lone integer straight to the kernel as the child's fd (its types only
     // spell out 3..9, any open descriptor works)
     const logFd = fd as 3;
+    noteStarted(argv[0]!);
     const child = execa(argv[0]!, argv.slice(1), {
       detached: true,
       cleanup: false,
@@ -110,6 +112,7 @@ export async function runCaptured(
   opts: { input?: string; env?: Record<string, string>; timeoutMs?: number } = {},
 ): Promise<Captured> {
   const { execa } = await loadExeca();
+  noteStarted(cmd);
   const r = await execa(cmd, args, {
     input: opts.input ?? '',
     env: opts.env,

@@ -15,7 +15,7 @@
  * closes).
  */
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';
-import { nodeChildProcess } from '../common/lazy';
+import { spawnCounted } from './spawn';
 import { EnvError, SysError } from '../common/errors';
 import type { Startable } from '../common/lifecycle';
 import { classify, DEFAULT_TIMEOUT_MS, type RunResult } from './exec';
@@ -213,7 +213,7 @@ export class WarmIp implements IpRunner, Startable {
 
   private spawn(k: Kind): Proc {
     const [cmd, ...args] = argvOf(k);
-    const child = nodeChildProcess().spawn(cmd!, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawnCounted(cmd!, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     const p: Proc = { child, out: [], err: [], exited: undefined as unknown as Promise<number | null>, dead: false };
     p.exited = new Promise((resolve) => {
       child.on('error', (e) => {

@@ -42,6 +42,8 @@ interface Run {
   phases: UpResult['phases'];
   /** CPU seconds of all routers together when the full mesh was first seen. */
   cpuAtMeshS: number;
+  /** Processes each router had started (by command) when the full mesh was first seen. */
+  procsAtMesh: Record<string, number>[];
   /** Gossip each router had sent by the end of the idle window. */
   gossip: Gossip[];
   idle: Idle;
@@ -74,6 +76,7 @@ async function oneRun(ctx: BenchContext, n: number): Promise<Run> {
   let polls = 0;
   let lastSeen = '';
   let cpuAtMeshS = NaN;
+  let procsAtMesh: Record<string, number>[] = [];
   const t0 = Date.now();
   const upP = sb.up({ hosts: n, pods: 1, weft: WEFT, plugin: WEFT_NET, deadlineMs: DEADLINE_MS, matrix: false }, ctx.signal).then(
     (r) => ((upDoneAt = Date.now() - t0), r),
@@ -99,6 +102,7 @@ async function oneRun(ctx: BenchContext, n: number): Promise<Run> {
         if (meshAt === undefined && peers.every((p, i) => p !== undefined && p >= n && (est[i] ?? 0) >= n - 1)) {
           meshAt = at;
           cpuAtMeshS = sb.hosts.reduce((a, h) => a + (h.pid ? cpuSeconds(h.pid) : NaN), 0);
+          procsAtMesh = rs.map((r) => (r instanceof Error ? {} : (r.router.processesStarted ?? {})));
         }
         if (ipamReadyAt === undefined && status.every((s) => s === 'ready')) ipamReadyAt = at;
         if (podsAt === undefined && pods.length === n && pods.every((p) => p.address)) podsAt = at;
@@ -148,6 +152,7 @@ async function oneRun(ctx: BenchContext, n: number): Promise<Run> {
       ping: { ok, pinged: m.pinged, totalPairs: m.totalPairs, crossHost: m.crossHost, sameHost: m.sameHost, duplicates: m.duplicates.length, noBufferSpace: m.noBufferSpace, s: m.ms / 1000 },
       phases: up.phases,
       cpuAtMeshS,
+      procsAtMesh,
       gossip,
       idle,
       neigh: up.neigh,
@@ -160,6 +165,14 @@ async function oneRun(ctx: BenchContext, n: number): Promise<Run> {
     // idempotent: a second down after the one above finds nothing
     await sb.down().catch((e: Error) => ctx.failures.push(`convergence ${n} hosts: sandbox down: ${e.message}`));
   }
+}
+
+/** Each command's mean count over the routers, largest first ("ip 12.5, nsenter 3"). */
+function byCommand(per: Record<string, number>[]): string {
+  const sum = new Map<string, number>();
+  for (const p of per) for (const [c, n] of Object.entries(p)) sum.set(c, (sum.get(c) ?? 0) + n);
+  const out = [...sum].sort((x, y) => y[1] - x[1]).map(([c, n]) => `${c} ${round(n / Math.max(1, per.length))}`);
+  return out.length ? out.join(', ') : 'none reported';
 }
 
 /** `npm run bench` part 3: time to a full mesh, to ready IPAM, and to a finished set-up, N hosts vs M. */
@@ -190,6 +203,8 @@ export async function convergeBench(ctx: BenchContext): Promise<Row[]> {
   const perRouter = (r: Run) => r.cpuAtMeshS / r.hosts;
   timeRow('CPU of all routers until the full mesh', (r) => r.cpuAtMeshS, `${cmd}; utime+stime of every router from /proc at the first full-mesh poll`);
   timeRow('CPU per router until the full mesh', perRouter, `the same, divided by the hosts`);
+  const procs = (r: Run) => median(r.procsAtMesh.map((p) => Object.values(p).reduce((x, y) => x + y, 0)));
+  rows.push(row(`processes started per router until the full mesh, median, ${vsTag}`, 'n', one(a, procs), one(b, procs), (xs) => xs[0] ?? NaN, `${cmd}; router.processesStarted of each router's report at the first full-mesh poll`));
   const med = (f: (g: Gossip) => number) => (r: Run) => median(r.gossip.map(f).filter(Number.isFinite));
   rows.push(row(`gossip sent per router, median (bytes), ${vsTag}`, 'bytes', one(a, med((g) => g.bytesOut)), one(b, med((g) => g.bytesOut)), (xs) => xs[0] ?? NaN, 'sum of weft_gossip_bytes_total{direction="out"} of each router\'s /metrics after the idle window'));
   rows.push(row(`mesh messages sent per router, median, ${vsTag}`, 'bytes', one(a, med((g) => g.messagesOut)), one(b, med((g) => g.messagesOut)), (xs) => xs[0] ?? NaN, 'sum of weft_gossip_messages_total{direction="out"} (every kind, heartbeats too)'));
@@ -210,6 +225,7 @@ export async function convergeBench(ctx: BenchContext): Promise<Row[]> {
   for (const r of runs) {
     ctx.notes.push(
       `${r.hosts} hosts (${r.prefix}): ${r.loadStart}; after the matrix ${r.loadEnd.join(' ')}. Phases of up: ${r.phases.map((p) => `${p.name} ${(p.ms / 1000).toFixed(1)} s`).join(', ')}. ` +
+        `Processes started per router until the full mesh, by command (mean): ${byCommand(r.procsAtMesh)}. ` +
         `IPAM ready on every router at ${r.ipamReadyS.toFixed(1)} s, every pod addressed at ${r.podsS.toFixed(1)} s; ${r.polls} polls. ` +
         `Ping matrix: cross-host ${r.ping.crossHost.ok}/${r.ping.crossHost.total}, same-host ${r.ping.sameHost.ok}/${r.ping.sameHost.total}, ${r.ping.s.toFixed(1)} s` +
         (r.ping.noBufferSpace ? ` (${r.ping.noBufferSpace} refused with ENOBUFS)` : '') +
