@@ -13,9 +13,9 @@
  * the bridge. It stays while the router is down (as the device does); a router started
  * without trusted subnets removes it.
  */
-import { EntryNotFoundError, LinkNotFoundError } from '../common/errors';
 import type { Logger } from '../common/log';
 import { vxlanSys, type VxlanSys } from '../sys/vxlan';
+import { fdbSettle } from '../sys/fdb';
 import type { ChainSpec, Iptables } from '../sys/iptables';
 import { fdbGraceRunning, newFdbMemory, planFdb, type FdbMemory } from './fdb';
 import type { Overlay, OverlayPeer, Underlay } from './overlay';
@@ -132,14 +132,7 @@ export class FastDp implements Overlay {
     this.mem ??= newFdbMemory(now);
     const have = await this.sys.listFdb(VXLAN_DEV);
     const plan = planFdb(VXLAN_DEV, have, peers, this.mem, now, this.o.graceMs, (dst) => !isLinkLocal(dst));
-    try {
-      await this.sys.applyFdb(plan.lines);
-    } catch (e) {
-      // a batch stops at its first failing line: an entry already gone (learnt ones age out) is what was wanted
-      const gone = (x: unknown) => x instanceof EntryNotFoundError || x instanceof LinkNotFoundError;
-      if (!gone(e)) throw e;
-      for (const l of plan.lines) await this.sys.applyFdb([l]).catch((err) => (gone(err) ? undefined : Promise.reject(err)));
-    }
+    await fdbSettle(plan.lines, (l) => this.sys.applyFdb(l));
     if (plan.lines.length) this.c.log.debug({ added: plan.added, removed: plan.removed }, 'VXLAN forwarding entries programmed');
     return plan.lines.length > 0 || fdbGraceRunning(this.mem, now, this.o.graceMs);
   }

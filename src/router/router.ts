@@ -27,6 +27,7 @@ import { StaticPeerSource } from '../mesh/peer-source';
 import { derivedMac, loadPeerName } from '../mesh/peername';
 import { detectBackend, Iptables } from '../sys/iptables';
 import { KernelWatch } from '../sys/monitor';
+import { fdbView } from '../sys/fdb';
 import { sharedReads } from '../sys/shared-reads';
 import { KubeMode } from '../kube/mode';
 import { kubeModeWanted } from '../kube/client';
@@ -174,7 +175,9 @@ export class Router {
     });
     const iptables = new Iptables(await detectBackend());
     // the kernel's change reports let the periodic passes rest while nothing changes (rules only on nf_tables)
-    const watch = new KernelWatch({ log: child('watch') }, { rules: iptables.backend === 'nft', fdbDevices: [VXLAN_DEV, SLEEVE_VXLAN_DEV] });
+    const fdbDevices = [VXLAN_DEV, SLEEVE_VXLAN_DEV];
+    const watch = new KernelWatch({ log: child('watch') }, { rules: iptables.backend === 'nft', fdbDevices });
+    fdbView.watch(fdbDevices);
     // the sleeve: the routers' own path, sealed with a secret, relayed where there is no direct connection
     const links = peerLinks(mesh, 'sleeve');
     let sleeve: SleeveOverlay | undefined;
@@ -283,7 +286,10 @@ export class Router {
     await bridge.restore();
     await this.up(underlay);
     if (underlay.underlay) await useUnderlay(underlay.underlay);
-    watch.onChange(() => dataPath.poke());
+    watch.onChange((c) => {
+      fdbView.feed(c);
+      dataPath.poke();
+    });
     await this.up(watch);
     await this.up(dataPath);
     await this.up(mesh);

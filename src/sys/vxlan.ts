@@ -1,7 +1,10 @@
 /** Kernel VXLAN devices and their forwarding database, through iproute2's `ip` and `bridge`. */
 import { run } from './exec';
+import { fdbBatch, fdbEntries, type FdbEntry } from './fdb';
 import { getLink, type LinkInfo } from './link';
 import { dropShared, LINKS } from './shared-reads';
+
+export type { FdbEntry };
 
 export interface VxlanSpec {
   name: string;
@@ -13,11 +16,6 @@ export interface VxlanSpec {
   dev?: string;
 }
 
-/** One forwarding entry of a VXLAN device. */
-export interface FdbEntry {
-  mac: string;
-  dst?: string;
-}
 
 /** The operations the fast data path needs; a fake stands in for it in unit tests. */
 export interface VxlanSys {
@@ -26,6 +24,7 @@ export interface VxlanSys {
   remove(name: string): Promise<void>;
   /** MTU, master bridge, up. */
   attach(name: string, mtu: number, bridge: string): Promise<void>;
+  /** The device's own entries with a remote (see fdb.ts). */
   listFdb(name: string): Promise<FdbEntry[]>;
   /** Runs `bridge -batch` lines (fdb append|replace|del ...). */
   applyFdb(lines: readonly string[]): Promise<void>;
@@ -50,11 +49,6 @@ export const vxlanSys: VxlanSys = {
     await run('ip', ['link', 'set', name, 'type', 'bridge_slave', 'isolated', 'on']);
     dropShared(LINKS);
   },
-  async listFdb(name) {
-    const { stdout } = await run('bridge', ['-json', 'fdb', 'show', 'dev', name]);
-    return stdout.trim() ? (JSON.parse(stdout) as FdbEntry[]) : [];
-  },
-  async applyFdb(lines) {
-    if (lines.length) await run('bridge', ['-batch', '-'], { input: lines.join('\n') + '\n' });
-  },
+  listFdb: (name) => fdbEntries(name),
+  applyFdb: (lines) => fdbBatch(lines),
 };

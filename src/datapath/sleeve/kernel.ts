@@ -22,11 +22,10 @@
  * All of it is checked by `verify` and made again by `setup`; `teardown` removes it.
  */
 import { ipBatch } from '../../sys/exec';
-import { EntryNotFoundError, LinkNotFoundError } from '../../common/errors';
 import { deleteLink, getLink, replaceAddress, listAddresses } from '../../sys/link';
 import { setOffload, offload } from '../../sys/ethtool';
 import { forgetUdpFlows } from '../../sys/conntrack';
-import { fdbBatch, fdbEntries } from '../../sys/fdb';
+import { fdbEntries, fdbSettle } from '../../sys/fdb';
 import type { ChainSpec, Iptables } from '../../sys/iptables';
 import type { Logger } from '../../common/log';
 import { parseIPv4 } from '../../common/ip';
@@ -154,16 +153,8 @@ export class SleeveKernel {
       if (e.mac !== ZERO_MAC) lines.push(`fdb del ${e.mac} dev ${SLEEVE_VXLAN_DEV} master`);
     }
     await this.applyRules(slots, false);
-    // one line at a time would cost a process each; a batch stops at a failing line, so retry
-    // the rest once the entries that vanished meanwhile (learnt ones age out) are known
-    try {
-      await fdbBatch(lines);
-    } catch (e) {
-      // an entry already gone is what was wanted
-      const gone = (x: unknown) => x instanceof EntryNotFoundError || x instanceof LinkNotFoundError;
-      if (!gone(e)) throw e;
-      for (const l of lines) await fdbBatch([l]).catch((err) => (gone(err) ? undefined : Promise.reject(err)));
-    }
+    // one batch: one line at a time would cost a process each
+    await fdbSettle(lines);
   }
 
   /** The slots the previous run left (from its NAT rules' comments). */
