@@ -7,7 +7,8 @@
  * (`--join random`, the default) or all at the first (`--join seed`); the run ends when every
  * router knows every peer as reachable, all hold the same IPAM ring, and each has allocated one
  * address from space of its own. Then one more router joins the converged mesh, and what that
- * join cost every other router is measured. Printed per size: virtual seconds and wall seconds
+ * join cost every other router is measured. `--seed N` (1 by default; `random` for none) fixes Math.random,
+ * so two runs of one size, say before and after a change, are the same run. Printed per size: virtual seconds and wall seconds
  * to convergence, bytes and frames sent per router (mean and max), heap per router, and the
  * join's cost per existing router (mean and max bytes received and sent).
  */
@@ -209,9 +210,23 @@ async function simulate(n: number, join: string, limitS: number, rate: number): 
   }
 }
 
+/** A small seeded generator (mulberry32) for Math.random: runs to compare are the same run. */
+function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { peers: { type: 'string', default: '100,300,1000' }, join: { type: 'string', default: 'random' }, limit: { type: 'string', default: '300' }, rate: { type: 'string', default: '100' } } });
+  const { values } = parseArgs({ options: { peers: { type: 'string', default: '100,300,1000' }, join: { type: 'string', default: 'random' }, limit: { type: 'string', default: '300' }, rate: { type: 'string', default: '100' }, seed: { type: 'string', default: '1' } } });
   const sizes = String(values.peers).split(',').map(Number);
+  // the same seed, the same run: who joins through whom and the routers' jitter (everything else runs on the virtual clock)
+  if (values.seed !== 'random') Math.random = seeded(Number(values.seed));
   const rows: Record<string, string | number>[] = [];
   for (const n of sizes) {
     process.stderr.write(`simulating ${n} routers (${values.join} join, ${values.rate} a second)...\n`);
