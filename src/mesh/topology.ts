@@ -76,8 +76,11 @@ export class Topology implements Gossiper<TopoValue> {
   private readonly map = new VersionedMap<TopoValue>();
   /** Up edges by writer (derived from the map). */
   private readonly out = new Map<string, Set<string>>();
-  /** Up edges by the peer they name (the reverse of `out`), so adjacency is two lookups. */
-  private readonly inn = new Map<string, Set<string>>();
+  /**
+   * Peers adjacent to each peer: either of the pair reports the connection (derived from `out`).
+   * The relay rules ask this for every neighbour of every relayed batch, so it is one lookup.
+   */
+  private readonly adj = new Map<string, Set<string>>();
   /** The peers with an entry (derived from the map). */
   private readonly names = new Set<string>();
   /** Counts changes to `names` (a peer came or went). */
@@ -104,9 +107,9 @@ export class Topology implements Gossiper<TopoValue> {
     this.relayView = {
       self: self.name,
       conns: (p) => this.out.get(p),
-      adjacent: (a, b) => (this.out.get(a)?.has(b) ?? false) || (this.inn.get(a)?.has(b) ?? false),
-      around: (p) => this.around(p),
-      degree: (p) => (this.out.get(p)?.size ?? 0) + (this.inn.get(p)?.size ?? 0),
+      adjacent: (a, b) => this.adj.get(a)?.has(b) ?? false,
+      around: (p) => this.adj.get(p) ?? NONE,
+      degree: (p) => this.adj.get(p)?.size ?? 0,
     };
   }
 
@@ -237,8 +240,9 @@ export class Topology implements Gossiper<TopoValue> {
   /** Forgets a peer and its connections (after `weft rmpeer`). */
   remove(name: string): void {
     for (const k of this.map.keys()) if (writerOf(k) === name) this.map.delete(k);
-    for (const b of this.out.get(name) ?? []) this.inn.get(b)?.delete(name);
+    const outs = [...(this.out.get(name) ?? [])];
     this.out.delete(name);
+    for (const b of outs) this.link(name, b);
     this.notePublished(name, undefined);
     if (this.names.delete(name)) this.namesVersion++;
     this.sortedConns.delete(name);
@@ -266,12 +270,23 @@ export class Topology implements Gossiper<TopoValue> {
     this.sortedConns.delete(a);
     if (up) {
       (s ??= this.out.set(a, new Set()).get(a)!).add(b);
-      (this.inn.get(b) ?? this.inn.set(b, new Set()).get(b)!).add(a);
     } else {
       s!.delete(b);
-      this.inn.get(b)?.delete(a);
     }
+    this.link(a, b);
     this.dirty = true;
+  }
+
+  /** Keeps `adj` in step for the pair `a`, `b` after one of their edges changed. */
+  private link(a: string, b: string): void {
+    const on = (this.out.get(a)?.has(b) ?? false) || (this.out.get(b)?.has(a) ?? false);
+    const set = (x: string, y: string) => {
+      const s = this.adj.get(x);
+      if (on) (s ?? this.adj.set(x, new Set()).get(x)!).add(y);
+      else s?.delete(y);
+    };
+    set(a, b);
+    set(b, a);
   }
 
   private notePublished(name: string, peers: number | undefined): void {
@@ -305,12 +320,6 @@ export class Topology implements Gossiper<TopoValue> {
 
   /** This router's view for the relay rules (made once: they run for every relayed batch). */
   private readonly relayView: RelayView;
-
-  private *around(p: string): Iterable<string> {
-    const out = this.out.get(p) ?? NONE;
-    yield* out;
-    for (const q of this.inn.get(p) ?? NONE) if (!out.has(q)) yield q;
-  }
 
   /** The writer of a key of this channel (see Gossiper.originOf). */
   originOf(key: string): string | undefined {
