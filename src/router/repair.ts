@@ -9,6 +9,7 @@ import type { Startable } from '../common/lifecycle';
 import type { Logger } from '../common/log';
 import { Pacer } from '../common/pacer';
 import { GATEWAY_NETWORK } from '../ipam/allocator';
+import type { KernelChange } from '../sys/monitor';
 
 export interface RepairComponents {
   host: { verify(): Promise<string | undefined>; verifyRules(): Promise<string | undefined>; invalidate(): void; setup(): Promise<void> };
@@ -16,8 +17,12 @@ export interface RepairComponents {
   dataPath: { verify(): Promise<string[]>; repair(): Promise<void>; readonly ready: boolean };
   /** Runs the pass's checks with their reads of links and rules shared (src/sys/shared-reads.ts); absent: as they come. */
   sharedReads?<T>(fn: () => Promise<T>): Promise<T>;
-  /** The kernel's change reports (src/sys/monitor.ts); absent or not `watching`: a pass every `everyMs`. */
-  watch?: { readonly watching: boolean; onChange(fn: () => void): void };
+  /**
+   * The kernel's change reports (src/sys/monitor.ts); absent or not `watching`: a pass every
+   * `everyMs`. Reports of forwarding entries (`bridge`) bring no pass: a pass checks none, and
+   * while a mesh forms the overlays' own writes report by the dozen.
+   */
+  watch?: { readonly watching: boolean; onChange(fn: (c: Pick<KernelChange, 'source'>) => void): void };
   log: Logger;
 }
 
@@ -35,7 +40,9 @@ export class Repair implements Startable {
     private readonly o: { everyMs: number; idleMs?: number },
   ) {
     this.pacer = new Pacer(() => this.run(), { busyMs: o.everyMs, idleMs: o.idleMs ?? o.everyMs });
-    c.watch?.onChange(() => this.pacer.poke());
+    c.watch?.onChange((ch) => {
+      if (ch.source !== 'bridge') this.pacer.poke();
+    });
   }
 
   async start(): Promise<void> {
