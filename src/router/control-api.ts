@@ -1,11 +1,12 @@
-/** The operator's endpoints of the router API: report, connect, forget, rmpeer, expose, hide. */
+/** The operator's endpoints of the router API: report, summary, connect, forget, rmpeer, expose, hide. */
 import { BadRequestError } from '../common/errors';
 import { isMac } from '../common/ip';
 import type { ApiServer } from './http';
-import type { Report } from './report';
+import type { Report, Summary } from './report';
 
 export interface ControlComponents {
   report(): Report;
+  summary(): Summary;
   /** The addresses given by flags and `weft connect`. */
   staticPeers: { add(addrs: readonly string[]): void; remove(addrs: readonly string[]): string[] };
   mesh: {
@@ -32,6 +33,7 @@ export class ControlApi {
     const c = this.c;
     api
       .on('GET', '/v1/report', () => c.report())
+      .on('GET', '/v1/summary', () => c.summary())
       .on('POST', '/v1/connect', (b) => {
         const addrs = strings(b, 'addresses');
         for (const a of addrs) if (!/^[\w.-]+(:\d{1,5})?$/.test(a)) throw new BadRequestError(`"${a}" is not HOST or HOST:PORT`);

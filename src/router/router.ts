@@ -39,7 +39,7 @@ import { Metrics } from './metrics';
 import type { RouterConfig } from './options';
 import { registerPolicyApi, RouterPolicy } from './policy';
 import { OrphanReclaim, Repair } from './repair';
-import { buildReport, connectionReports } from './report';
+import { buildReport, buildSummary, connectionReports } from './report';
 import { SpoolDrainer } from './spool';
 import { PodLinks } from '../datapath/pod-links';
 import { WarmIp } from '../sys/warm';
@@ -249,6 +249,7 @@ export class Router {
     }).register(api);
     new ControlApi({
       report,
+      summary: () => buildSummary({ mesh, ipam }),
       staticPeers,
       mesh,
       ipam: { rmpeer: (p) => ipam.rmpeer(p), owners: () => ipam.ring.sizes().keys(), status: () => ipam.status() },

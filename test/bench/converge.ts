@@ -2,7 +2,7 @@
  * How fast a sandbox of N hosts converges: 32 hosts next to 16, one pod each; what routers cost.
  *
  * `Sandbox.up` (prefix wbc + random, deadlineMs 120000, no matrix) runs while this polls every
- * router's report (GET /v1/report, 250 ms apart) from the moment `up` is called:
+ * router's summary (GET /v1/summary, 250 ms apart) from the moment `up` is called:
  *   mesh   every router reports N peers and N-1 established connections
  *   ipam   every router reports ipam.status "ready" and every pod has an address (its ADD result)
  *   total  `up` returns (underlay, routers started one after another, API, mesh, pods)
@@ -92,17 +92,17 @@ async function oneRun(ctx: BenchContext, n: number): Promise<Run> {
       if (Date.now() - t0 > 3 * DEADLINE_MS + 60_000) break;
       const hosts = sb.hosts;
       if (hosts.length === n) {
-        const rs = await sb.reports(2000);
+        const rs = await sb.summaries(2000);
         polls++;
         const at = Date.now() - t0;
-        const peers = rs.map((r) => (r instanceof Error ? undefined : r.mesh?.peers?.length));
-        const est = rs.map((r) => (r instanceof Error ? undefined : r.mesh?.connections?.filter((c) => c.state === 'established').length));
-        const status = rs.map((r) => (r instanceof Error ? 'no answer' : r.ipam?.status));
+        const peers = rs.map((r) => (r instanceof Error ? undefined : r.peers));
+        const est = rs.map((r) => (r instanceof Error ? undefined : r.established));
+        const status = rs.map((r) => (r instanceof Error ? 'no answer' : r.ipam));
         const pods = sb.pods;
         if (meshAt === undefined && peers.every((p, i) => p !== undefined && p >= n && (est[i] ?? 0) >= n - 1)) {
           meshAt = at;
           cpuAtMeshS = sb.hosts.reduce((a, h) => a + (h.pid ? cpuSeconds(h.pid) : NaN), 0);
-          procsAtMesh = rs.map((r) => (r instanceof Error ? {} : (r.router.processesStarted ?? {})));
+          procsAtMesh = (await sb.reports(2000)).map((r) => (r instanceof Error ? {} : (r.router.processesStarted ?? {})));
         }
         if (ipamReadyAt === undefined && status.every((s) => s === 'ready')) ipamReadyAt = at;
         if (podsAt === undefined && pods.length === n && pods.every((p) => p.address)) podsAt = at;
@@ -192,7 +192,7 @@ export async function convergeBench(ctx: BenchContext): Promise<Row[]> {
   const rows: Row[] = [];
   const one = (r: Run | undefined, f: (r: Run) => number) => (r ? [f(r)] : []);
   const up = (k: number) => `Sandbox.up({hosts: ${k}, pods: 1, deadlineMs: ${DEADLINE_MS}, matrix: false})`;
-  const cmd = `${up(counts[0]!)}${b ? `  vs  ${up(b.hosts)}` : ''}; GET /v1/report of every router every ${POLL_MS} ms`;
+  const cmd = `${up(counts[0]!)}${b ? `  vs  ${up(b.hosts)}` : ''}; GET /v1/summary of every router every ${POLL_MS} ms`;
   const vsTag = b ? `${counts[0]} hosts vs ${b.hosts}` : `${counts[0]} hosts`;
   const timeRow = (what: string, f: (r: Run) => number, c = cmd) => rows.push(row(`${what} (s), ${vsTag}`, 's', one(a, f), one(b, f), (xs) => xs[0] ?? NaN, c));
   timeRow('full mesh: every router N peers, N−1 established', (r) => r.meshS);
@@ -218,7 +218,7 @@ export async function convergeBench(ctx: BenchContext): Promise<Row[]> {
     rows.push(row(`ping matrix, ${r.hosts} hosts: pairs ok vs pairs pinged`, 'pairs', [r.ping.ok], [r.ping.pinged], (xs) => xs[0] ?? NaN, `sb.pingMatrix() (${r.ping.totalPairs} ordered pairs in all)`));
   }
   ctx.notes.unshift(
-    `Times are seconds from the call of Sandbox.up to the first report poll that saw the state (polls every ${POLL_MS} ms, so up to ~${POLL_MS} ms plus one poll late); ` +
+    `Times are seconds from the call of Sandbox.up to the first summary poll that saw the state (polls every ${POLL_MS} ms, so up to ~${POLL_MS} ms plus one poll late); ` +
       `"reference" is the ${b?.hosts ?? '-'}-host sandbox, ratio = ${counts[0]} hosts / ${b?.hosts ?? '-'}. Routers start one after another (each host after host 1 gets --peers 172.30.0.11); ` +
       `Sandbox.up attaches the pods only after its own mesh wait, so the IPAM row includes the mesh.`,
   );

@@ -111,6 +111,19 @@ describe('sandbox: 3 hosts, mesh, failures', { skip, concurrency: false, timeout
       established += r.mesh.connections.filter((c) => c.state === 'established').length;
     }
     assert.equal(established, 6);
+    // the summary (what `up` and the bench poll) says what the report says
+    const ss = await sb.summaries();
+    ss.forEach((s, k) => {
+      const r = rs[k]!;
+      assert.ok(!(s instanceof Error) && !(r instanceof Error));
+      assert.deepEqual(s, {
+        peers: r.mesh.peers.length,
+        reachable: r.mesh.peers.filter((p) => p.reachable).length,
+        established: r.mesh.connections.filter((c) => c.state === 'established').length,
+        ipam: r.ipam.status,
+      });
+      assert.deepEqual([s.peers, s.reachable, s.established, s.ipam], [3, 3, 2, 'ready']);
+    });
   });
 
   test('every pod pings every other pod', async () => {
