@@ -25,6 +25,7 @@ import { cniAsync, cniEnv, netConf, Netns, RouterProc, scope, sleep, uid, underl
 import { needs, NETNS } from '../helpers/needs';
 import { hostVethName } from '../../src/common/api';
 import { HOST_VETH_RE } from '../../src/datapath/pod-links';
+import { seededRandom } from '../helpers/rng';
 
 const run = promisify(execFile);
 const skip = needs({ ...NETNS, tools: [...NETNS.tools!, 'nft', 'iptables-legacy-save', 'iptables-nft-save'] });
@@ -37,18 +38,6 @@ const NETWORK = 'weftnet';
 const FAST = { WEFT_HEARTBEAT_MS: '500', WEFT_RETRY_MIN_MS: '200', WEFT_RETRY_MAX_MS: '1000', WEFT_SPOOL_MS: '500', WEFT_PROGRAM_MS: '1000', WEFT_PROBE_MS: '1000', WEFT_ORPHAN_GRACE_MS: '2000' };
 /** How long a runtime keeps retrying one pod's ADD or DEL before the test calls it lost. */
 const RETRY_DEADLINE_MS = 180_000;
-
-/** A small seeded generator (mulberry32), so a failing run can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Pod {
   id: string;
@@ -160,7 +149,7 @@ describe('storm: concurrent ADD/DEL on three hosts with kill -9 and a cut-off ho
   test(`${OPS} operations, ${CONCURRENCY} at a time, a router killed with -9 every ${FAULT_EVERY} and restarted, one host cut off and rejoined`, async (t) => {
     const seed = Number(process.env.WEFT_STORM_SEED ?? Math.floor(Math.random() * 2 ** 31));
     t.diagnostic(`seed ${seed} (WEFT_STORM_SEED=${seed} replays the choices)`);
-    const rand = rng(seed);
+    const rand = seededRandom(seed);
     const stats = { adds: 0, dels: 0, addFailures: 0, delFailures: 0, kills: 0, failureCodes: new Map<string, number>() };
     const cutHost = 1;
     const cutAt = Math.floor(OPS * 0.3);

@@ -21,6 +21,7 @@ import { parseCidr } from '../../src/common/ip';
 import { IpamService, type IpamInit } from '../../src/ipam/service';
 import { Mesh } from '../../src/mesh/mesh';
 import { MemNet } from './memnet';
+import { seededRandom } from '../helpers/rng';
 
 const log = createLogger({ name: 'sim', level: 'silent' });
 const range = parseCidr('10.32.0.0/12')!;
@@ -210,23 +211,11 @@ async function simulate(n: number, join: string, limitS: number, rate: number): 
   }
 }
 
-/** A small seeded generator (mulberry32) for Math.random: runs to compare are the same run. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { peers: { type: 'string', default: '100,300,1000' }, join: { type: 'string', default: 'random' }, limit: { type: 'string', default: '300' }, rate: { type: 'string', default: '100' }, seed: { type: 'string', default: '1' } } });
   const sizes = String(values.peers).split(',').map(Number);
   // the same seed, the same run: who joins through whom and the routers' jitter (everything else runs on the virtual clock)
-  if (values.seed !== 'random') Math.random = seeded(Number(values.seed));
+  if (values.seed !== 'random') Math.random = seededRandom(Number(values.seed));
   const rows: Record<string, string | number>[] = [];
   for (const n of sizes) {
     process.stderr.write(`simulating ${n} routers (${values.join} join, ${values.rate} a second)...\n`);
