@@ -54,8 +54,6 @@ export class FdbView {
     /** Reads a device's entries from the kernel (a fake in unit tests). */
     private readonly read: (dev: string) => Promise<FdbEntry[]> = (dev) => readFdb(dev),
   ) {}
-  /** Reads from the kernel (for tests and the bench). */
-  reads = 0;
 
   /** The devices the monitor reports on (KernelWatchOptions.fdbDevices). */
   watch(devices: readonly string[]): void {
@@ -82,7 +80,6 @@ export class FdbView {
     if (have) return [...have.values()];
     const gen = this.generation;
     const keep = this.live && Date.now() - this.liveSince >= this.settleMs && this.devices.has(dev);
-    this.reads++;
     const all = await this.read(dev);
     if (keep && gen === this.generation) {
       // reports that arrived during the read are in it already, or land on the copy next
