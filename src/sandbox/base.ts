@@ -129,12 +129,17 @@ export class SandboxCore {
 
   /** Every router's report, or the error for the ones that do not answer. */
   reports(timeoutMs = 5000): Promise<(Report | Error)[]> {
-    return Promise.all(this.hosts.map((h) => this.report(h, timeoutMs).catch((e: Error) => e)));
+    return this.fromEach<Report>('/v1/report', timeoutMs);
   }
 
   /** Every router's summary (GET /v1/summary: peer and connection counts, IPAM status), or the error for the ones that do not answer. */
   summaries(timeoutMs = 5000): Promise<(Summary | Error)[]> {
-    return Promise.all(this.hosts.map((h) => this.client(h, timeoutMs).get<Summary>('/v1/summary').catch((e: Error) => e)));
+    return this.fromEach<Summary>('/v1/summary', timeoutMs);
+  }
+
+  /** GET `path` of every router, in host order; the error in place of an answer that did not come. */
+  private fromEach<T>(path: string, timeoutMs: number): Promise<(T | Error)[]> {
+    return Promise.all(this.hosts.map((h) => this.client(h, timeoutMs).get<T>(path).catch((e: Error) => e)));
   }
 
   /** Waits until each router (or only `only`) answers its API; fails at once when one exits. */

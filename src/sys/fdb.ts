@@ -14,7 +14,7 @@
  */
 import { EntryNotFoundError, ExistsError, LinkNotFoundError } from '../common/errors';
 import { run, type RunOptions } from './exec';
-import type { KernelChange } from './monitor';
+import { MONITOR_ENDED, MONITOR_STARTED, type KernelChange } from './monitor';
 
 /** One entry of `bridge -json fdb show`. */
 export interface FdbEntry {
@@ -63,8 +63,8 @@ export class FdbView {
   /** A report of the kernel watch; only the `bridge` monitor's matter. */
   feed(c: KernelChange): void {
     if (c.source !== 'bridge') return;
-    if (c.line === '(monitor started)' || c.line === '(monitor ended)') {
-      this.live = c.line === '(monitor started)';
+    if (c.line === MONITOR_STARTED || c.line === MONITOR_ENDED) {
+      this.live = c.line === MONITOR_STARTED;
       this.liveSince = Date.now();
       this.generation++;
       this.known.clear();

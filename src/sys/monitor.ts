@@ -17,7 +17,12 @@ import { spawnCounted } from './spawn';
 import type { Startable } from '../common/lifecycle';
 import type { Logger } from '../common/log';
 
-/** One reported change: which monitor saw it, and its line. */
+/** The line of the change reported when a monitor (re)starts: what it missed before is unknown. */
+export const MONITOR_STARTED = '(monitor started)';
+/** The line of the change reported when a running monitor ends: changes go unreported until it is back. */
+export const MONITOR_ENDED = '(monitor ended)';
+
+/** One reported change: which monitor saw it, and its line (or MONITOR_STARTED / MONITOR_ENDED). */
 export interface KernelChange {
   source: 'ip' | 'bridge' | 'nft';
   line: string;
@@ -125,7 +130,7 @@ export class KernelWatch implements Startable {
     child.once('spawn', () => {
       m.running = true;
       m.delayMs = this.firstRestartMs;
-      this.emit({ source: m.source, line: '(monitor started)' });
+      this.emit({ source: m.source, line: MONITOR_STARTED });
     });
     let ended = false;
     const ended$ = (why: string) => {
@@ -135,7 +140,7 @@ export class KernelWatch implements Startable {
       m.running = false;
       if (this.stopped) return;
       this.c.log.warn({ monitor: m.argv.join(' '), why, restartMs: m.delayMs }, 'kernel monitor ended; polling until it is back');
-      if (was) this.emit({ source: m.source, line: '(monitor ended)' });
+      if (was) this.emit({ source: m.source, line: MONITOR_ENDED });
       m.timer = setTimeout(() => this.spawn(m), m.delayMs);
       m.timer.unref();
       m.delayMs = Math.min(MAX_RESTART_MS, m.delayMs * 2);

@@ -16,7 +16,6 @@ export interface VxlanSpec {
   dev?: string;
 }
 
-
 /** The operations the fast data path needs; a fake stands in for it in unit tests. */
 export interface VxlanSys {
   getLink(name: string): Promise<LinkInfo | undefined>;
