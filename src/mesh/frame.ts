@@ -7,8 +7,15 @@ export const MAX_FRAME = 8 << 20;
 
 export class FrameError extends Error {}
 
+/** `msg` as a frame: its JSON written once, after the length, into one buffer. */
 export function encodeFrame(msg: unknown): Buffer {
-  return lengthPrefixed(Buffer.from(JSON.stringify(msg)));
+  const json = JSON.stringify(msg);
+  const len = Buffer.byteLength(json);
+  if (len > MAX_FRAME) throw new FrameError(`frame of ${len} bytes exceeds ${MAX_FRAME}`);
+  const out = Buffer.allocUnsafe(4 + len);
+  out.writeUInt32BE(len, 0);
+  out.write(json, 4);
+  return out;
 }
 
 /** Accumulates bytes and yields whole frames. */
@@ -65,7 +72,8 @@ export function parseFrame(body: Buffer): Record<string, unknown> {
 /** A 4-byte length prefix and `body`. */
 export function lengthPrefixed(body: Buffer): Buffer {
   if (body.length > MAX_FRAME) throw new FrameError(`frame of ${body.length} bytes exceeds ${MAX_FRAME}`);
-  const head = Buffer.alloc(4);
-  head.writeUInt32BE(body.length);
-  return Buffer.concat([head, body]);
+  const out = Buffer.allocUnsafe(4 + body.length);
+  out.writeUInt32BE(body.length, 0);
+  body.copy(out, 4);
+  return out;
 }
