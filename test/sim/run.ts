@@ -16,6 +16,7 @@ import { mock } from 'node:test';
 import { parseArgs } from 'node:util';
 import { setImmediate as realImmediate } from 'node:timers';
 import { performance } from 'node:perf_hooks';
+import { writeHeapSnapshot } from 'node:v8';
 import { createLogger } from '../../src/common/log';
 import { parseCidr } from '../../src/common/ip';
 import { IpamService, type IpamInit } from '../../src/ipam/service';
@@ -161,6 +162,8 @@ async function simulate(n: number, join: string, limitS: number, rate: number): 
     const wallS = Math.round((performance.now() - wall0) / 100) / 10;
     global.gc?.();
     const heapPer = (process.memoryUsage().heapUsed - heap0) / n;
+    // SIM_HEAPSNAPSHOT=FILE: what the converged routers hold, for a heap viewer
+    if (process.env.SIM_HEAPSNAPSHOT) process.stderr.write(`heap snapshot: ${writeHeapSnapshot(process.env.SIM_HEAPSNAPSHOT)}\n`);
     const sent = stats(peers.map((p) => p.out.bytes));
     const frames = stats(peers.map((p) => p.out.frames));
     const kinds = Object.fromEntries([...byKind].sort((x, y) => y[1] - x[1]).map(([k, b]) => [`sent as ${k} per router`, kb(b / n)]));
