@@ -34,7 +34,7 @@ export interface MeshInit {
   psk?: Buffer;
   /** Up to this many peers the mesh is full; beyond, each router keeps its preferred neighbours (default 100). */
   fullMeshUpTo?: number;
-  /** In a large mesh, how long a connection lives before it may be dropped as not preferred (default PRUNE_AFTER_MS, 3 s). */
+  /** In a large mesh, how long a connection lives before it may be dropped as not preferred (default 10 s). */
   pruneAfterMs?: number;
 }
 

@@ -35,8 +35,6 @@ export type { ConnectionView, MeshComponents, MeshEvents, MeshInit } from './mes
 
 /** Connections a router keeps at least, whatever the neighbour plan says. */
 export const MIN_DEGREE = 3;
-/** In a large mesh, how old a connection neither end prefers is before it is closed (MeshInit.pruneAfterMs). */
-export const PRUNE_AFTER_MS = 3000;
 const QUIET = new Set(['duplicate connection', 'connection to self', 'not a preferred neighbour']);
 /**
  * How long (at least; up to twice, jittered) a router that has synced already waits before it
@@ -65,9 +63,6 @@ export class Mesh implements Startable, PeerTargets {
   private readonly unicast: Unicast;
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly later = new Set<NodeJS.Timeout>();
-  /** The next prune (see prune) and when it is due. */
-  private pruneTimer: NodeJS.Timeout | undefined;
-  private pruneAt = Infinity;
   private closeServer: (() => Promise<void>) | undefined;
   private stopped = false;
 
@@ -239,7 +234,6 @@ export class Mesh implements Startable, PeerTargets {
     for (const t of this.later) clearTimeout(t);
     this.gossip.stop();
     clearTimeout(this.topoTimer);
-    clearTimeout(this.pruneTimer);
     this.conns.closeAll('router stopping');
     await this.closeServer?.();
   }
@@ -314,44 +308,15 @@ export class Mesh implements Startable, PeerTargets {
 
   private heartbeat(): void {
     const now = Date.now();
-    this.prune(now);
+    let established = this.conns.established;
     for (const c of this.conns.all()) {
       if (!c.established) continue;
       if (now - c.lastRecv > 3 * this.o.heartbeatMs) c.close(`no heartbeat for ${Math.round((now - c.lastRecv) / 1000)} s`, true);
-      else c.write({ t: 'hb' });
-    }
-  }
-
-  /**
-   * In a large mesh, closes the connections neither end prefers (both compute the same) once
-   * they are `pruneAfterMs` old, keeping MIN_DEGREE at least; a younger one gets a timer for
-   * the moment it comes of age. Run on heartbeats and on every reaction to the topology: a mesh
-   * growing past the full-mesh size otherwise carried the connections of the sizes it went
-   * through until a heartbeat after their age passed (in a simulated 1,000-router mesh forming
-   * at 100 a second, 120 connections on each of the first hundred routers to the end).
-   */
-  private prune(now: number): void {
-    if (!this.plan.large || this.stopped) return;
-    const after = this.o.pruneAfterMs ?? PRUNE_AFTER_MS;
-    let established = this.conns.established;
-    let next = Infinity;
-    for (const c of this.conns.all()) {
-      if (established <= MIN_DEGREE) return;
-      if (!c.established || this.plan.keeps(c.hello!.name)) continue;
-      if (now - c.establishedAt < after) next = Math.min(next, c.establishedAt + after);
-      else {
+      else if (this.plan.large && established > MIN_DEGREE && now - c.establishedAt > (this.o.pruneAfterMs ?? 10_000) && !this.plan.keeps(c.hello!.name)) {
+        // a large mesh: neither end prefers this connection, and both compute the same
         c.close('not a preferred neighbour', false);
         established--;
-      }
-    }
-    if (next < this.pruneAt) {
-      clearTimeout(this.pruneTimer);
-      this.pruneAt = next;
-      this.pruneTimer = setTimeout(() => {
-        this.pruneAt = Infinity;
-        this.pruneTimer = undefined;
-        this.prune(Date.now());
-      }, next - now);
+      } else c.write({ t: 'hb' });
     }
   }
 
@@ -415,7 +380,6 @@ export class Mesh implements Startable, PeerTargets {
     // mesh plans for its size early), or the peers this router was pointed at
     this.plan.update(Math.max(this.topology.size, this.maker.explicitCount() + 1, this.topology.largestPublished));
     this.own.publishPeersKnown();
-    this.prune(Date.now());
     // past the full-mesh size, routes are recomputed less often in proportion (each is a walk of
     // the whole graph; 1,000 routers reacting 20 times a second each is most of a forming mesh's CPU)
     this.topology.routesEveryMs = ROUTES_EVERY_MS * this.pastFullMesh();
