@@ -38,7 +38,8 @@ export class FrameReader {
     this.parts.push(chunk);
     this.partsLen += chunk.length;
     if (this.buf.length + this.partsLen < this.need) return [];
-    this.buf = Buffer.concat(this.buf.length ? [this.buf, ...this.parts] : this.parts);
+    // one chunk and nothing left over (most reads): its frames are read where they lie
+    this.buf = !this.buf.length && this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.buf.length ? [this.buf, ...this.parts] : this.parts);
     this.parts = [];
     this.partsLen = 0;
     const out: Buffer[] = [];
