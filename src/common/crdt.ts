@@ -119,7 +119,9 @@ export class VersionedMap<T> {
     if (e) {
       const h = entryHash(key, e);
       this.entries.set(key, e);
-      this.hashes.set(key, h);
+      // kept as a signed 32-bit value, which V8 holds unboxed (an unsigned one over 2^31 is a
+      // heap number per key); the sums are modulo 2^32, so subtracting either gives the same
+      this.hashes.set(key, h | 0);
       this.sums[b] = (this.sums[b]! + h) >>> 0;
       let keys = this.bucketKeys.get(b);
       if (!keys) this.bucketKeys.set(b, (keys = new Set()));
