@@ -139,6 +139,17 @@ describe('sandbox: 3 hosts, mesh, failures', { skip, concurrency: false, timeout
     await sb.disconnect(3);
     try {
       assert.equal(await sb.ping(a, c, 1), false, 'no traffic to a host that is cut off');
+      // once the mesh gives the connections up (three missed heartbeats), the summary counts
+      // host 3 as known but not reachable, as the report does
+      const cutOff = async () => {
+        const [s] = await sb.summaries();
+        return s !== undefined && !(s instanceof Error) && s.peers === 3 && s.reachable === 2;
+      };
+      assert.ok(await eventually(cutOff, 40_000, 500), 'host 1 sees host 3 known but unreachable within 40 s');
+      const [s] = await sb.summaries();
+      const r = await sb.report(1);
+      assert.ok(!(s instanceof Error));
+      assert.equal(s!.reachable, r.mesh.peers.filter((p) => p.reachable).length, 'summary and report agree on the reachable peers');
     } finally {
       await sb.reconnect(3);
     }
