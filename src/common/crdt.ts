@@ -191,7 +191,9 @@ export class VersionedMap<T> {
   /** Merges remote data; returns the entries that changed here (the delta to pass on), or undefined. */
   merge(data: MapData<T>): MapData<T> | undefined {
     let delta: MapData<T> | undefined;
-    for (const [k, e] of Object.entries(data)) {
+    for (const k in data) {
+      if (!Object.hasOwn(data, k)) continue;
+      const e = data[k]!;
       if (wins(e, this.entries.get(k))) {
         this.write(k, e);
         (delta ??= {})[k] = e;

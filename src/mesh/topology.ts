@@ -81,6 +81,9 @@ export class Topology implements Gossiper<TopoValue> {
    * The relay rules ask this for every neighbour of every relayed batch, so it is one lookup.
    */
   private readonly adj = new Map<string, Set<string>>();
+  /** This router's own keys: its entry, and the prefix of its edges. */
+  private readonly ownPeerKey: string;
+  private readonly ownEdgePrefix: string;
   /** Each peer name met in an edge key, once (see nameOf). */
   private readonly interned = new Map<string, string>();
   /** The peers with an entry (derived from the map). */
@@ -106,6 +109,8 @@ export class Topology implements Gossiper<TopoValue> {
     /** Called after a change (routes not yet recomputed). */
     private readonly changed: () => void,
   ) {
+    this.ownPeerKey = peerKey(self.name);
+    this.ownEdgePrefix = `e:${self.name}>`;
     this.relayView = {
       self: self.name,
       conns: (p) => this.out.get(p),
@@ -133,16 +138,17 @@ export class Topology implements Gossiper<TopoValue> {
 
   merge(data: MapData<TopoValue>, _from?: string): MapData<TopoValue> | undefined {
     const valid: MapData<TopoValue> = {};
-    for (const [k, e] of Object.entries(data)) {
-      if (!isTopoKey(k)) continue;
-      const isPeer = k.startsWith('p:');
+    for (const k in data) {
+      if (!Object.hasOwn(data, k) || !isTopoKey(k)) continue;
+      const e = data[k];
+      const own = k === this.ownPeerKey || k.startsWith(this.ownEdgePrefix);
       // most of what arrives is known already (several neighbours pass on each change):
       // an older or the same copy changes nothing, so it is neither checked nor merged
       const cur = this.map.get(k);
-      if (cur && typeof e?.v === 'number' && (e.v < cur.v || (e.v === cur.v && sameValue(e, cur))) && writerOf(k) !== this.self.name) continue;
-      const p = (isPeer ? peerSchema : edgeSchema).safeParse(e);
+      if (cur && typeof e?.v === 'number' && (e.v < cur.v || (e.v === cur.v && sameValue(e, cur))) && !own) continue;
+      const p = (k.startsWith('p:') ? peerSchema : edgeSchema).safeParse(e);
       if (!p.success) continue;
-      if (writerOf(k) === this.self.name) this.answerStale(k, p.data as Versioned<TopoValue>);
+      if (own) this.answerStale(k, p.data as Versioned<TopoValue>);
       else valid[k] = p.data as Versioned<TopoValue>;
     }
     const delta = this.map.merge(valid);
