@@ -32,9 +32,10 @@ export interface RelayView {
  * Which of `neighbours` get what came from `from` (written by `origin`, when the channel names
  * writers; `answered`: it came in answer to this router's digest). By sender without an origin
  * (`relayRule`). By writer with one:
- * - nothing to `origin`, nor to a neighbour of `origin` (it sent the change there itself; a
- *   connection newer than the change gets it from the writer's recent keys, see
- *   Topology.ownSince, or the digests);
+ * - nothing to `origin`, nor to a neighbour `origin` reports (it sent the change there itself;
+ *   a connection newer than the change gets it from the writer's recent keys, see
+ *   Topology.ownSince, or the digests). A router that alone reports a connection to `origin`
+ *   is not skipped: the writer may have just left it, and the change may say so;
  * - from a neighbour of `origin`, to a router two hops from it, only when `self` is the one
  *   of their common neighbours the pair designates: the lowest by a hash of it with the pair,
  *   so the work spreads and that router gets one copy instead of one from every common
@@ -73,7 +74,10 @@ export function relayTargets(v: RelayView, from: string, origin: string | undefi
   const selfBase = ringPlace(self) ^ o;
   const conns = (p: string) => v.conns(p);
   for (const to of neighbours) {
-    if (to === from || to === origin || v.adjacent(origin, to)) continue;
+    // the writer reached the neighbours it reports itself; one that only claims the writer may
+    // be one the writer has just left (its entry not yet updated), and this change may be the
+    // writer saying so: it is not skipped, and gets its copy from the designated relay below
+    if (to === from || to === origin || v.conns(origin)?.has(to)) continue;
     if (answered) {
       out.push(to);
       continue;

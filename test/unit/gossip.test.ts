@@ -148,6 +148,23 @@ test('relay rule by writer: on any connected graph every router gets the change,
   net.stop();
 });
 
+test('relay rule by writer: a router the writer has just left still gets the change, though its own stale entry still names the writer', () => {
+  // w closed its connection to x and says so (its tombstone is the change); x has not yet
+  // noticed and still reports w. x is no neighbour of w now: w's own broadcast missed it, so a
+  // relay must not skip x as "next to the writer" on x's word alone
+  const reports = new Map<string, Set<string>>([
+    ['w', new Set(['a', 'b'])],
+    ['x', new Set(['w', 'a'])],
+    ['a', new Set(['w', 'x'])],
+    ['b', new Set(['w'])],
+  ]);
+  const adjacentTo = (p: string) => new Set([...(reports.get(p) ?? []), ...[...reports].filter(([, s]) => s.has(p)).map(([q]) => q)]);
+  const view = (self: string) => ({ self, conns: (p: string) => reports.get(p), adjacent: (p: string, q: string) => adjacentTo(p).has(q), around: adjacentTo, degree: (p: string) => adjacentTo(p).size });
+  assert.deepEqual(relayTargets(view('a'), 'w', 'w', false, ['w', 'x']), ['x'], 'a passes it to x');
+  // a neighbour the writer itself reports got it from the writer: not sent again
+  assert.deepEqual(relayTargets(view('x'), 'a', 'w', false, ['w', 'a']), []);
+});
+
 test('topology: the largest count of peers a peer publishes is kept; it falls when that peer publishes less or is removed', () => {
   const t = new Topology({ name: 'a', uid: 'u1' }, () => undefined);
   const entry = (peers: number | undefined, v: number) => ({ nickname: 'N', uid: 'x', meta: peers === undefined ? {} : { peers }, v });
