@@ -7,7 +7,8 @@
  * (`--join random`, the default) or all at the first (`--join seed`); the run ends when every
  * router knows every peer as reachable, all hold the same IPAM ring, and each has allocated one
  * address from space of its own. Then one more router joins the converged mesh, and what that
- * join cost every other router is measured. `--seed N` (1 by default; `random` for none) fixes Math.random,
+ * join cost every other router is measured (10 s of traffic from the join, less the same 10 s
+ * one digest refresh period earlier). `--seed N` (1 by default; `random` for none) fixes Math.random,
  * so two runs of one size, say before and after a change, are the same run. Printed per size: virtual seconds and wall seconds
  * to convergence, bytes and frames sent per router (mean and max), heap per router, and the
  * join's cost per existing router (mean and max bytes received and sent).
@@ -25,6 +26,8 @@ import { MemNet } from './memnet';
 import { seededRandom } from '../helpers/rng';
 
 const log = createLogger({ name: 'sim', level: 'silent' });
+/** How often each router sends its digests to every neighbour. */
+const REFRESH_MS = 30_000;
 const range = parseCidr('10.32.0.0/12')!;
 
 interface Peer {
@@ -60,7 +63,7 @@ function makePeer(net: MemNet, i: number, targets: string[], init: IpamInit): Pe
         } else inn.bytes += bytes;
       },
     },
-    { port: 6783, listenAddr: ip, advertise: `${ip}:6783`, heartbeatMs: 5000, refreshMs: 30_000, retryMinMs: 1000, retryMaxMs: 60_000, handshakeMs: 5000, maxConnections: 200, maxPending: 64, maxPendingPerHost: 16 },
+    { port: 6783, listenAddr: ip, advertise: `${ip}:6783`, heartbeatMs: 5000, refreshMs: REFRESH_MS, retryMinMs: 1000, retryMaxMs: 60_000, handshakeMs: 5000, maxConnections: 200, maxPending: 64, maxPendingPerHost: 16 },
   );
   mesh.setTargets('flags', targets);
   const ipam = new IpamService(
@@ -173,11 +176,12 @@ async function simulate(n: number, join: string, limitS: number, rate: number): 
     let joinRow: Record<string, string | number> = {};
     if (done) {
       await advance(35_000); // let periodic traffic settle so the measurement window holds the join only
+      // the baseline: the same 10 s one refresh period earlier, so it holds the same periodic
+      // traffic (each router's digests every REFRESH_MS, heartbeats every 5 s) as the join's window
       const before = peers.map((p) => ({ out: p.out.bytes, in: p.in.bytes }));
-      const baseline = await (async () => {
-        await advance(10_000);
-        return peers.map((p, k) => ({ out: p.out.bytes - before[k]!.out, in: p.in.bytes - before[k]!.in }));
-      })();
+      await advance(10_000);
+      const baseline = peers.map((p, k) => ({ out: p.out.bytes - before[k]!.out, in: p.in.bytes - before[k]!.in }));
+      await advance(REFRESH_MS - 10_000);
       const mid = peers.map((p) => ({ out: p.out.bytes, in: p.in.bytes }));
       const newcomer = makePeer(net, n, [`${ipOf(Math.floor(Math.random() * n))}:6783`], { mode: 'consensus', size: 2 });
       await startPeer(newcomer);
@@ -186,7 +190,7 @@ async function simulate(n: number, join: string, limitS: number, rate: number): 
       while (!converged(all) && Date.now() - j0 < 60_000) await advance(250);
       const joinS = (Date.now() - j0) / 1000;
       await advance(Math.max(0, 10_000 - (Date.now() - j0)));
-      // cost over a 10 s window, less what the same window cost without a join
+      // cost over a 10 s window, less what the 10 s one refresh period earlier cost without a join
       const cost = peers.map((p, k) => ({ in: p.in.bytes - mid[k]!.in - baseline[k]!.in, out: p.out.bytes - mid[k]!.out - baseline[k]!.out }));
       const rin = stats(cost.map((c) => Math.max(0, c.in)));
       const rout = stats(cost.map((c) => Math.max(0, c.out)));
