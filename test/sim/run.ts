@@ -107,14 +107,17 @@ async function advance(ms: number, step = 5): Promise<void> {
   }
 }
 
+/** A router's ring, comparable between routers. */
+const ringOf = (p: Peer) => JSON.stringify([...p.ipam.ring.sizes()].sort());
+
 function converged(peers: Peer[]): boolean {
   const n = peers.length;
-  const ring0 = JSON.stringify([...peers[0]!.ipam.ring.sizes()].sort());
+  const ring0 = ringOf(peers[0]!);
   return peers.every((p) => {
     if (!p.allocated) return false;
     // every peer known and reachable (the routes' reachable set holds known peers only)
     if (p.mesh.topology.size !== n || p.mesh.routes.reachable.size !== n) return false;
-    return JSON.stringify([...p.ipam.ring.sizes()].sort()) === ring0;
+    return ringOf(p) === ring0;
   });
 }
 
@@ -147,7 +150,9 @@ async function simulate(n: number, join: string, limitS: number, rate: number): 
       const conns = stats(counts);
       const names = stats(peers.map((p) => p.mesh.topology.size));
       const hubs = counts.map((c, i) => [c, i]).sort((a, b) => b[0]! - a[0]!).slice(0, 3).map(([c, i]) => `#${i} ${c}`).join(', ');
-      process.stderr.write(`  virtual ${((Date.now() - v0) / 1000).toFixed(2)} s, wall ${((performance.now() - wall0) / 1000).toFixed(0)} s: ${peers.filter((p) => p.started).length} started, known mean ${names.mean.toFixed(0)}, reachable mean ${known.mean.toFixed(0)}, connections mean ${conns.mean.toFixed(1)} (most: ${hubs}), allocated ${peers.filter((p) => p.allocated).length}, heap ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(0)} MiB\n`);
+      const ring0 = ringOf(peers[0]!);
+      const rings = peers.filter((p) => p.started && ringOf(p) === ring0).length;
+      process.stderr.write(`  virtual ${((Date.now() - v0) / 1000).toFixed(2)} s, wall ${((performance.now() - wall0) / 1000).toFixed(0)} s: ${peers.filter((p) => p.started).length} started, known mean ${names.mean.toFixed(0)}, reachable mean ${known.mean.toFixed(0)}, connections mean ${conns.mean.toFixed(1)} (most: ${hubs}), allocated ${peers.filter((p) => p.allocated).length}, ring as #0's ${rings}, heap ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(0)} MiB\n`);
     };
     // `rate` a second, in index order
     for (const p of peers) {
