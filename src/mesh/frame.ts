@@ -10,11 +10,16 @@ export class FrameError extends Error {}
 /** `msg` as a frame: its JSON written once, after the length, into one buffer. */
 export function encodeFrame(msg: unknown): Buffer {
   const json = JSON.stringify(msg);
-  const len = Buffer.byteLength(json);
+  const out = withHead(Buffer.byteLength(json));
+  out.write(json, 4);
+  return out;
+}
+
+/** A buffer for a body of `len` bytes, its length head written; FrameError over the limit. */
+function withHead(len: number): Buffer {
   if (len > MAX_FRAME) throw new FrameError(`frame of ${len} bytes exceeds ${MAX_FRAME}`);
   const out = Buffer.allocUnsafe(4 + len);
   out.writeUInt32BE(len, 0);
-  out.write(json, 4);
   return out;
 }
 
@@ -72,9 +77,7 @@ export function parseFrame(body: Buffer): Record<string, unknown> {
 
 /** A 4-byte length prefix and `body`. */
 export function lengthPrefixed(body: Buffer): Buffer {
-  if (body.length > MAX_FRAME) throw new FrameError(`frame of ${body.length} bytes exceeds ${MAX_FRAME}`);
-  const out = Buffer.allocUnsafe(4 + body.length);
-  out.writeUInt32BE(body.length, 0);
+  const out = withHead(body.length);
   body.copy(out, 4);
   return out;
 }
