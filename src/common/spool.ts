@@ -11,6 +11,7 @@ import { nodeCrypto } from './lazy';
 import { join } from 'node:path';
 import { writeFileAtomic } from './fsutil';
 import { attachmentId, type AttachmentKey } from './api';
+import { isoTime } from './time';
 
 export const DEFAULT_STATE_DIR = '/var/lib/weft';
 export const SPOOL_SUBDIR = 'pending-release';
@@ -38,7 +39,7 @@ export interface PendingRelease extends AttachmentKey {
 export async function spoolRelease(dir: string, key: AttachmentKey): Promise<string> {
   await fs.mkdir(dir, { recursive: true, mode: 0o700 });
   const name = nodeCrypto().createHash('sha1').update(attachmentId(key)).digest('hex').slice(0, 20) + '.json';
-  const rec: PendingRelease = { network: key.network, containerId: key.containerId, ifname: key.ifname, recordedAt: new Date().toISOString() };
+  const rec: PendingRelease = { network: key.network, containerId: key.containerId, ifname: key.ifname, recordedAt: isoTime() };
   const path = join(dir, name);
   await writeFileAtomic(path, JSON.stringify(rec));
   return path;

@@ -27,6 +27,7 @@ import {
   parseCidr,
   type Cidr,
 } from '../common/ip';
+import { isoTime } from '../common/time';
 
 /** The parts of the allocation range this peer may hand out. */
 export interface Space {
@@ -148,7 +149,7 @@ export class Allocator {
       if (fits) {
         // createdAt is when an ADD last handed this allocation out: a release the plugin recorded
         // before this ADD (src/router/spool.ts compares the two) must not undo it
-        existing.rec = { ...existing.rec, ...defined(extra), createdAt: new Date().toISOString() };
+        existing.rec = { ...existing.rec, ...defined(extra), createdAt: isoTime() };
         return existing.rec;
       }
       this.remove(existing);
@@ -162,7 +163,7 @@ export class Allocator {
       address: formatAddr({ addr, prefix: subnet.prefix }),
       ...defined(extra),
       bridge: extra.bridge,
-      createdAt: new Date().toISOString(),
+      createdAt: isoTime(),
     };
     const e = { rec, addr };
     this.byKey.set(id, e);

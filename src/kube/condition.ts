@@ -10,6 +10,7 @@ import { KubeApiError } from '../common/errors';
 import { sleepUnless, type Startable } from '../common/lifecycle';
 import type { Logger } from '../common/log';
 import type { KubeObject } from './client';
+import { isoTime } from '../common/time';
 
 export const CONDITION_TYPE = 'NetworkUnavailable';
 export const CONDITION_REASON = 'WeftIsUp';
@@ -80,7 +81,7 @@ export class NodeCondition implements Startable {
       this.c.log.debug({ node: this.c.nodeName }, `${CONDITION_TYPE} already False`);
       return;
     }
-    const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+    const now = isoTime().replace(/\.\d+Z$/, 'Z');
     const patch = {
       status: {
         conditions: [{ type: CONDITION_TYPE, status: 'False', reason: CONDITION_REASON, message: 'weft is running on this node', lastTransitionTime: now, lastHeartbeatTime: now }],

@@ -18,6 +18,7 @@ import { Timers, type Startable } from '../common/lifecycle';
 import type { Logger } from '../common/log';
 import type { NodeWatch } from './peers';
 import { trimTombstones, type LastReclaim, type PeerRecord, type RecordStore } from './record';
+import { isoTime } from '../common/time';
 
 export interface ReclaimComponents {
   /** This router's peer name. */
@@ -72,7 +73,7 @@ export class Reclaimer implements Startable {
   }
 
   private iso(ms = this.now()): string {
-    return new Date(ms).toISOString();
+    return isoTime(ms);
   }
 
   /** Follows Node deletions (the router registered itself with `registerAndDecide` before IPAM loaded). */
@@ -233,7 +234,7 @@ export type IpamStateDecision = { decision: 'wipe' | 'keep'; reason: string };
  */
 export async function registerAndDecide(c: { record: RecordStore; log: Logger }, o: { self: string; nodeName: string; now?: () => number }): Promise<IpamStateDecision> {
   let decided: IpamStateDecision = { decision: 'keep', reason: '' };
-  const at = new Date((o.now ?? Date.now)()).toISOString();
+  const at = isoTime((o.now ?? Date.now)());
   await c.record.update((r) => {
     decided = decideFromRecord(r, o);
     const cur = r.peers[o.self];

@@ -12,6 +12,7 @@ import { KubeApiError } from '../common/errors';
 import { sleepUnless } from '../common/lifecycle';
 import type { Logger } from '../common/log';
 import type { KubeObject } from './client';
+import { byText } from '../common/order';
 
 export const RECORD_NAME = 'weft-peers';
 export const RECORD_KEY = 'peers.json';
@@ -160,6 +161,6 @@ export class RecordStore {
 
 /** Drops the oldest tombstones beyond MAX_TOMBSTONES. */
 export function trimTombstones(r: PeerRecord): void {
-  const names = Object.keys(r.reclaimed).sort((a, b) => r.reclaimed[a]!.at.localeCompare(r.reclaimed[b]!.at));
+  const names = Object.keys(r.reclaimed).sort((a, b) => byText(r.reclaimed[a]!.at, r.reclaimed[b]!.at));
   for (const n of names.slice(0, Math.max(0, names.length - MAX_TOMBSTONES))) delete r.reclaimed[n];
 }

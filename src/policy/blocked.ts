@@ -8,6 +8,7 @@
 import type { Logger } from '../common/log';
 import type { Nft, NftJsonSet } from '../sys/nft';
 import { BLOCKED_SETS, FAMILY, TABLE } from './ruleset';
+import { isoTime } from '../common/time';
 
 export type Direction = 'ingress' | 'egress';
 
@@ -54,7 +55,7 @@ export class BlockedLog {
 
   /** Lists both sets, logs what is new (at most `burst` lines), forgets what expired; returns what is new. */
   async poll(names: ReadonlyMap<string, string>): Promise<BlockedConnection[]> {
-    const now = new Date().toISOString();
+    const now = isoTime();
     const present = new Set<string>();
     const fresh: BlockedConnection[] = [];
     for (const direction of ['ingress', 'egress'] as const) {

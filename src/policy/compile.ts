@@ -27,6 +27,7 @@ import type { PolicyInput } from './model';
 import { SET_NAMES, type Elements, type SetName } from './ruleset';
 import { EVERYTHING, ip, num, pkText, Sink, type PolicySummary, type SelectedPod } from './sink';
 import { World, worldKey } from './world';
+import { byText } from '../common/order';
 
 export type { PolicySummary, SelectedPod } from './sink';
 export { namedPort } from './world';
@@ -114,7 +115,7 @@ function finish(s: Sink, input: PolicyInput, world: World): PolicyPlan {
   }
   return {
     elements: flat as unknown as Elements,
-    pods: [...s.selected.values()].sort((x, y) => (x.namespace + x.name).localeCompare(y.namespace + y.name)),
+    pods: [...s.selected.values()].sort((x, y) => byText(x.namespace + x.name, y.namespace + y.name)),
     policies: s.policies,
     warnings: s.warningList(),
     names: world.names,

@@ -19,6 +19,7 @@ import { BlockedLog, type BlockedConnection } from './blocked';
 import { Compiler, type PolicyPlan, type PolicySummary, type SelectedPod } from './compile';
 import type { PolicyInput } from './model';
 import { CHAINS, DROP_COUNT_SETS, FAMILY, RULE_COUNT, SET_NAMES, STATIC_SETS, TABLE, renderDiff, renderFull, renderRemove, type Elements } from './ruleset';
+import { isoTime } from '../common/time';
 
 /** What the engine uses from the rest of the router. */
 export interface PolicyEngineComponents {
@@ -174,7 +175,7 @@ export class PolicyEngine implements Startable {
       this.plan = plan;
       this.lastInput = job.input;
       const seconds = (performance.now() - job.since) / 1000;
-      this.lastApply = { at: new Date().toISOString(), seconds, kind, changes, compileSeconds: (t1 - t0) / 1000, writeSeconds: (t2 - t1) / 1000 };
+      this.lastApply = { at: isoTime(), seconds, kind, changes, compileSeconds: (t1 - t0) / 1000, writeSeconds: (t2 - t1) / 1000 };
       this.lastError = undefined;
       this.retryMs = 0;
       this.c.enforced?.(seconds);

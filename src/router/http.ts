@@ -100,7 +100,11 @@ export class ApiServer {
     await fs.mkdir(dirname(path), { recursive: true, mode: 0o755 });
     if (await socketAlive(path)) throw new Error(`another router already answers on ${path}`);
     await fs.rm(path, { force: true });
-    const server = createServer((req, res) => void this.handle(req, res));
+    const server = createServer((req, res) => {
+      // no Date header: formatting it pages in the executable's ICU data (src/common/time.ts)
+      res.sendDate = false;
+      void this.handle(req, res);
+    });
     this.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);

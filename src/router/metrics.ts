@@ -186,6 +186,7 @@ export class Metrics {
     const m = /^(.*):(\d+)$/.exec(addr);
     if (!m) throw new Error(`--metrics-addr ${addr} is not HOST:PORT`);
     const server = createServer((req, res) => {
+      res.sendDate = false; // see src/router/http.ts
       void (async () => {
         try {
           if (req.url === '/metrics') {

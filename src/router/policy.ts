@@ -17,6 +17,7 @@ import type { LocalPod } from '../policy/model';
 import { PolicySource, type PolicyResource, type PolicySourceInit, type PolicySourceStatus, type WatchedObjects } from '../policy/source';
 import { Nft } from '../sys/nft';
 import type { ApiServer } from './http';
+import { byText } from '../common/order';
 
 /** GET /v1/policy. Field names are stable: scripts read them. */
 export interface PolicyReport {
@@ -53,7 +54,7 @@ export function localPods(records: readonly AllocationRecord[]): LocalPod[] {
   return records
     .filter((r) => r.network !== GATEWAY_NETWORK)
     .map((r) => ({ ip: addressOf(r.address), ...(r.pod?.namespace ? { namespace: r.pod.namespace } : {}), ...(r.pod?.name ? { name: r.pod.name } : {}) }))
-    .sort((a, b) => a.ip.localeCompare(b.ip));
+    .sort((a, b) => byText(a.ip, b.ip));
 }
 
 /** This host's addresses on the pod network: the bridge's gateways and exposed addresses. */

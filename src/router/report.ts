@@ -8,6 +8,7 @@ import type { TargetView } from '../mesh/connection-maker';
 import type { ConnectionView } from '../mesh/mesh';
 import type { PeerView } from '../mesh/topology';
 import { processesStarted } from '../sys/spawn';
+import { byText } from '../common/order';
 
 /** A connection to a peer as this router sees it. */
 export interface ConnectionReport {
@@ -225,7 +226,7 @@ export function buildReport(s: ReportSources): Report {
       targets: s.mesh.targetList().filter((t) => t.explicit).map((t) => t.addr),
       connections: connectionReports(s),
       peers: [...peers]
-        .sort((a, b) => (a.name === self ? -1 : b.name === self ? 1 : a.nickname.localeCompare(b.nickname)))
+        .sort((a, b) => (a.name === self ? -1 : b.name === self ? 1 : byText(a.nickname, b.nickname)))
         .map((p) => ({ name: p.name, nickname: p.nickname, uid: p.uid, connections: p.conns, reachable: p.reachable })),
     },
     ipam: {

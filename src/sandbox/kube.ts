@@ -23,6 +23,7 @@ import { sleep } from './pool';
 import type { HostRecord, SandboxState } from './state';
 import { netnsPath, SandboxError, UNDERLAY_BRIDGE } from './types';
 import { exists, fmtMs, tail } from './util';
+import { isoTime } from '../common/time';
 
 /** Where the API server listens inside the underlay namespace. */
 export const KUBE_API_ADDRESS = '172.30.0.1';
@@ -78,7 +79,7 @@ export async function spawnApiServer(sb: SandboxCore, deadlineMs: number, signal
   if (isApiServer(st)) throw new SandboxError(`the API server already runs (pid ${k.pid})`);
   await fs.rm(k.socket, { force: true });
   await fs.rm(k.kubeconfig, { force: true });
-  await fs.appendFile(k.logFile, `--- ${new Date().toISOString()} ${st.weft} ${k.argv.join(' ')}\n`);
+  await fs.appendFile(k.logFile, `--- ${isoTime()} ${st.weft} ${k.argv.join(' ')}\n`);
   k.pid = await spawnDetached(st.weft, k.argv, { netns: netnsPath(st.underlay.netns), logFile: k.logFile });
   await sb.persist();
   const deadline = Date.now() + deadlineMs;

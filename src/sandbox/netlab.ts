@@ -16,6 +16,7 @@ import { ipBatch, run } from '../sys/exec';
 import { spawnDetached } from '../sys/process';
 import { mapPool } from './pool';
 import { netnsPath } from './types';
+import { isoTime } from '../common/time';
 
 /** The shared segment: a bridge in a namespace of its own. */
 export interface UnderlaySpec {
@@ -113,6 +114,6 @@ export function routerArgv(s: RouterSpec): string[] {
  * appended to `logFile` after a line naming the command), and returns its pid.
  */
 export async function spawnRouter(weft: string, argv: readonly string[], o: { netnsPath: string; logFile: string; env?: Record<string, string> }): Promise<number> {
-  await fs.appendFile(o.logFile, `--- ${new Date().toISOString()} ${weft} ${argv.join(' ')}\n`, { mode: 0o600 });
+  await fs.appendFile(o.logFile, `--- ${isoTime()} ${weft} ${argv.join(' ')}\n`, { mode: 0o600 });
   return spawnDetached(weft, argv, { netns: o.netnsPath, logFile: o.logFile, env: o.env });
 }

@@ -10,6 +10,7 @@ import { probeMatrix, specName, type MatrixDeadlines, type MatrixPod, type Matri
 import { runCaptured } from '../sys/process';
 import type { SandboxCore } from './base';
 import { netnsPath, SandboxError } from './types';
+import { byText } from '../common/order';
 
 export interface ProbedPod extends MatrixPod {
   /** The sandbox pod's namespace, e.g. wsb-h1-p1. */
@@ -47,14 +48,14 @@ export function servedSpecs(sb: SandboxCore): MatrixSpec[] {
   const all = new Set(sb.pods.flatMap((p) => p.k8s?.ports ?? []));
   return [...all]
     .map((s) => ({ protocol: s.split('/')[0] as 'tcp' | 'udp', port: Number(s.split('/')[1]) }))
-    .sort((a, b) => a.protocol.localeCompare(b.protocol) || a.port - b.port);
+    .sort((a, b) => byText(a.protocol, b.protocol) || a.port - b.port);
 }
 
 export async function probeSandbox(sb: SandboxCore, specs?: MatrixSpec[], deadlines?: MatrixDeadlines): Promise<ProbeOutcome> {
   const t0 = Date.now();
   const st = sb.record;
   if (!st) throw new SandboxError(`no sandbox with prefix ${sb.prefix}`);
-  const pods = probedPods(sb).sort((a, b) => a.key.localeCompare(b.key));
+  const pods = probedPods(sb).sort((a, b) => byText(a.key, b.key));
   if (pods.length === 0) throw new SandboxError('no Kubernetes pods in the sandbox to probe (create them with --manifests DIR or weft sandbox apply FILE)');
   const use = specs ?? servedSpecs(sb);
   if (use.length === 0) throw new SandboxError('no pod declares a port; give --ports');

@@ -42,6 +42,7 @@ import {
   type UpResult,
 } from './types';
 import { describeMesh, exists, fmtMs, podNo } from './util';
+import { isoTime } from '../common/time';
 
 export class Sandbox extends SandboxCore {
   /** A sandbox handle with its state file loaded (if there is one). */
@@ -82,7 +83,7 @@ export class Sandbox extends SandboxCore {
       version: 1,
       prefix: this.prefix,
       dir: this.dir,
-      createdAt: new Date().toISOString(),
+      createdAt: isoTime(),
       mtu: o.mtu,
       weft: o.weft,
       plugin: o.plugin,
@@ -111,7 +112,7 @@ export class Sandbox extends SandboxCore {
       );
       if (o.kube) await phase('nodes', () => waitNodesReady(this, o.deadlineMs, signal), (n) => `NetworkUnavailable=False on ${n.map((c) => c.node).join(', ')}`);
       if (manifests) await phase('manifests', () => applyKube(this, manifests, { deadlineMs: o.deadlineMs, signal }), describeApplied);
-      this.st.readyAt = new Date().toISOString();
+      this.st.readyAt = isoTime();
       await this.save();
       return { phases, neigh, mesh, hosts: this.hosts, pods: this.pods, ms: Date.now() - t0 };
     } catch (e) {
@@ -183,7 +184,7 @@ export class Sandbox extends SandboxCore {
   private async spawnRouter(h: HostRecord): Promise<void> {
     await fs.mkdir(h.dir, { recursive: true, mode: 0o700 });
     h.pid = await spawnRouter(this.st.weft, h.routerArgv, { netnsPath: netnsPath(h.netns), logFile: h.logFile });
-    h.startedAt = new Date().toISOString();
+    h.startedAt = isoTime();
     await this.save();
   }
 

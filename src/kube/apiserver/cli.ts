@@ -9,6 +9,7 @@ import type { CliIo } from '../../cli/main';
 import { writeKubeconfig } from './kubeconfig';
 import { startApiServer, type RunningApiServer } from './server';
 import { resourceByPlural, type KubeObject } from './types';
+import { isoTime } from '../../common/time';
 
 export const KUBE_APISERVER_HELP = `Usage: weft kube-apiserver --listen HOST:PORT [options]
 
@@ -41,7 +42,7 @@ export function nodeFor(name: string, internalIp: string): KubeObject {
         { type: 'InternalIP', address: internalIp },
         { type: 'Hostname', address: name },
       ],
-      conditions: [{ type: 'Ready', status: 'True', reason: 'KubeletReady', message: 'sandbox host', lastTransitionTime: new Date().toISOString().replace(/\.\d+Z$/, 'Z') }],
+      conditions: [{ type: 'Ready', status: 'True', reason: 'KubeletReady', message: 'sandbox host', lastTransitionTime: isoTime().replace(/\.\d+Z$/, 'Z') }],
     },
   };
 }

@@ -28,6 +28,8 @@ import {
   type KubeObject,
   type ResourceType,
 } from './types';
+import { byText } from '../../common/order';
+import { isoTime } from '../../common/time';
 
 export type EventType = 'ADDED' | 'MODIFIED' | 'DELETED' | 'ERROR';
 
@@ -114,7 +116,7 @@ export class ObjectStore {
     const items = [...this.objects.entries()]
       .filter(([k, o]) => k.startsWith(`${sel.type.plural}/`) && selects(c, sel.type.plural, o))
       .map(([, o]) => structuredClone(o))
-      .sort((a, b) => `${a.metadata.namespace}/${a.metadata.name}`.localeCompare(`${b.metadata.namespace}/${b.metadata.name}`));
+      .sort((a, b) => byText(`${a.metadata.namespace}/${a.metadata.name}`, `${b.metadata.namespace}/${b.metadata.name}`));
     return { items, resourceVersion: String(this.rv) };
   }
 
@@ -131,7 +133,7 @@ export class ObjectStore {
     const key = keyOf(t.plural, meta.namespace, name);
     if (this.objects.has(key)) throw alreadyExists(t, name);
     meta.uid = randomUUID();
-    meta.creationTimestamp = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+    meta.creationTimestamp = isoTime().replace(/\.\d+Z$/, 'Z');
     delete meta.deletionTimestamp;
     return this.commit('ADDED', t, key, obj);
   }
