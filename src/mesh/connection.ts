@@ -12,7 +12,7 @@ import type { Logger } from '../common/log';
 import { HandshakeError } from '../common/errors';
 import { encodeFrame, FrameError, FrameReader } from './frame';
 import { SecureChannel } from './secure-channel';
-import { byeSchema, helloSchema, parseMessage, PROTOCOL, PROTOCOL_MAX, PROTOCOL_MIN, type Hello, type Message } from './protocol';
+import { byeSchema, COMPRESSED_FRAMES, helloSchema, parseMessage, PROTOCOL, PROTOCOL_MAX, PROTOCOL_MIN, type Hello, type Message } from './protocol';
 
 /** This router's identity, as its hello carries it. */
 export interface SelfIdentity {
@@ -129,9 +129,14 @@ export class Connection {
     return !this.established && !this.closed;
   }
 
+  /** Whether the peer reads compressed frames (known from its hello). */
+  get readsCompressed(): boolean {
+    return (this.hello?.max ?? 1) >= COMPRESSED_FRAMES;
+  }
+
   write(msg: unknown): void {
     if (this.closed || this.socket.destroyed) return;
-    this.writeEncoded(encodeFrame(msg), kindOf(msg));
+    this.writeEncoded(encodeFrame(msg, this.readsCompressed), kindOf(msg));
   }
 
   /** Writes a frame encoded once for many connections. */

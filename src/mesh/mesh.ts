@@ -323,12 +323,13 @@ export class Mesh implements Startable, PeerTargets {
   // ---- gossip and unicast ---------------------------------------------------------------
 
   private broadcast(f: GossipFrame, skip?: (peer: string) => boolean): void {
-    let frame: Buffer | undefined;
+    // encoded once per kind of reader: compressed for peers that read it, plain for the others
+    const frames: [Buffer?, Buffer?] = [];
     const kind = kindOf(f);
     for (const c of this.conns.all()) {
       if (!c.established || (skip && skip(c.hello!.name))) continue;
-      frame ??= encodeFrame(f);
-      c.writeEncoded(frame, kind);
+      const z = c.readsCompressed ? 1 : 0;
+      c.writeEncoded((frames[z] ??= encodeFrame(f, z === 1)), kind);
     }
   }
 

@@ -6,10 +6,15 @@ import * as z from 'zod/mini';
 
 export const PROTOCOL = 'weft';
 export const PROTOCOL_MIN = 1;
-/** 2: digests may have more buckets than BUCKETS (a peer of 1 reads 64 only; see Gossip.digest). */
-export const PROTOCOL_MAX = 2;
+/**
+ * 2: digests may have more buckets than BUCKETS (a peer of 1 reads 64 only; see Gossip.digest).
+ * 3: large frames may be compressed (frame.ts).
+ */
+export const PROTOCOL_MAX = 3;
 /** The first version whose peers read digests finer than BUCKETS. */
 export const FINE_DIGESTS = 2;
+/** The first version whose peers read compressed frames. */
+export const COMPRESSED_FRAMES = 3;
 
 /** First frame each side sends. */
 export const helloSchema = z.object({
