@@ -89,7 +89,8 @@ export async function ipJson<T>(args: readonly string[], opts: RunOptions = {}):
  * object that exists already are the cases callers act on.
  */
 export function classify(message: string, stderr: string, code: number | null, netns?: string): SysError {
-  if (netns && /^nsenter: (cannot open|reassociate to namespace)/m.test(stderr)) {
+  // nsenter's words, or ip -n's (src/sys/warm.ts)
+  if (netns && /^(nsenter: (cannot open|reassociate to namespace)|Cannot open network namespace|setting the network namespace)/m.test(stderr)) {
     return new NetnsNotFoundError(`network namespace ${netns} does not exist or cannot be entered`, stderr, code);
   }
   const arg = /argument "([^"]*)" is wrong: Invalid "?netns"? value/.exec(stderr);

@@ -78,8 +78,14 @@ interface Proc {
   dead: boolean;
 }
 
-/** The shell that waits in a pod's place: first line of stdin is the namespace path. */
-const POD_SHELL = 'IFS= read -r ns && exec nsenter --net="$ns" -- ip "$@" -batch -';
+/**
+ * The shell that waits in a pod's place: first line of stdin is the namespace path. `ip -n`
+ * enters it by itself, one exec fewer than nsenter then ip (0.7 ms of ~2 ms, measured with
+ * farm-bench); it takes a name under /var/run/netns, so an absolute path is given as one
+ * relative to that directory. Without the directory, or for a relative path, nsenter does it.
+ */
+const POD_SHELL =
+  'IFS= read -r ns && case $ns in /*) [ -d /var/run/netns ] && exec ip -n "../../..$ns" "$@" -batch - ;; esac; exec nsenter --net="$ns" -- ip "$@" -batch -';
 
 function kindOf(opts: IpBatchOptions): Kind {
   const pod = opts.netns !== undefined;

@@ -52,7 +52,7 @@ export const STEPS: Step[] = [
   { label: '    allocate (memory + fsync)', of: r('allocate') },
   { label: '    release (memory + fsync)', of: r('release') },
   { label: '      of which fsync (group commit)', of: r('fsync') },
-  { label: '    pod end: warm `nsenter ip -batch` (address, up, route)', of: r('podLink') },
+  { label: '    pod end: warm `ip -n NETNS -batch` (address, up, route)', of: r('podLink') },
   { label: '    CHECK: host and pod `ip -json` reads, in parallel', of: r('inspect') },
   { label: '  socket and JSON, both ways (round trip less router)', of: (t) => (t.trace.router?.total !== undefined ? (d(t, 'request', 'answer') ?? NaN) - t.trace.router.total : undefined) },
   { label: 'result printed', of: (t) => d(t, 'answer', 'end') },

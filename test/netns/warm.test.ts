@@ -35,6 +35,7 @@ test('warm ip: batches in a pod namespace, JSON reads, typed failures, a deadlin
     await assert.rejects(w.batch(['link add wt0 type veth peer name wt2'], { netns: ns.path }), ExistsError);
     await assert.rejects(w.batch(['link set nosuch0 up'], { netns: ns.path }), LinkNotFoundError);
     await assert.rejects(w.batch(['link show'], { netns: `${ns.path}-gone` }), NetnsNotFoundError);
+    await assert.rejects(w.batch(['link show'], { netns: '/etc/hostname' }), NetnsNotFoundError, 'a file that is no namespace');
     await assert.rejects(w.batch(['link show'], { netns: '/x\nlink del wt0' }), EnvError);
     assert.deepEqual(ns.addrs('wt0'), ['10.9.0.1/24'], 'a refused path ran nothing');
     const raw = await w.batchRaw(['link show dev wt1', 'link show dev nosuch0'], { netns: ns.path, json: true });
