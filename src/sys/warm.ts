@@ -6,10 +6,10 @@
  * /bin/true from a warm Node 24), which is more than the netlink work of a whole CNI ADD. So
  * the router keeps a few processes waiting on their stdin: `ip -batch -` for its own namespace,
  * and for a pod's namespace a shell that reads the namespace path as its first line and then
- * execs `nsenter --net=PATH ip -batch -` (the path is a shell variable, never interpreted). A
+ * execs `ip -n` into it (POD_SHELL; the path is a shell variable, never interpreted). A
  * request writes its lines and closes stdin, so it pays for the netlink work and, in a pod,
- * one exec of nsenter and ip; an ADD sends the path first (`enter`), so those execs run while
- * it makes the pair. A used process exits; a new one is started shortly after, off
+ * one exec of ip; an ADD sends the path first (`enter`), so that exec runs while it makes the
+ * pair. A used process exits; a new one is started shortly after, off
  * the request's path. When none is waiting (a burst), one is started on the spot, which costs
  * what a plain spawn costs. Idle processes use no CPU and exit with the router (their stdin
  * closes).
@@ -43,7 +43,7 @@ export interface IpRunner {
   batchRaw(lines: readonly string[], opts?: IpBatchOptions): Promise<RawResult>;
   /**
    * A batch in `opts.netns` whose process enters the namespace now and gets its lines later,
-   * so the entering (an exec of nsenter and one of ip) overlaps the caller's other work.
+   * so the entering (an exec of ip) overlaps the caller's other work.
    * Exactly one of `batch` or `cancel` must follow; the deadline counts from `batch`.
    */
   enter(opts: IpBatchOptions & { netns: string }): EnteredBatch;
@@ -100,7 +100,7 @@ function argvOf(k: Kind): string[] {
 
 function shownOf(k: Kind, netns: string | undefined): string {
   const ip = `ip${k.json ? ' -json' : ''} -batch -`;
-  return netns ? `nsenter --net=${netns} -- ${ip}` : ip;
+  return netns ? `${ip} in ${netns}` : ip;
 }
 
 /** A batch's result as `batch` gives it: the output, or the typed error its failure means. */
