@@ -42,7 +42,10 @@ interface Side {
   cri: CriClient;
   net: string;
   run: number[];
+  /** StopPodSandbox + RemovePodSandbox, and each alone. */
   stop: number[];
+  stopOnly: number[];
+  removeOnly: number[];
   failures: string[];
 }
 
@@ -103,7 +106,7 @@ export async function criBench(ctx: BenchContext): Promise<Row[]> {
       const cri = new CriClient(ctrd.socket);
       c.defer('close CRI client', () => cri.close());
       await waitFor('CRI NetworkReady', async () => (await cri.status()).some((x) => x.type === 'NetworkReady' && x.status), 30_000, 200);
-      sides.push({ key, ns, cri, net, run: [], stop: [], failures: [] });
+      sides.push({ key, ns, cri, net, run: [], stop: [], stopOnly: [], removeOnly: [], failures: [] });
     }
     ctx.progress(`bench: cri: ${runs} pods (+${warmup} warm-up) per side, alternating`);
     for (let i = -warmup; i < runs; i++) {
@@ -116,11 +119,14 @@ export async function criBench(ctx: BenchContext): Promise<Row[]> {
           id = await s.cri.runPodSandbox({ metadata, cgroupParent });
           const t1 = performance.now();
           await s.cri.stopPodSandbox(id);
+          const tStop = performance.now();
           await s.cri.removePodSandbox(id);
           const t2 = performance.now();
           if (i >= 0) {
             s.run.push(t1 - t0);
             s.stop.push(t2 - t1);
+            s.stopOnly.push(tStop - t1);
+            s.removeOnly.push(t2 - tStop);
           }
         } catch (e) {
           s.failures.push(`${s.key} pod ${i}: ${(e as Error).message}`);
@@ -144,6 +150,8 @@ export async function criBench(ctx: BenchContext): Promise<Row[]> {
     return [
       row('CRI RunPodSandbox median (ms)', 'ms', w.run, r.run, median, cmd('runPodSandbox')),
       row('CRI StopPodSandbox + RemovePodSandbox median (ms)', 'ms', w.stop, r.stop, median, cmd('stopPodSandbox + removePodSandbox')),
+      row('    of which StopPodSandbox (CNI DEL of the chain, the pause container stopped), median (ms)', 'ms', w.stopOnly, r.stopOnly, median, cmd('stopPodSandbox')),
+      row('    of which RemovePodSandbox (the sandbox and its namespace removed), median (ms)', 'ms', w.removeOnly, r.removeOnly, median, cmd('removePodSandbox')),
     ];
   } finally {
     const errors = await c.run();
