@@ -285,7 +285,6 @@ export class Topology implements Gossiper<TopoValue> {
     this.dirty = true;
   }
 
-  /** Keeps `adj` in step for the pair `a`, `b` after one of their edges changed. */
   /**
    * One string per peer name: the edge sets hold the same string for a name however many keys
    * it was cut from (in the simulation, cut strings were an eighth of the routers' heap).
@@ -296,6 +295,7 @@ export class Topology implements Gossiper<TopoValue> {
     return n;
   }
 
+  /** Keeps `adj` in step for the pair `a`, `b` after one of their edges changed. */
   private link(a: string, b: string): void {
     const on = (this.out.get(a)?.has(b) ?? false) || (this.out.get(b)?.has(a) ?? false);
     const set = (x: string, y: string) => {
