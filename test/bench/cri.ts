@@ -151,7 +151,7 @@ export async function criBench(ctx: BenchContext): Promise<Row[]> {
       row('CRI RunPodSandbox median (ms)', 'ms', w.run, r.run, median, cmd('runPodSandbox')),
       row('CRI StopPodSandbox + RemovePodSandbox median (ms)', 'ms', w.stop, r.stop, median, cmd('stopPodSandbox + removePodSandbox')),
       row('    of which StopPodSandbox (CNI DEL of the chain, the pause container stopped), median (ms)', 'ms', w.stopOnly, r.stopOnly, median, cmd('stopPodSandbox')),
-      row('    of which RemovePodSandbox (containerd 1.6 runs the chain's DEL again, with no namespace; the sandbox removed), median (ms)', 'ms', w.removeOnly, r.removeOnly, median, cmd('removePodSandbox')),
+      row('    of which RemovePodSandbox (containerd 1.6 runs the chain DEL again, with no namespace; the sandbox removed), median (ms)', 'ms', w.removeOnly, r.removeOnly, median, cmd('removePodSandbox')),
     ];
   } finally {
     const errors = await c.run();
