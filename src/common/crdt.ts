@@ -103,6 +103,14 @@ export const bucketOf = (key: string, buckets = BUCKETS): number => fnv(key) % b
 /** The hash an entry adds to its bucket: of the key with the whole entry (value and version). */
 export const entryHash = (key: string, e: unknown): number => fnv(`${key}#${canonical(e)}`);
 
+/** Entries a map may take out of its digest (see VersionedMap): markers of deletion nobody needs sent any more. */
+export interface QuietRule<T> {
+  /** Whether the entry is a deletion marker (a tombstone). */
+  tombstone(e: Versioned<T>): boolean;
+  /** A tombstone whose version (a writer's clock in ms) is this much older than now goes quiet. */
+  afterMs: number;
+}
+
 export class VersionedMap<T> {
   private readonly entries = new Map<string, Versioned<T>>();
   /** Per bucket of the finest digest (MAX_BUCKETS): the sum of the entries' hashes, and the keys in it (kept as entries change). */
@@ -110,29 +118,84 @@ export class VersionedMap<T> {
   private readonly bucketKeys = new Map<number, Set<string>>();
   /** Each entry's hash, as added to its bucket (so replacing it need not hash the old entry again). */
   private readonly hashes = new Map<string, number>();
+  /** Tombstones still in the digest (checked by `settle`), and those out of it (quiet). */
+  private readonly loud = new Set<string>();
+  private readonly quiet = new Set<string>();
+
+  /**
+   * `quiet`: tombstones leave the digest, `inBuckets` and `toData` once old (the rule's
+   * `afterMs`), and stay for merges, so an older copy of the entry still loses to them. Why: a
+   * dropped connection is a tombstone that every router keeps; without this, a digest and a
+   * newcomer's first answer carry every one ever made (more than half of the keys after a
+   * large mesh forms and prunes). A router holding a stale copy past that time is answered by
+   * whoever holds the quiet tombstone (`isQuiet`; see Topology.merge).
+   */
+  constructor(private readonly rule?: QuietRule<T>) {}
 
   /** Every write goes through here, so the digest never has to be computed from scratch. */
   private write(key: string, e: Versioned<T> | undefined): void {
     const b = bucketOf(key, MAX_BUCKETS);
-    const prev = this.hashes.get(key);
-    if (prev !== undefined) this.sums[b] = (this.sums[b]! - prev) >>> 0;
-    if (e) {
-      const h = entryHash(key, e);
-      this.entries.set(key, e);
-      // kept as a signed 32-bit value, which V8 holds unboxed (an unsigned one over 2^31 is a
-      // heap number per key); the sums are modulo 2^32, so subtracting either gives the same
-      this.hashes.set(key, h | 0);
-      this.sums[b] = (this.sums[b]! + h) >>> 0;
-      let keys = this.bucketKeys.get(b);
-      if (!keys) this.bucketKeys.set(b, (keys = new Set()));
-      keys.add(key);
-    } else {
+    this.unhash(key, b);
+    this.quiet.delete(key);
+    this.loud.delete(key);
+    if (!e) {
       this.entries.delete(key);
-      this.hashes.delete(key);
-      const keys = this.bucketKeys.get(b);
-      keys?.delete(key);
-      if (keys?.size === 0) this.bucketKeys.delete(b);
+      return;
     }
+    this.entries.set(key, e);
+    if (this.rule?.tombstone(e)) {
+      if (this.quietNow(e, Date.now())) {
+        this.quiet.add(key);
+        return;
+      }
+      this.loud.add(key);
+    }
+    const h = entryHash(key, e);
+    // kept as a signed 32-bit value, which V8 holds unboxed (an unsigned one over 2^31 is a
+    // heap number per key); the sums are modulo 2^32, so subtracting either gives the same
+    this.hashes.set(key, h | 0);
+    this.sums[b] = (this.sums[b]! + h) >>> 0;
+    let keys = this.bucketKeys.get(b);
+    if (!keys) this.bucketKeys.set(b, (keys = new Set()));
+    keys.add(key);
+  }
+
+  /** Takes `key`'s entry out of the digest (the entry itself stays). */
+  private unhash(key: string, b = bucketOf(key, MAX_BUCKETS)): void {
+    const prev = this.hashes.get(key);
+    if (prev === undefined) return;
+    this.sums[b] = (this.sums[b]! - prev) >>> 0;
+    this.hashes.delete(key);
+    const keys = this.bucketKeys.get(b);
+    keys?.delete(key);
+    if (keys?.size === 0) this.bucketKeys.delete(b);
+  }
+
+  private quietNow(e: Versioned<T>, now: number): boolean {
+    return now - e.v > this.rule!.afterMs;
+  }
+
+  /** Moves the tombstones that have grown old out of the digest (called before every read of it). */
+  private settle(): void {
+    if (!this.loud.size) return;
+    const now = Date.now();
+    for (const k of this.loud) {
+      if (!this.quietNow(this.entries.get(k)!, now)) continue;
+      this.unhash(k);
+      this.loud.delete(k);
+      this.quiet.add(k);
+    }
+  }
+
+  /** Whether `key` holds a quiet tombstone: kept for merges, out of the digest. */
+  isQuiet(key: string): boolean {
+    return this.quiet.has(key);
+  }
+
+  /** Keys in the digest (quiet tombstones not counted). */
+  get digestSize(): number {
+    this.settle();
+    return this.entries.size - this.quiet.size;
   }
 
   /**
@@ -141,6 +204,7 @@ export class VersionedMap<T> {
    * differ, `inBuckets` gives what to send.
    */
   digest(buckets = BUCKETS): number[] {
+    this.settle();
     const out = new Array<number>(buckets).fill(0);
     for (let i = 0; i < MAX_BUCKETS; i++) if (this.sums[i]) out[i % buckets] = (out[i % buckets]! + this.sums[i]!) >>> 0;
     return out;
@@ -148,6 +212,7 @@ export class VersionedMap<T> {
 
   /** The entries in the given buckets of a digest of `of` buckets. */
   inBuckets(buckets: Iterable<number>, of = BUCKETS): MapData<T> {
+    this.settle();
     const wanted = new Set(buckets);
     const out: MapData<T> = {};
     for (const [b, keys] of this.bucketKeys) if (wanted.has(b % of)) for (const k of keys) out[k] = this.entries.get(k)!;
@@ -202,8 +267,13 @@ export class VersionedMap<T> {
     return delta;
   }
 
+  /** The entries, quiet tombstones left out. */
   toData(): MapData<T> {
-    return Object.fromEntries(this.entries);
+    this.settle();
+    if (!this.quiet.size) return Object.fromEntries(this.entries);
+    const out: MapData<T> = {};
+    for (const [k, e] of this.entries) if (!this.quiet.has(k)) out[k] = e;
+    return out;
   }
 }
 

@@ -59,6 +59,12 @@ type PeerValue = Omit<PeerEntry, 'name' | 'conns'>;
 
 /** How often readers may see routes recomputed after a change (the mesh itself refreshes when it reacts). */
 export const ROUTES_EVERY_MS = 50;
+/**
+ * The tombstone of a dropped connection leaves digests and answers this long after it was
+ * written: two digest refreshes (Mesh's default refreshMs), so a router that missed it as a
+ * delta has had two chances to get it from a neighbour's answer first.
+ */
+export const QUIET_TOMBSTONE_MS = 60_000;
 type EdgeValue = { up: boolean };
 /** A value of the channel: a peer (`p:NAME`) or a connection (`e:FROM>TO`). */
 export type TopoValue = PeerValue | EdgeValue;
@@ -73,7 +79,7 @@ const writerOf = (k: string) => (k.startsWith('p:') ? k.slice(2) : k.slice(2, k.
 const NONE: ReadonlySet<string> = new Set();
 
 export class Topology implements Gossiper<TopoValue> {
-  private readonly map = new VersionedMap<TopoValue>();
+  private readonly map: VersionedMap<TopoValue>;
   /** Up edges by writer (derived from the map). */
   private readonly out = new Map<string, Set<string>>();
   /**
@@ -108,7 +114,10 @@ export class Topology implements Gossiper<TopoValue> {
     private readonly self: { name: string; uid: string },
     /** Called after a change (routes not yet recomputed). */
     private readonly changed: () => void,
+    /** How old (ms) the tombstone of a dropped connection is when it leaves digests and answers (see QuietRule). */
+    quietAfterMs = QUIET_TOMBSTONE_MS,
   ) {
+    this.map = new VersionedMap<TopoValue>({ tombstone: (e) => (e as EdgeValue).up === false, afterMs: quietAfterMs });
     this.ownPeerKey = peerKey(self.name);
     this.ownEdgePrefix = `e:${self.name}>`;
     this.relayView = {
@@ -133,7 +142,7 @@ export class Topology implements Gossiper<TopoValue> {
   }
 
   keyCount(): number {
-    return this.map.size;
+    return this.map.digestSize;
   }
 
   merge(data: MapData<TopoValue>, _from?: string): MapData<TopoValue> | undefined {
@@ -145,7 +154,12 @@ export class Topology implements Gossiper<TopoValue> {
       // most of what arrives is known already (several neighbours pass on each change):
       // an older or the same copy changes nothing, so it is neither checked nor merged
       const cur = this.map.get(k);
-      if (cur && typeof e?.v === 'number' && (e.v < cur.v || (e.v === cur.v && sameValue(e, cur))) && !own) continue;
+      if (cur && typeof e?.v === 'number' && (e.v < cur.v || (e.v === cur.v && sameValue(e, cur))) && !own) {
+        // an older copy of a connection dropped long ago: its sender missed the tombstone, which
+        // no digest answer carries any more (see QuietRule), so it is sent again, to every neighbour
+        if (e.v < cur.v && this.map.isQuiet(k)) (this.reassert ??= {})[k] = cur;
+        continue;
+      }
       const p = (k.startsWith('p:') ? peerSchema : edgeSchema).safeParse(e);
       if (!p.success) continue;
       if (own) this.answerStale(k, p.data as Versioned<TopoValue>);
@@ -159,7 +173,7 @@ export class Topology implements Gossiper<TopoValue> {
     return delta;
   }
 
-  /** Own keys written again over stale copies, waiting to be gossiped (see takeReassertion). */
+  /** Own keys written again over stale copies, and quiet tombstones answering stale copies, waiting to be gossiped (see takeReassertion). */
   private reassert: MapData<TopoValue> | undefined;
 
   /**

@@ -180,7 +180,9 @@ async function simulate(n: number, join: string, limitS: number, rate: number): 
     // a join into the converged mesh: what did it cost the others?
     let joinRow: Record<string, string | number> = {};
     if (done) {
-      await advance(35_000); // let periodic traffic settle so the measurement window holds the join only
+      // let periodic traffic settle so the measurement window holds the join only, and the
+      // formation's tombstones go quiet (QUIET_TOMBSTONE_MS), as in a mesh converged a while ago
+      await advance(45_000);
       // the baseline: the same 10 s one refresh period earlier, so it holds the same periodic
       // traffic (each router's digests every REFRESH_MS, heartbeats every 5 s) as the join's window
       const before = peers.map((p) => ({ out: p.out.bytes, in: p.in.bytes }));

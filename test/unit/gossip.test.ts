@@ -358,3 +358,38 @@ test('a large state is compared in finer buckets: one missing key costs a bucket
   // a count that is not a power of two in range is not answered
   assert.deepEqual(a.g.answer({ t: 'digest', d: [{ ch: 'c', h: new Array(100).fill(0) }] }), []);
 });
+
+test('quiet tombstones: an old dropped connection leaves digests and answers, still beats older copies, and a stale copy is answered with it', (t) => {
+  t.mock.timers.enable({ apis: ['Date'], now: 1_000_000 });
+  const now = () => Date.now();
+  const up = (e: unknown) => (e as { up?: boolean } | undefined)?.up;
+  const n = new Topology({ name: 'n', uid: 'u' }, () => undefined, 60_000);
+  const bare = new Topology({ name: 'n', uid: 'u' }, () => undefined, 60_000);
+  const peers = { 'p:a': { nickname: 'A', uid: 'x', meta: {}, v: 5 }, 'p:b': { nickname: 'B', uid: 'y', meta: {}, v: 5 } };
+  n.merge({ ...peers, 'e:a>b': { up: true, v: now() - 1000 } } as never);
+  bare.merge(peers as never);
+  n.merge({ 'e:a>b': { up: false, v: now() } } as never);
+  assert.notDeepEqual(n.digest(256), bare.digest(256), 'a fresh tombstone is in the digest');
+  assert.equal(up(n.full()['e:a>b']), false);
+  assert.equal(n.keyCount(), 3);
+  t.mock.timers.tick(60_001);
+  assert.deepEqual(n.digest(256), bare.digest(256), 'a quiet tombstone is not');
+  assert.deepEqual(Object.keys(n.inBuckets(Array.from({ length: 64 }, (_, i) => i), 64)).sort(), ['p:a', 'p:b'], 'nor in answers');
+  assert.equal(n.full()['e:a>b'], undefined);
+  assert.equal(n.keyCount(), 2);
+  // a router that missed the tombstone sends its older copy: it loses, and the tombstone goes back out
+  assert.equal(n.merge({ 'e:a>b': { up: true, v: now() - 61_001 - 1000 } } as never), undefined);
+  assert.equal(n.isReachable('b'), false);
+  const back = n.takeReassertion();
+  assert.equal(up(back?.['e:a>b']), false, 'the quiet tombstone is sent again');
+  assert.equal(n.takeReassertion(), undefined, 'once');
+  // the same tombstone arriving again changes nothing and is not sent again
+  assert.equal(n.merge({ 'e:a>b': back!['e:a>b']! } as never), undefined);
+  assert.equal(n.takeReassertion(), undefined);
+  // an old tombstone arriving is quiet at once; a newer copy (the connection made again) is in the digest
+  bare.merge({ 'e:a>b': back!['e:a>b']! } as never);
+  assert.deepEqual(bare.digest(256), n.digest(256));
+  n.merge({ 'e:a>b': { up: true, v: now() } } as never);
+  assert.equal(up(n.full()['e:a>b']), true);
+  assert.notDeepEqual(n.digest(256), bare.digest(256));
+});
