@@ -41,8 +41,9 @@ describe('the forwarding entries the router keeps from the kernel reports', { sk
     assert.equal(bridgeRuns(), b0, `no bridge process in ${passes() - p0} passes`);
 
     // deleted behind the router's back: the kernel says so, and the next pass puts it back
+    // (not checked absent in between: on a loaded machine the router has put it back before a
+    // `bridge fdb show` of ours has run; the one batch below is the proof it saw the deletion)
     h1!.run('bridge', ['fdb', 'del', ZERO, 'dev', 'vxlan-6784', 'dst', '172.31.12.2', 'self']);
-    assert.ok(!entry());
     assert.ok(await until(entry, 3000, 100), 'the deleted entry is back within 3 s');
     assert.equal(bridgeRuns(), b0 + 1, 'by one batch, without reading the table');
 
