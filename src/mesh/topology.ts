@@ -61,8 +61,8 @@ type PeerValue = Omit<PeerEntry, 'name' | 'conns'>;
 export const ROUTES_EVERY_MS = 50;
 /**
  * The tombstone of a dropped connection leaves digests and answers this long after it was
- * written: two digest refreshes (Mesh's default refreshMs), so a router that missed it as a
- * delta has had two chances to get it from a neighbour's answer first.
+ * written: two digest refreshes at the router's default (30 s), so a router that missed it as
+ * a delta has had two chances to get it from a neighbour's answer first.
  */
 export const QUIET_TOMBSTONE_MS = 60_000;
 type EdgeValue = { up: boolean };
