@@ -170,3 +170,26 @@ test('property: sameValue agrees with comparing canonical forms, whatever the ke
   assert.equal(sameValue({ v: 1 }, { v: 1, x: 0 }), false);
   assert.equal(sameValue([1], { 0: 1 }), false);
 });
+
+test('a tombstone written again goes quiet on its new version, not the old one', (t) => {
+  t.mock.timers.enable({ apis: ['Date'], now: 1_000_000 });
+  const m = new VersionedMap<{ up: boolean }>({ tombstone: (e) => !e.up, afterMs: 60_000 });
+  const other = new VersionedMap<{ up: boolean }>();
+  m.put('k', { up: false, v: Date.now() });
+  t.mock.timers.tick(10_000);
+  m.put('k', { up: true, v: Date.now() });
+  t.mock.timers.tick(10_000);
+  const second = { up: false, v: Date.now() };
+  m.put('k', second);
+  other.put('k', second);
+  t.mock.timers.tick(40_001);
+  // the first tombstone would be due now: the second is not
+  assert.deepEqual(m.digest(64), other.digest(64));
+  assert.equal(m.isQuiet('k'), false);
+  assert.equal(m.digestSize, 1);
+  t.mock.timers.tick(20_000);
+  assert.equal(m.isQuiet('k'), false, 'settled only when the digest is read');
+  assert.equal(m.digestSize, 0);
+  assert.equal(m.isQuiet('k'), true);
+  assert.deepEqual(m.toData(), {});
+});
