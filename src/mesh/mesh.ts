@@ -22,12 +22,12 @@ import { encodeFrame } from './frame';
 import { Gossip, RELAY_MS, type ChannelHandle, type DigestFrame, type GossipFrame, type Gossiper } from './gossip';
 import type { PeerTargets } from './peer-source';
 import { FINE_DIGESTS, type Message } from './protocol';
-import type { RouteTable } from './routes';
+import { ROUTES_EVERY_MS, type RouteTable } from './routes';
 import { Unicast } from './unicast';
 import { DEFAULT_PLAN } from './neighbours';
 import { MeshPlan } from './plan';
 import { OwnEntry } from './own-entry';
-import { ROUTES_EVERY_MS, Topology, type PeerMeta, type PeerView } from './topology';
+import { Topology, type PeerMeta, type PeerView } from './topology';
 import { tcpTransport } from './transport';
 import type { ConnectionView, MeshComponents, MeshEvents, MeshInit } from './mesh-api';
 
@@ -358,7 +358,7 @@ export class Mesh implements Startable, PeerTargets {
     this.topoTimer = setTimeout(() => {
       this.topoTimer = undefined;
       this.onTopology();
-    }, this.topology.routesEveryMs);
+    }, this.topology.routing.everyMs);
   }
 
   /** `maker.normalise`, remembered (peers' addresses are read on every reaction). */
@@ -369,7 +369,7 @@ export class Mesh implements Startable, PeerTargets {
   }
 
   private onTopology(): void {
-    const table = this.topology.refresh();
+    const table = this.topology.routing.refresh();
     const now = table.reachable;
     if (table !== this.lastTable) {
       this.lastTable = table;
@@ -383,7 +383,7 @@ export class Mesh implements Startable, PeerTargets {
     this.own.publishPeersKnown();
     // past the full-mesh size, routes are recomputed less often in proportion (each is a walk of
     // the whole graph; 1,000 routers reacting 20 times a second each is most of a forming mesh's CPU)
-    this.topology.routesEveryMs = ROUTES_EVERY_MS * this.pastFullMesh();
+    this.topology.routing.everyMs = ROUTES_EVERY_MS * this.pastFullMesh();
     // dial peers we learn of, as the seeds' "connect to one, join them all": in a full mesh all
     // those reachable, in a large one the neighbours the plan gives (reachable or not yet)
     const planned = this.plan.toDial();

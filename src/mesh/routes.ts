@@ -1,5 +1,6 @@
 /**
- * Unicast routes from the topology alone: a pure function, tested without sockets.
+ * Unicast routes from the topology alone: a pure function, tested without sockets, and the
+ * cache that recomputes them lazily as the topology changes.
  *
  * Why it is this way: an edge counts only when both ends report it (a half-open or one-sided
  * connection carries nothing), and the search visits neighbours in name order, so every router
@@ -49,4 +50,60 @@ export function computeRoutes(self: string, entries: Iterable<RouteEntry>): Rout
     }
   }
   return { nextHop, distance, reachable: new Set(distance.keys()) };
+}
+
+/** How often readers may see routes recomputed after a change (the mesh refreshes when it reacts). */
+export const ROUTES_EVERY_MS = 50;
+
+/** What routes are computed from: the known peers, and the connections each reports. */
+export interface RouteGraph {
+  names(): Iterable<string>;
+  conns(name: string): ReadonlySet<string> | undefined;
+}
+
+/**
+ * The routes over a graph that keeps changing, recomputed lazily: its owner calls `stale()`
+ * when an edge or a peer comes or goes; readers of `table` see routes recomputed at most once
+ * per `everyMs` (a burst of gossip changes the graph hundreds of times a second, and each
+ * computation walks all of it); `refresh()` recomputes at once when stale.
+ */
+export class RouteCache {
+  /** How often readers may see routes recomputed (ROUTES_EVERY_MS; the mesh stretches it in a large mesh). */
+  everyMs = ROUTES_EVERY_MS;
+  /** How many times routes were computed (for tests: a burst costs one). */
+  computed = 0;
+  private last: RouteTable | undefined;
+  private at = 0;
+  private dirty = true;
+
+  constructor(
+    private readonly self: string,
+    private readonly graph: RouteGraph,
+    /** Called after each computation. */
+    private readonly recomputed: () => void = () => undefined,
+  ) {}
+
+  /** An edge or a peer came or went. */
+  stale(): void {
+    this.dirty = true;
+  }
+
+  get table(): RouteTable {
+    if (!this.last || (this.dirty && Date.now() - this.at >= this.everyMs)) return this.refresh();
+    return this.last;
+  }
+
+  refresh(): RouteTable {
+    if (this.last && !this.dirty) return this.last;
+    const none = new Set<string>();
+    const entries = (function* (g: RouteGraph) {
+      for (const name of g.names()) yield { name, conns: g.conns(name) ?? none };
+    })(this.graph);
+    this.last = computeRoutes(this.self, entries);
+    this.computed++;
+    this.at = Date.now();
+    this.dirty = false;
+    this.recomputed();
+    return this.last;
+  }
 }

@@ -12,7 +12,7 @@
  */
 import * as z from 'zod/mini';
 import { canonical, sameValue, VersionedMap, type MapData, type Versioned } from '../common/crdt';
-import { computeRoutes, type RouteTable } from './routes';
+import { RouteCache, type RouteTable } from './routes';
 import type { Gossiper } from './gossip';
 import { relayTargets, type RelayView } from './relay';
 
@@ -57,8 +57,6 @@ const edgeSchema = z.object({ up: z.boolean(), v: z.number() });
 
 type PeerValue = Omit<PeerEntry, 'name' | 'conns'>;
 
-/** How often readers may see routes recomputed after a change (the mesh itself refreshes when it reacts). */
-export const ROUTES_EVERY_MS = 50;
 /**
  * The tombstone of a dropped connection leaves digests and answers this long after it was
  * written: two digest refreshes at the router's default (30 s), so a router that missed it as
@@ -99,10 +97,8 @@ export class Topology implements Gossiper<TopoValue> {
   /** What each peer publishes as the peers it knows (meta.peers), where it does. */
   private readonly published = new Map<string, number>();
   private largest = 0;
-  private table: RouteTable | undefined;
-  private tableAt = 0;
-  /** Routes are stale: an up edge or a peer came or went (a peer's values changing does not count). */
-  private dirty = true;
+  /** The routes, made stale when an up edge or a peer comes or goes (a peer's values changing does not count). */
+  readonly routing: RouteCache;
   private view: PeerView[] | undefined;
   /** Each peer's connections, sorted, built when first asked after a change of its edges. */
   private readonly sortedConns = new Map<string, string[]>();
@@ -120,6 +116,7 @@ export class Topology implements Gossiper<TopoValue> {
     this.map = new VersionedMap<TopoValue>({ tombstone: (e) => (e as EdgeValue).up === false, afterMs: quietAfterMs });
     this.ownPeerKey = peerKey(self.name);
     this.ownEdgePrefix = `e:${self.name}>`;
+    this.routing = new RouteCache(self.name, { names: () => this.names, conns: (n) => this.out.get(n) }, () => (this.view = undefined));
     this.relayView = {
       self: self.name,
       conns: (p) => this.out.get(p),
@@ -268,7 +265,7 @@ export class Topology implements Gossiper<TopoValue> {
     this.notePublished(name, undefined);
     if (this.names.delete(name)) this.namesVersion++;
     this.sortedConns.delete(name);
-    this.dirty = true;
+    this.routing.stale();
     this.touch();
   }
 
@@ -281,7 +278,7 @@ export class Topology implements Gossiper<TopoValue> {
       if (this.map.get(k)) this.names.add(name);
       else this.names.delete(name);
       this.namesVersion++;
-      this.dirty = true;
+      this.routing.stale();
       return;
     }
     const a = this.nameOf(k.slice(2, k.indexOf('>')));
@@ -296,7 +293,7 @@ export class Topology implements Gossiper<TopoValue> {
       s!.delete(b);
     }
     this.link(a, b);
-    this.dirty = true;
+    this.routing.stale();
   }
 
   /**
@@ -358,35 +355,9 @@ export class Topology implements Gossiper<TopoValue> {
     return isTopoKey(key) ? writerOf(key) : undefined;
   }
 
-  /**
-   * The routes, recomputed after a change at most once per `routesEveryMs` for readers (a
-   * burst of gossip changes the topology hundreds of times a second); `refresh()` forces it.
-   */
+  /** The routes (see RouteCache: recomputed lazily after a change). */
   get routes(): RouteTable {
-    if (!this.table || (this.dirty && Date.now() - this.tableAt >= this.routesEveryMs)) this.refresh();
-    return this.table!;
-  }
-
-  /** Recomputes the routes now, when a change made them stale (once per burst of changes, not per frame). */
-  refresh(): RouteTable {
-    if (this.table && !this.dirty) return this.table;
-    this.table = computeRoutes(this.self.name, this.entriesForRoutes());
-    this.routesComputed++;
-    this.tableAt = Date.now();
-    this.dirty = false;
-    this.view = undefined;
-    return this.table;
-  }
-
-  /** How often readers may see routes recomputed (ROUTES_EVERY_MS; the mesh stretches it in a large mesh). */
-  routesEveryMs = ROUTES_EVERY_MS;
-
-  /** How many times routes were computed (for tests: a burst costs one). */
-  routesComputed = 0;
-
-  private *entriesForRoutes(): Iterable<{ name: string; conns: ReadonlySet<string> }> {
-    const none = new Set<string>();
-    for (const name of this.names) yield { name, conns: this.out.get(name) ?? none };
+    return this.routing.table;
   }
 
   isReachable(peer: string): boolean {

@@ -195,12 +195,12 @@ test('topology: routes need both ends; a stale copy of our own key is written ov
   const t = new Topology({ name: 'a', uid: 'new' }, () => undefined);
   t.setSelf({ name: 'a', nickname: 'A', uid: 'new', conns: ['b'], meta: {} });
   t.merge({ 'p:b': { nickname: 'B', uid: 'x', meta: {}, v: 5 }, 'e:b>a': { up: true, v: 5 }, 'e:b>c': { up: true, v: 5 }, 'p:c': { nickname: 'C', uid: 'y', meta: {}, v: 5 } } as never);
-  t.refresh();
+  t.routing.refresh();
   assert.ok(t.isReachable('b'));
   assert.equal(t.isReachable('c'), false, 'c does not report b');
   t.merge({ 'e:c>b': { up: true, v: 6 } } as never);
   assert.equal(t.isReachable('c'), false, 'readers may see routes up to ROUTES_EVERY_MS old');
-  t.refresh();
+  t.routing.refresh();
   assert.ok(t.isReachable('c'));
   assert.equal(t.routes.nextHop.get('c'), 'b');
   // an older incarnation of a reported a connection to z: buried under a tombstone above it
@@ -245,20 +245,20 @@ test('topology: a burst of changes costs one route computation, and only changes
   for (let i = 0; i < 40; i++) t.merge({ [`p:n${i}`]: { nickname: `N${i}`, uid: 'x', meta: {}, v: 1 }, [`e:n${i}>b`]: { up: true, v: 1 }, [`e:b>n${i}`]: { up: true, v: 1 } } as never);
   t.merge({ 'p:b': { nickname: 'B', uid: 'y', meta: {}, v: 1 }, 'e:b>a': { up: true, v: 1 } } as never);
   assert.equal(changes, 42);
-  const computed = t.routesComputed;
-  t.refresh();
-  t.refresh();
-  assert.equal(t.routesComputed, computed + 1, 'once for the whole burst');
+  const computed = t.routing.computed;
+  t.routing.refresh();
+  t.routing.refresh();
+  assert.equal(t.routing.computed, computed + 1, 'once for the whole burst');
   assert.equal(t.routes.reachable.size, 42);
   // a peer's values change, not its edges: the routes stand
   t.merge({ 'p:n3': { nickname: 'renamed', uid: 'x', meta: {}, v: 2 } } as never);
-  t.refresh();
-  assert.equal(t.routesComputed, computed + 1);
+  t.routing.refresh();
+  assert.equal(t.routing.computed, computed + 1);
   assert.equal(t.get('n3')?.nickname, 'renamed');
   // an edge going down does count
   t.merge({ 'e:n3>b': { up: false, v: 2 } } as never);
-  t.refresh();
-  assert.equal(t.routesComputed, computed + 2);
+  t.routing.refresh();
+  assert.equal(t.routing.computed, computed + 2);
   assert.equal(t.isReachable('n3'), false);
 });
 
