@@ -129,14 +129,14 @@ export class Connection {
     return !this.established && !this.closed;
   }
 
-  /** Whether the peer reads compressed frames (known from its hello). */
-  get readsCompressed(): boolean {
-    return (this.hello?.max ?? 1) >= COMPRESSED_FRAMES;
+  /** Whether the peer speaks protocol `version` or later (known from its hello; 1 before it). */
+  speaks(version: number): boolean {
+    return (this.hello?.max ?? 1) >= version;
   }
 
   write(msg: unknown): void {
     if (this.closed || this.socket.destroyed) return;
-    this.writeEncoded(encodeFrame(msg, this.readsCompressed), kindOf(msg));
+    this.writeEncoded(encodeFrame(msg, this.speaks(COMPRESSED_FRAMES)), kindOf(msg));
   }
 
   /** Writes a frame encoded once for many connections. */

@@ -21,7 +21,7 @@ import { ConnectionMaker, GOSSIP_SOURCE, type TargetView } from './connection-ma
 import { encodeFrame } from './frame';
 import { Gossip, RELAY_MS, type ChannelHandle, type DigestFrame, type GossipFrame, type Gossiper } from './gossip';
 import type { PeerTargets } from './peer-source';
-import { FINE_DIGESTS, type Message } from './protocol';
+import { COMPRESSED_FRAMES, FINE_DIGESTS, type Message } from './protocol';
 import { ROUTES_EVERY_MS, type RouteTable } from './routes';
 import { Unicast } from './unicast';
 import { DEFAULT_PLAN } from './neighbours';
@@ -46,7 +46,7 @@ export const DIGEST_DELAY_MS = 1000;
 export const RECENT_MS = 4 * RELAY_MS;
 
 /** Whether the peer on `c` reads digests finer than BUCKETS. */
-const finer = (c: Connection) => (c.hello?.max ?? 1) >= FINE_DIGESTS;
+const finer = (c: Connection) => c.speaks(FINE_DIGESTS);
 
 export class Mesh implements Startable, PeerTargets {
   readonly events = new TypedEmitter<MeshEvents>();
@@ -328,7 +328,7 @@ export class Mesh implements Startable, PeerTargets {
     const kind = kindOf(f);
     for (const c of this.conns.all()) {
       if (!c.established || (skip && skip(c.hello!.name))) continue;
-      const z = c.readsCompressed ? 1 : 0;
+      const z = c.speaks(COMPRESSED_FRAMES) ? 1 : 0;
       c.writeEncoded((frames[z] ??= encodeFrame(f, z === 1)), kind);
     }
   }
