@@ -10,8 +10,7 @@ import { defaultPlugin, defaultWeftBinary, isSea } from '../common/binaries';
 import { ConfigError } from '../common/errors';
 import { writeFileAtomic } from '../common/fsutil';
 import { DEFAULT_SOCKET } from '../common/netconf';
-import { parse } from './args';
-import type { CliIo } from './main';
+import { parse, type CliIo } from '../common/command';
 
 export const INSTALL_HELP = `Usage: weft install-cni [options]
 

@@ -2,6 +2,7 @@
 import { RouterClient } from '../common/client';
 import { WeftError } from '../common/errors';
 import { DEFAULT_SOCKET } from '../common/netconf';
+import type { CliIo } from '../common/command';
 import { OPS } from './ops';
 import { installCni } from './install-cni';
 import { ROUTER_HELP, routerOptions, runRouter } from './router-cmd';
@@ -32,11 +33,6 @@ Examples:
   weft status
   weft --socket /tmp/w1/weft.sock ps
 `;
-
-export interface CliIo {
-  out(s: string): void;
-  err(s: string): void;
-}
 
 /** Splits `[--socket PATH] COMMAND ARGS...`. */
 function splitGlobal(argv: string[]): { socket: string; cmd?: string; rest: string[] } {

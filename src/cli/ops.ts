@@ -7,8 +7,7 @@ import { ConfigError } from '../common/errors';
 import type { Report } from '../router/report';
 import type { PolicyReport } from '../router/policy';
 import { PROTOCOL, PROTOCOL_MAX, PROTOCOL_MIN } from '../mesh/protocol';
-import { parse } from './args';
-import type { CliIo } from './main';
+import { parse, type CliIo } from '../common/command';
 
 export interface Op {
   usage: string;

@@ -11,8 +11,7 @@
  */
 import { createInterface } from 'node:readline';
 import { ConfigError } from '../common/errors';
-import { parse, intFlag } from './args';
-import type { CliIo } from './main';
+import { parse, intFlag, type CliIo } from '../common/command';
 import { parseServeSpec, probeAll, serve, type ProbeTarget } from '../policy/probe';
 
 export const PROBE_AGENT_HELP = `Usage: weft probe-agent serve SPEC...        (SPEC: tcp:PORT or udp:PORT)

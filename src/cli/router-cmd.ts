@@ -1,7 +1,7 @@
 /** `weft router`: runs the router in the foreground until SIGTERM or SIGINT. */
 import { Router } from '../router/router';
 import { FLAGS, routerConfig, routerHelp, type RouterConfig } from '../router/options';
-import { parse, type Options } from './args';
+import { parse, type Options } from '../common/command';
 
 export const ROUTER_HELP = routerHelp();
 

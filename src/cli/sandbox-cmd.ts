@@ -15,10 +15,9 @@ import {
   Sandbox,
   upOptions,
 } from '../sandbox';
-import { parse } from './args';
+import { parse, type CliIo } from '../common/command';
 import { sandboxAddHost, sandboxApplyOrDelete, sandboxProbe } from './sandbox-kube-cmd';
 import { formatKubeStatus, formatProbe, kubeStatus, probeSandbox } from '../sandbox';
-import type { CliIo } from './main';
 
 export const SANDBOX_HELP = `Usage: weft sandbox up|down|status|add-host|apply|delete|probe [options]
 

@@ -2,8 +2,7 @@
 import { ConfigError } from '../common/errors';
 import { addHost, applyKube, checkPrefix, describeMesh, DEFAULT_DEADLINE_MS, DEFAULT_PREFIX, deleteKube, describeApplied, fmtMs, formatProbe, kubeApi, loadManifests, parsePorts, probeJson, probeSandbox, Sandbox } from '../sandbox';
 import { SandboxError } from '../sandbox/types';
-import { parse } from './args';
-import type { CliIo } from './main';
+import { parse, type CliIo } from '../common/command';
 
 export const APPLY_HELP = `Usage: weft sandbox apply FILE|DIR [--prefix NAME] [--wait SECONDS]
 

@@ -14,8 +14,8 @@
  * reclaimed: the ring went with them) counts as no ring.
  */
 import type { IpamInit } from '../ipam/service';
-import type { KubeObject } from './client';
 import type { PeerRecord } from './record';
+import type { KubeObject } from '../common/kube-object';
 
 export interface BootstrapDecision {
   init: IpamInit;

@@ -5,8 +5,7 @@
  * For operators ("can weft reach the API from here, with these rights?") and for tests of the
  * bundled client.
  */
-import { parse } from '../cli/args';
-import type { CliIo } from '../cli/main';
+import { parse, type CliIo } from '../common/command';
 import { KubeClient, nodeName, ownNamespace } from './client';
 import { nodeAddress } from './peers';
 import { RecordStore } from './record';

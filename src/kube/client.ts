@@ -13,17 +13,10 @@ import { hostname } from 'node:os';
 import type * as K8sNs from '@kubernetes/client-node';
 import { ConfigError, KubeApiError } from '../common/errors';
 import { loadK8s, type K8s } from './load';
+import type { KubeObject } from '../common/kube-object';
 
 /** Where a pod finds its service account (token, CA, namespace). */
 export const SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
-
-/** A Kubernetes object as plain JSON (list items and watch events alike). */
-export interface KubeObject {
-  apiVersion?: string;
-  kind?: string;
-  metadata: { name?: string; namespace?: string; uid?: string; resourceVersion?: string; labels?: Record<string, string>; annotations?: Record<string, string>; [k: string]: unknown };
-  [field: string]: unknown;
-}
 
 /** The resources a `ResourceWatch` can follow. */
 export type WatchedResource = 'nodes' | 'pods' | 'namespaces' | 'networkpolicies' | 'configmaps';

@@ -9,8 +9,8 @@
 import { KubeApiError } from '../common/errors';
 import { sleepUnless, type Startable } from '../common/lifecycle';
 import type { Logger } from '../common/log';
-import type { KubeObject } from './client';
 import { isoTime } from '../common/time';
+import type { KubeObject } from '../common/kube-object';
 
 export const CONDITION_TYPE = 'NetworkUnavailable';
 export const CONDITION_REASON = 'WeftIsUp';

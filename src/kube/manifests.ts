@@ -11,8 +11,9 @@ import { join } from 'node:path';
 import { loadAll } from 'js-yaml';
 import { ConfigError, KubeApiError } from '../common/errors';
 import { apiRequest, applyObject, pathOf, type AdminTarget } from './apiserver/admin';
-import { apiVersionOf, resourceByKind, type KubeObject } from './apiserver/types';
+import { apiVersionOf, resourceByKind } from './apiserver/types';
 import type { MatrixSpec, MatrixProtocol } from '../policy/matrix-run';
+import type { KubeObject } from '../common/kube-object';
 
 /** One object and where it came from (`file#document`), for error messages. */
 export interface ManifestObject {

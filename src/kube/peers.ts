@@ -5,8 +5,8 @@
 import type { Startable } from '../common/lifecycle';
 import type { Logger } from '../common/log';
 import type { PeerSource, PeerTargets } from '../mesh/peer-source';
-import type { KubeObject } from './client';
 import type { ResourceWatchEvents } from './watch';
+import type { KubeObject } from '../common/kube-object';
 
 /** What the Kubernetes parts need of the shared Node watch (a `ResourceWatch` of 'nodes'). */
 export interface NodeWatch {

@@ -11,8 +11,8 @@
 import { KubeApiError } from '../common/errors';
 import { sleepUnless } from '../common/lifecycle';
 import type { Logger } from '../common/log';
-import type { KubeObject } from './client';
 import { byText } from '../common/order';
+import type { KubeObject } from '../common/kube-object';
 
 export const RECORD_NAME = 'weft-peers';
 export const RECORD_KEY = 'peers.json';

@@ -14,7 +14,8 @@ import type * as K8sNs from '@kubernetes/client-node';
 import { KubeApiError } from '../common/errors';
 import { Timers, type Startable } from '../common/lifecycle';
 import type { Logger } from '../common/log';
-import type { KubeClient, KubeObject, WatchedResource } from './client';
+import type { KubeClient, WatchedResource } from './client';
+import type { KubeObject } from '../common/kube-object';
 
 export interface WatchSpec {
   resource: WatchedResource;

@@ -20,11 +20,11 @@
  *   down, GC, expose).
  */
 import { performance } from 'node:perf_hooks';
-import type { KubeObject } from '../kube/client';
 import { ObjectError } from '../common/errors';
 import { Timers, type Startable } from '../common/lifecycle';
 import type { Logger } from '../common/log';
 import { parseNamespace, parseNetworkPolicy, parsePod, type LocalPod, type Namespace, type NetworkPolicy, type Pod, type PolicyInput } from './model';
+import type { KubeObject } from '../common/kube-object';
 
 /** The API resources the policy part watches (the manifest's RBAC must allow list and watch on each). */
 export const POLICY_RESOURCES = ['pods', 'namespaces', 'networkpolicies'] as const;

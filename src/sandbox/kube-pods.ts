@@ -16,16 +16,22 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, KubeApiError } from '../common/errors';
 import { apiRequest, applyObject, pathOf, type AdminTarget } from '../kube/apiserver/admin';
-import type { KubeObject } from '../kube/apiserver/types';
 import { readManifests, servedPorts, type ManifestObject } from '../kube/manifests';
 import { run } from '../sys/exec';
 import { isAlive, killAndWait, processArgv, spawnDetached } from '../sys/process';
 import { kubeApi, nodeName, rvOf, waitEnforced } from './kube';
 import { mapPool, sleep } from './pool';
-import type { Sandbox } from './sandbox';
+import type { SandboxCore } from './base';
 import type { PodRecord } from './state';
-import { netnsPath, SandboxError } from './types';
+import { netnsPath, SandboxError, type SandboxPod } from './types';
 import { fmtMs, tail } from './util';
+import type { KubeObject } from '../common/kube-object';
+
+/** What the Kubernetes pods need of a sandbox: its records, and adding and removing pods (Sandbox is one). */
+interface Sandbox extends SandboxCore {
+  addPods(hostIndex: number, count: number, signal?: AbortSignal, k8s?: PodRecord['k8s']): Promise<SandboxPod[]>;
+  removePod(pod: SandboxPod | string): Promise<void>;
+}
 
 /** Names a sandbox host for a Pod: `host2` (its Node), or `2`. */
 export const HOST_ANNOTATION = 'weft.dev/host';

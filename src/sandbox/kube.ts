@@ -14,7 +14,6 @@ import { join } from 'node:path';
 import { RouterClient } from '../common/client';
 import { apiRequest, type AdminTarget } from '../kube/apiserver/admin';
 import { apiServerArgv } from '../kube/apiserver/cli';
-import type { KubeObject } from '../kube/apiserver/types';
 import type { PolicyReport } from '../router/policy';
 import { ipBatch } from '../sys/exec';
 import { isAlive, processArgv, spawnDetached } from '../sys/process';
@@ -24,6 +23,7 @@ import type { HostRecord, SandboxState } from './state';
 import { netnsPath, SandboxError, UNDERLAY_BRIDGE } from './types';
 import { exists, fmtMs, tail } from './util';
 import { isoTime } from '../common/time';
+import type { KubeObject } from '../common/kube-object';
 
 /** Where the API server listens inside the underlay namespace. */
 export const KUBE_API_ADDRESS = '172.30.0.1';

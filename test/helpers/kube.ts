@@ -8,8 +8,9 @@ import { join } from 'node:path';
 import { createLogger, type Logger } from '../../src/common/log';
 import { startApiServer, type ApiServerOptions, type RunningApiServer } from '../../src/kube/apiserver/server';
 import { writeKubeconfig } from '../../src/kube/apiserver/kubeconfig';
-import { resourceByPlural, type KubeObject, type ResourceType } from '../../src/kube/apiserver/types';
+import { resourceByPlural, type ResourceType } from '../../src/kube/apiserver/types';
 import { KubeClient } from '../../src/kube/client';
+import type { KubeObject } from '../../src/common/kube-object';
 
 export const R = (plural: string): ResourceType => resourceByPlural(plural)!;
 

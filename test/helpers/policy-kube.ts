@@ -17,13 +17,13 @@ import type { MatrixBed } from './policy-cases';
 import { apiRequest, applyObject, type AdminTarget } from '../../src/kube/apiserver/admin';
 import { apiServerArgv } from '../../src/kube/apiserver/cli';
 import { waitEnforced } from '../../src/sandbox/kube';
-import type { KubeObject } from '../../src/kube/apiserver/types';
 import { RouterClient } from '../../src/common/client';
 import type { KubeApiError } from '../../src/common/errors';
 import type { Truth } from '../../src/policy/matrix';
 import { probeMatrix, type MatrixSpec, type MatrixTarget } from '../../src/policy/matrix-run';
 import type { PolicyReport } from '../../src/router/policy';
 import { FAMILY, TABLE } from '../../src/policy/ruleset';
+import type { KubeObject } from '../../src/common/kube-object';
 
 export interface KubePod {
   key: string;

@@ -11,8 +11,9 @@ import { join } from 'node:path';
 import type * as K8sNs from '@kubernetes/client-node';
 import { startApiServer, type RunningApiServer } from '../../src/kube/apiserver/server';
 import { writeKubeconfig } from '../../src/kube/apiserver/kubeconfig';
-import { resourceByPlural, type KubeObject } from '../../src/kube/apiserver/types';
+import { resourceByPlural } from '../../src/kube/apiserver/types';
 import { loadK8s, type K8s } from '../../src/kube/load';
+import type { KubeObject } from '../../src/common/kube-object';
 
 const R = (p: string) => resourceByPlural(p)!;
 

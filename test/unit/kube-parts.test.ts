@@ -10,12 +10,13 @@ import { ConfigError, KubeApiError } from '../../src/common/errors';
 import { startApiServer } from '../../src/kube/apiserver/server';
 import { ObjectStore } from '../../src/kube/apiserver/store';
 import { ipamInitFromCluster } from '../../src/kube/bootstrap';
-import { KubeClient, kubeModeWanted, loadKubeConfig, nodeName, ownNamespace, SERVICE_ACCOUNT_DIR, type KubeObject } from '../../src/kube/client';
+import { KubeClient, kubeModeWanted, loadKubeConfig, nodeName, ownNamespace, SERVICE_ACCOUNT_DIR } from '../../src/kube/client';
 import { CONDITION_REASON, CONDITION_TYPE, NodeCondition } from '../../src/kube/condition';
 import { KubePeerSource, nodeAddress } from '../../src/kube/peers';
 import { emptyRecord } from '../../src/kube/record';
 import { ResourceWatch } from '../../src/kube/watch';
 import { nodeObject, quiet, R, until, withKube } from '../helpers/kube';
+import type { KubeObject } from '../../src/common/kube-object';
 
 const internal = (address: string) => ({ type: 'InternalIP', address });
 const external = (address: string) => ({ type: 'ExternalIP', address });

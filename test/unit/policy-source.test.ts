@@ -6,7 +6,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
-import type { KubeObject } from '../../src/kube/client';
 import { ResourceWatch } from '../../src/kube/watch';
 import type { PolicyInput } from '../../src/policy/model';
 import { PolicySource, POLICY_RESOURCES, type PolicyResource, type WatchedObjects } from '../../src/policy/source';
@@ -16,6 +15,7 @@ import type { KubeClient } from '../../src/kube/client';
 import type { Nft } from '../../src/sys/nft';
 import { memoryLogger } from '../helpers/policy-lab';
 import { quiet, R, until, withKube } from '../helpers/kube';
+import type { KubeObject } from '../../src/common/kube-object';
 
 /** A watch whose cache and events the test drives. */
 class FakeWatch extends EventEmitter {

@@ -6,7 +6,8 @@
  */
 import { KubeApiError } from '../../common/errors';
 import { nodeHttp } from '../../common/lazy';
-import { apiVersionOf, resourceByKind, type KubeObject } from './types';
+import { apiVersionOf, resourceByKind } from './types';
+import type { KubeObject } from '../../common/kube-object';
 
 export interface AdminTarget {
   /** The server's unix socket. */

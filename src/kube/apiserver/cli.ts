@@ -4,12 +4,12 @@
  * reaches it at an underlay address) and for trying the Kubernetes mode by hand.
  */
 import { ConfigError } from '../../common/errors';
-import { parse } from '../../cli/args';
-import type { CliIo } from '../../cli/main';
+import { parse, type CliIo } from '../../common/command';
 import { writeKubeconfig } from './kubeconfig';
 import { startApiServer, type RunningApiServer } from './server';
-import { resourceByPlural, type KubeObject } from './types';
+import { resourceByPlural } from './types';
 import { isoTime } from '../../common/time';
+import type { KubeObject } from '../../common/kube-object';
 
 export const KUBE_APISERVER_HELP = `Usage: weft kube-apiserver --listen HOST:PORT [options]
 

@@ -15,7 +15,8 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { nodeHttp } from '../../common/lazy';
 import { ObjectStore, type PatchType, type Selection } from './store';
-import { ApiError, apiVersionOf, badRequest, RESOURCES, resourceByPlural, type KubeObject, type ResourceType } from './types';
+import { ApiError, apiVersionOf, badRequest, RESOURCES, resourceByPlural, type ResourceType } from './types';
+import type { KubeObject } from '../../common/kube-object';
 
 const MAX_BODY = 3 * 1024 * 1024;
 

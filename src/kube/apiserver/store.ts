@@ -25,9 +25,9 @@ import {
   notFound,
   resourceByPlural,
   ApiError,
-  type KubeObject,
   type ResourceType,
 } from './types';
+import type { KubeObject } from '../../common/kube-object';
 import { byText } from '../../common/order';
 import { isoTime } from '../../common/time';
 

@@ -2,26 +2,7 @@
  * The resources the test API server serves, and the Kubernetes `Status` object its errors
  * travel as (https://kubernetes.io/docs/reference/using-api/api-concepts/).
  */
-
-/** A Kubernetes object as it travels on the wire: plain JSON. */
-export interface KubeObject {
-  apiVersion?: string;
-  kind?: string;
-  metadata: ObjectMeta;
-  [field: string]: unknown;
-}
-
-export interface ObjectMeta {
-  name?: string;
-  generateName?: string;
-  namespace?: string;
-  uid?: string;
-  resourceVersion?: string;
-  creationTimestamp?: string;
-  labels?: Record<string, string>;
-  annotations?: Record<string, string>;
-  [field: string]: unknown;
-}
+import type { KubeObject } from '../../common/kube-object';
 
 /** One served resource type. */
 export interface ResourceType {

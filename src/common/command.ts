@@ -1,6 +1,15 @@
-/** Argument parsing shared by the weft subcommands (node:util parseArgs, with errors that name the flag). */
+/**
+ * What every weft subcommand shares, wherever it lives (cli/, and the Kubernetes commands in
+ * kube/): where it writes, and argument parsing (node:util parseArgs, with errors that name the flag).
+ */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { ConfigError } from '../common/errors';
+import { ConfigError } from './errors';
+
+/** Where a CLI command writes: its output, and its diagnostics. Commands take it instead of touching process streams, so tests read what they print. */
+export interface CliIo {
+  out(s: string): void;
+  err(s: string): void;
+}
 
 export type Options = NonNullable<ParseArgsConfig['options']>;
 
