@@ -55,15 +55,30 @@ export class RingConflictError extends Error {}
 export class Ring {
   private readonly tokens = new VersionedMap<Token>();
   private epoch: Versioned<{ epoch: string }> | undefined;
+  /** `spans()` as of the last change of the tokens (read on every allocation, ring merge and space request; a sort of every token). */
+  private spanCache: readonly Span[] | undefined;
 
   constructor(readonly range: Cidr) {}
+
+  /** The token at `start`, as given; every change of the tokens goes through here, `setToken` or `merge`, so `spans()` is never stale. */
+  private putToken(start: string, e: Versioned<Token>): void {
+    this.tokens.put(start, e);
+    this.spanCache = undefined;
+  }
+
+  /** The token at `start` for `owner`, at a version above the last. */
+  private setToken(start: string, owner: string): Versioned<Token> {
+    this.spanCache = undefined;
+    return this.tokens.set(start, { owner });
+  }
 
   initialised(): boolean {
     return this.tokens.get(String(this.range.base)) !== undefined;
   }
 
-  /** Ownership in address order. */
-  spans(): Span[] {
+  /** Ownership in address order (computed once per change of the tokens). */
+  spans(): readonly Span[] {
+    if (this.spanCache) return this.spanCache;
     const starts = this.tokens
       .keys()
       .map(Number)
@@ -78,7 +93,7 @@ export class Ring {
       if (prev && prev.owner === owner) prev.last = last;
       else out.push({ first: s, last, owner });
     });
-    return out;
+    return (this.spanCache = out);
   }
 
   /** The aligned blocks `peer` owns. */
@@ -114,7 +129,7 @@ export class Ring {
     const split = (first: number, size: number, ms: string[]) => {
       if (ms.length === 1 || size === 1) {
         const e = { owner: ms[0]!, v: 1 };
-        this.tokens.put(String(first), e);
+        this.putToken(String(first), e);
         delta[`t:${first}`] = e;
         return;
       }
@@ -139,7 +154,7 @@ export class Ring {
     if (!span || span.owner !== from) throw new Error(`${from} does not own the whole of the block it was to give`);
     const delta: RingData = {};
     const setTok = (start: number, owner: string) => {
-      const e = this.tokens.set(String(start), { owner });
+      const e = this.setToken(String(start), owner);
       delta[`t:${start}`] = e;
     };
     if (end < span.last) setTok(end + 1, from);
@@ -162,7 +177,7 @@ export class Ring {
       const prev = this.tokens.get(key)!;
       if (prev.owner !== dead) continue;
       const e = { owner: to, v: Math.max(prev.v + 100, Date.now()) };
-      this.tokens.put(key, e);
+      this.putToken(key, e);
       delta[`t:${key}`] = e;
     }
     return delta;
@@ -195,6 +210,7 @@ export class Ring {
       toks[k.slice(2)] = { owner: e.owner, v: e.v };
     }
     const d = this.tokens.merge(toks);
+    if (d) this.spanCache = undefined;
     if (d) for (const [k, e] of Object.entries(d)) (delta ??= {})[`t:${k}`] = e;
     return delta;
   }

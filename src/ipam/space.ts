@@ -34,7 +34,7 @@ export interface SpaceComponents {
   mesh: SpaceMesh;
   log: Logger;
   /** The ring's spans now. */
-  spans(): Span[];
+  spans(): readonly Span[];
   /** Answers a request from a peer (the donation itself, persisted before it resolves). */
   give(from: string, subnet: Cidr): Promise<{ block: Cidr; ring: RingData } | { reason: string }>;
   /** Merges ring data a donor sent; false when it could not be taken. */

@@ -27,7 +27,7 @@ const END = lastOf(range);
 const PEERS = Array.from({ length: 8 }, (_, i) => `02:00:00:00:00:${(i + 1).toString(16).padStart(2, '0')}`);
 
 /** Ownership as sorted stretches, neighbours of one owner joined: the shape `Ring.spans()` reports. */
-function normal(spans: Span[]): Span[] {
+function normal(spans: readonly Span[]): Span[] {
   const out: Span[] = [];
   for (const s of [...spans].sort((a, b) => a.first - b.first)) {
     const prev = out[out.length - 1];
@@ -56,7 +56,7 @@ function ownerIn(model: Span[], a: number): string | undefined {
 }
 
 /** The partition invariant: stretches in order, back to back, from the first address of the range to its last. */
-function assertPartition(spans: Span[]): void {
+function assertPartition(spans: readonly Span[]): void {
   assert.equal(spans[0]!.first, range.base);
   assert.equal(spans[spans.length - 1]!.last, END);
   for (let i = 1; i < spans.length; i++) {

@@ -38,8 +38,10 @@ test('a lone peer owns the range; giving the upper half follows the seeds (10.40
   assert.deepEqual(r.ownedBy(B).map(formatCidr), ['10.40.0.0/13']);
   const other = new Ring(range);
   other.initFrom([A]);
+  assert.deepEqual(other.ownedBy(A).map(formatCidr), ['10.32.0.0/12'], 'read before the merge (spans are kept between changes)');
   other.merge(delta);
   assert.deepEqual(other.spans(), r.spans());
+  assert.deepEqual(other.ownedBy(B).map(formatCidr), ['10.40.0.0/13']);
 });
 
 test('largest free block avoids used addresses and prefers the upper end', () => {
