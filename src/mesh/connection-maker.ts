@@ -52,6 +52,8 @@ export interface ConnectionMakerComponents {
   isReachable(peer: string): boolean;
   /** Whether to dial this target now (false for peers not wanted in a large mesh). */
   wanted(t: { addr: string; peer?: string; explicit: boolean }): boolean;
+  /** Whether a connection from `host` is in its handshake here (it may be the peer dialling us). */
+  inboundPendingFrom?(host: string): boolean;
 }
 
 export interface ConnectionMakerInit {
@@ -178,6 +180,11 @@ export class ConnectionMaker implements PeerTargets {
       }
       if (t.state === 'idle') t.state = 'retrying';
       if (t.nextTry > now || !this.c.canDial()) continue;
+      // the peer is dialling us already (its hello not yet read): dialling too makes a duplicate,
+      // and one of the two ends then drops one connection (its handshake and first exchange
+      // wasted, each drop a topology change every router relays). On a busy host a handshake
+      // can outlast the wait of the side that defers, and the other side may learn late
+      if (!this.explicit(t) && this.c.inboundPendingFrom?.(splitHostPort(t.addr, this.o.defaultPort).host)) continue;
       t.state = 'connecting';
       t.attempts++;
       const { host, port } = splitHostPort(t.addr, this.o.defaultPort);

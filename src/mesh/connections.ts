@@ -96,6 +96,13 @@ export class Connections {
     return n;
   }
 
+  /** How many connections accepted from `host` are still in their handshake. */
+  inboundPending(host: string): number {
+    let n = 0;
+    for (const c of this.conns) if (c.pending && !c.outbound && c.remote.startsWith(`${host}:`)) n++;
+    return n;
+  }
+
   /** Room for another outbound connection now. */
   canDial(): boolean {
     return this.pending < this.o.maxPending && this.established < this.o.maxConnections;
@@ -126,8 +133,7 @@ export class Connections {
   private accept(socket: TransportSocket): void {
     const host = socket.remoteAddress ?? '?';
     const c = this.track(socket, false, `${host}:${socket.remotePort ?? 0}`);
-    const pendingFromHost = [...this.conns].filter((o) => o.pending && !o.outbound && o.remote.startsWith(`${host}:`));
-    if (pendingFromHost.length > this.o.maxPendingPerHost) {
+    if (this.inboundPending(host) > this.o.maxPendingPerHost) {
       c.close(`too many connections from ${host} still in their handshake`, true);
       return;
     }

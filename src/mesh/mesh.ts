@@ -45,9 +45,6 @@ export const DIGEST_DELAY_MS = 1000;
 /** A new neighbour gets this router's own keys written this recently (a few relay delays). */
 export const RECENT_MS = 4 * RELAY_MS;
 
-/** Whether the peer on `c` reads digests finer than BUCKETS. */
-const finer = (c: Connection) => c.speaks(FINE_DIGESTS);
-
 export class Mesh implements Startable, PeerTargets {
   readonly events = new TypedEmitter<MeshEvents>();
   readonly topology: Topology;
@@ -109,6 +106,7 @@ export class Mesh implements Startable, PeerTargets {
         dial: (addr, host, port) => this.conns.dial(addr, host, port),
         canDial: () => this.conns.canDial(),
         connectedTo: (p) => this.conns.to(p) !== undefined,
+        inboundPendingFrom: (h) => this.conns.inboundPending(h) > 0,
         heardFrom: (p) => this.heard.has(p),
         isReachable: (p) => this.topology.isReachable(p),
         wanted: (t) => this.plan.wanted(t, this.conns.established, MIN_DEGREE),
@@ -220,7 +218,7 @@ export class Mesh implements Startable, PeerTargets {
       const d = new Map<boolean, DigestFrame>();
       for (const c of this.conns.all()) {
         if (!c.established) continue;
-        const fine = finer(c);
+        const fine = c.speaks(FINE_DIGESTS);
         if (!d.has(fine)) d.set(fine, this.gossip.digest(fine));
         c.write(d.get(fine)!);
       }
@@ -249,11 +247,11 @@ export class Mesh implements Startable, PeerTargets {
     // digests instead of whole buckets (answered at once, joins in a forming mesh cost N^3);
     // past the full-mesh size the wait grows with the peers known (deltas take longer to
     // cross a larger mesh, and a forming one would otherwise answer whole states to each other)
-    if (this.heard.size === 0) c.write(this.gossip.digest(finer(c)));
+    if (this.heard.size === 0) c.write(this.gossip.digest(c.speaks(FINE_DIGESTS)));
     else {
       const t = setTimeout(() => {
         this.later.delete(t);
-        if (c.established && !this.stopped) c.write(this.gossip.digest(finer(c)));
+        if (c.established && !this.stopped) c.write(this.gossip.digest(c.speaks(FINE_DIGESTS)));
       }, DIGEST_DELAY_MS * this.pastFullMesh() * (1 + Math.random()));
       this.later.add(t);
     }

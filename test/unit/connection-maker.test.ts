@@ -87,3 +87,25 @@ test('of two routers that learn of each other from gossip, the smaller name dial
   plain.m.tick();
   assert.deepEqual(plain.dials, ['10.0.0.7:6783']);
 });
+
+test('a peer learnt from gossip is not dialled while a connection from its host is in its handshake here; a peer source’s address still is', () => {
+  const pending = new Set<string>();
+  const dials: string[] = [];
+  const m = new ConnectionMaker(
+    { dial: (addr) => void dials.push(addr), canDial: () => true, connectedTo: () => false, heardFrom: () => true, isReachable: () => true, wanted: () => true, inboundPendingFrom: (h) => pending.has(h) },
+    // the smaller name: it would dial at once
+    { defaultPort: 6783, retryMinMs: 1000, retryMaxMs: 60_000, self: '0a:00:00:00:00:01' },
+  );
+  pending.add('10.0.0.2');
+  m.learn('10.0.0.2', '0a:00:00:00:00:02', 0);
+  m.setTargets('flags', ['10.0.0.3']);
+  pending.add('10.0.0.3');
+  m.tick(0);
+  assert.deepEqual(dials, ['10.0.0.3:6783'], 'only the address a peer source asked for');
+  m.tick(250);
+  assert.deepEqual(dials, ['10.0.0.3:6783']);
+  // the handshake failed or was dropped: nothing pending from that host any more
+  pending.delete('10.0.0.2');
+  m.tick(500);
+  assert.deepEqual(dials, ['10.0.0.3:6783', '10.0.0.2:6783']);
+});
