@@ -184,10 +184,10 @@ export class ConnectionMaker implements PeerTargets {
       // and one of the two ends then drops one connection (its handshake and first exchange
       // wasted, each drop a topology change every router relays). On a busy host a handshake
       // can outlast the wait of the side that defers, and the other side may learn late
-      if (!this.explicit(t) && this.c.inboundPendingFrom?.(splitHostPort(t.addr, this.o.defaultPort).host)) continue;
+      const { host, port } = splitHostPort(t.addr, this.o.defaultPort);
+      if (!this.explicit(t) && this.c.inboundPendingFrom?.(host)) continue;
       t.state = 'connecting';
       t.attempts++;
-      const { host, port } = splitHostPort(t.addr, this.o.defaultPort);
       this.c.dial(t.addr, host, port);
     }
   }
