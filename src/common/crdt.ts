@@ -119,10 +119,19 @@ export class VersionedMap<T> {
   private readonly bucketKeys = new Map<number, Set<string>>();
   /** Each entry's hash, as added to its bucket (so replacing it need not hash the old entry again). */
   private readonly hashes = new Map<string, number>();
-  /** Tombstones still in the digest, and those out of it (quiet). */
-  private readonly loud = new Set<string>();
+  /**
+   * Tombstones still in the digest, each with the time it is queued under in `due`; and those
+   * out of it (quiet).
+   */
+  private readonly loud = new Map<string, number>();
   private readonly quiet = new Set<string>();
-  /** Loud tombstones by when they go quiet (`settle` takes the due ones; a key since rewritten is skipped). */
+  /**
+   * Loud tombstones by when they go quiet, a key once while it stays loud: one rewritten keeps
+   * its place and is queued again at its new time when that comes up early (`settle`). An
+   * entry whose time is not its key's in `loud` is stale (the key stopped being loud) and is
+   * dropped. So the heap holds about as many entries as there are loud tombstones, not one per
+   * write.
+   */
   private readonly due = new MinHeap<string>();
 
   /**
@@ -140,6 +149,7 @@ export class VersionedMap<T> {
     const b = bucketOf(key, MAX_BUCKETS);
     this.unhash(key, b);
     this.quiet.delete(key);
+    const queuedAt = this.loud.get(key);
     this.loud.delete(key);
     if (!e) {
       this.entries.delete(key);
@@ -151,8 +161,12 @@ export class VersionedMap<T> {
         this.quiet.add(key);
         return;
       }
-      this.loud.add(key);
-      this.due.push(e.v + this.rule.afterMs, key);
+      if (queuedAt !== undefined) this.loud.set(key, queuedAt);
+      else {
+        const at = e.v + this.rule.afterMs;
+        this.loud.set(key, at);
+        this.due.push(at, key);
+      }
     }
     const h = entryHash(key, e);
     // kept as a signed 32-bit value, which V8 holds unboxed (an unsigned one over 2^31 is a
@@ -187,13 +201,25 @@ export class VersionedMap<T> {
   private settle(): void {
     const now = Date.now();
     while (this.due.peek() < now) {
+      const at = this.due.peek();
       const k = this.due.pop()!;
-      const e = this.entries.get(k);
-      if (!this.loud.has(k) || !e || !this.quietNow(e, now)) continue;
+      if (this.loud.get(k) !== at) continue;
+      const e = this.entries.get(k)!;
+      if (!this.quietNow(e, now)) {
+        const later = e.v + this.rule!.afterMs;
+        this.loud.set(k, later);
+        this.due.push(later, k);
+        continue;
+      }
       this.unhash(k);
       this.loud.delete(k);
       this.quiet.add(k);
     }
+  }
+
+  /** Entries in the heap of due times (for tests and the simulation's figures). */
+  get queuedTombstones(): number {
+    return this.due.size;
   }
 
   /** Whether `key` holds a quiet tombstone: kept for merges, out of the digest. */

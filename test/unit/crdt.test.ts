@@ -193,3 +193,26 @@ test('a tombstone written again goes quiet on its new version, not the old one',
   assert.equal(m.isQuiet('k'), true);
   assert.deepEqual(m.toData(), {});
 });
+
+test('a tombstone rewritten many times is queued once and goes quiet on its last version', (t) => {
+  t.mock.timers.enable({ apis: ['Date'], now: 1_000_000 });
+  const m = new VersionedMap<{ up: boolean }>({ tombstone: (e) => !e.up, afterMs: 60_000 });
+  for (let i = 0; i < 50; i++) {
+    m.put('k', { up: false, v: Date.now() });
+    m.put(`other${i}`, { up: false, v: Date.now() });
+    t.mock.timers.tick(1_000);
+  }
+  // 51 keys loud, one heap entry each, not one per write
+  assert.equal(m.queuedTombstones, 51);
+  // 70.5 s after the first writes: the first 11 others are due; k, first written as long ago
+  // but last 21.5 s ago, is not
+  t.mock.timers.tick(20_500);
+  assert.equal(m.digestSize, 40);
+  assert.equal(m.isQuiet('k'), false);
+  assert.equal(m.isQuiet('other0'), true);
+  assert.equal(m.queuedTombstones, 40, 'k is queued again at its new time, once');
+  t.mock.timers.tick(50_000);
+  assert.equal(m.digestSize, 0);
+  assert.equal(m.isQuiet('k'), true);
+  assert.equal(m.queuedTombstones, 0);
+});
