@@ -217,7 +217,7 @@ export class VersionedMap<T> {
     }
   }
 
-  /** Entries in the heap of due times (for tests and the simulation's figures). */
+  /** Entries in the heap of due times (for tests). */
   get queuedTombstones(): number {
     return this.due.size;
   }
