@@ -163,7 +163,7 @@ export class VersionedMap<T> {
       }
       if (queuedAt !== undefined) this.loud.set(key, queuedAt);
       else {
-        const at = e.v + this.rule.afterMs;
+        const at = this.quietAt(e);
         this.loud.set(key, at);
         this.due.push(at, key);
       }
@@ -189,8 +189,13 @@ export class VersionedMap<T> {
     if (keys?.size === 0) this.bucketKeys.delete(b);
   }
 
+  /** When a tombstone leaves the digest: `afterMs` after its version (the writer's clock). */
+  private quietAt(e: Versioned<T>): number {
+    return e.v + this.rule!.afterMs;
+  }
+
   private quietNow(e: Versioned<T>, now: number): boolean {
-    return now - e.v > this.rule!.afterMs;
+    return now > this.quietAt(e);
   }
 
   /**
@@ -206,7 +211,7 @@ export class VersionedMap<T> {
       if (this.loud.get(k) !== at) continue;
       const e = this.entries.get(k)!;
       if (!this.quietNow(e, now)) {
-        const later = e.v + this.rule!.afterMs;
+        const later = this.quietAt(e);
         this.loud.set(k, later);
         this.due.push(later, k);
         continue;
